@@ -1,0 +1,242 @@
+"""Settings: one frozen dataclass per component; precedence CLI > environment > TOML file > defaults.
+
+Keys are `section.field` (e.g. `kafka.bootstrap_servers`). In a TOML file they are tables
+(`[kafka]` / `bootstrap_servers = "..."`); in the environment `LOGAD_KAFKA_BOOTSTRAP_SERVERS`; on the
+command line `--set kafka.bootstrap_servers=...`. Unknown keys and values of the wrong type fail with
+a ConfigError naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logad.errors import ConfigError
+
+ENV_PREFIX = "LOGAD_"
+# Environment variables with this prefix that are not settings keys.
+ENV_RESERVED = frozenset({"LOGAD_CONFIG", "LOGAD_LOG_FORMAT", "LOGAD_LOG_LEVEL", "LOGAD_KAFKA_HOME"})
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port list of brokers
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512; empty = no SASL
+    sasl_username: str = ""  # SASL user (from env in production, never logged)
+    sasl_password: str = field(default="", repr=False)  # SASL secret; repr=False keeps it out of logs
+    ssl_cafile: str = ""  # CA bundle used to verify the brokers' certificates
+    ssl_certfile: str = ""  # client certificate for mutual TLS
+    ssl_keyfile: str = ""  # private key of the client certificate
+    client_id: str = "logad"  # client id shown in broker logs and quotas
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    raw_hdfs: str = "logs.hdfs"  # raw HDFS lines, one line (or newline-joined lines) per record
+    raw_openstack: str = "logs.openstack"  # raw OpenStack lines
+    events: str = "logad.events"  # templated events, keyed by session id
+    windows: str = "logad.windows"  # closed session windows, input of the scorer
+    scores: str = "logad.scores"  # every window score
+    alerts: str = "logad.alerts"  # anomalous windows (JSON alerts with a stable id)
+    dead_letter: str = "logad.dead-letter"  # records we could not process, with the reason
+    partitions: int = 4  # partitions of every topic we create (tables are co-partitioned)
+    replication: int = 1  # replication factor of the topics we create
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_line_bytes: int = 65536  # longer lines are truncated to this many bytes (and counted)
+    max_record_bytes: int = 1_048_576  # records larger than this go to the dead-letter topic
+    batch_size: int = 2000  # raw records taken per batch from the raw topics
+    batch_within_s: float = 0.2  # ... or whatever arrived within this many seconds
+    drift_report_every_s: float = 60.0  # how often the drift miner's summary is logged
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    gap_s: float = 300.0  # event-time gap that closes a session
+    idle_timeout_s: float = 30.0  # wall-clock idle time that closes a session on a silent stream
+    max_open_sessions: int = 1_000_000  # cap on open sessions per worker; oldest evicted (closed) first
+    max_events_per_session: int = 100_000  # cap on events kept per session; later events counted and dropped
+    sweep_every_s: float = 1.0  # how often the idle timer runs
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    model_dir: str = "artifacts/models/hdfs"  # model bundle used by the scoring worker
+    device: str = "auto"  # auto | cpu | cuda
+    max_batch: int = 256  # windows per forward pass
+    max_wait_ms: float = 20.0  # longest a window waits for its batch to fill
+    queue_size: int = 4096  # bounded queue between the consumer and the model
+    early_alerts: bool = False  # score open sessions incrementally and send `early: true` alerts
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"  # web/metrics server bind address (loopback by default)
+    port: int = 6066  # worker web + Prometheus metrics port
+    scorer_port: int = 6067  # scorer Prometheus metrics port
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR
+    json: bool = False  # one JSON object per log line (for log shippers)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)  # broker connection
+    topics: TopicsConfig = field(default_factory=TopicsConfig)  # topic names and sizes
+    ingest: IngestConfig = field(default_factory=IngestConfig)  # raw-line ingest
+    sessions: SessionConfig = field(default_factory=SessionConfig)  # session/window state
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)  # scoring worker
+    web: WebConfig = field(default_factory=WebConfig)  # web and metrics servers
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # process logs
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(value: Any, typ: Any, key: str, origin: str) -> Any:
+    """Convert `value` (a TOML value or a string from env/CLI) to `typ`, or raise ConfigError."""
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in {"", "none", "null"}):
+            return None
+        typ = args[0]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{key} (from {origin}): expected {getattr(typ, '__name__', typ)}, got {value!r}"
+        ) from None
+    raise ConfigError(f"{key}: unsupported setting type {typ!r}")
+
+
+def _apply(base: Any, updates: Mapping[str, Any], origin: str) -> Any:
+    """Return a copy of the dataclass `base` with `updates` ({field: value}) applied and type-checked."""
+    hints = _field_types(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    changes: dict[str, Any] = {}
+    for name, value in updates.items():
+        key = f"{type(base).__name__}.{name}"
+        if name not in names:
+            raise ConfigError(f"unknown setting {name!r} in {origin} (known: {', '.join(sorted(names))})")
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} (from {origin}): expected a table of settings, got {value!r}")
+            changes[name] = _apply(getattr(base, name), value, f"{origin} [{name}]")
+        else:
+            changes[name] = coerce(value, typ, key, origin)
+    return dataclasses.replace(base, **changes)
+
+
+def _nest(flat: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
+    """{'kafka.bootstrap_servers': v} -> {'kafka': {'bootstrap_servers': v}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, dot, name = key.partition(".")
+        if not dot or not section or not name:
+            raise ConfigError(f"setting {key!r} from {origin} must look like section.field")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+
+
+def env_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """LOGAD_SECTION_FIELD=value -> {'section.field': value}; unknown LOGAD_ names are errors."""
+    sections = {f.name: {g.name for g in dataclasses.fields(f.default_factory())}  # type: ignore[misc]
+                for f in dataclasses.fields(Settings)}
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        for section, fields_ in sections.items():
+            if rest.startswith(section + "_") and rest[len(section) + 1:] in fields_:
+                out[f"{section}.{rest[len(section) + 1:]}"] = value
+                break
+        else:
+            raise ConfigError(f"unknown environment setting {name} (expected LOGAD_<SECTION>_<FIELD>)")
+    return out
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """['kafka.bootstrap_servers=h:9092'] -> {'kafka.bootstrap_servers': 'h:9092'}."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--set {item!r}: expected section.field=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_settings(
+    file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file (or $LOGAD_CONFIG), then LOGAD_* env, then CLI overrides."""
+    env = os.environ if env is None else env
+    settings = Settings()
+    file = file or env.get("LOGAD_CONFIG") or None
+    if file:
+        settings = _apply(settings, read_toml(file), f"config file {file}")
+    settings = _apply(settings, _nest(env_settings(env), "environment"), "environment")
+    if cli:
+        settings = _apply(settings, _nest(cli, "command line"), "command line")
+    return settings
+
+
+def redacted(settings: Any) -> dict[str, Any]:
+    """Settings as a dict with every secret-looking field replaced by '***' (for banners and logs)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = redacted(value)
+        elif any(s in f.name for s in ("password", "secret", "token", "keyfile")) and value:
+            out[f.name] = "***"
+        else:
+            out[f.name] = value
+    return out
