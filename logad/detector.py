@@ -1,0 +1,160 @@
+"""Detector: a loaded model bundle + its normal reference + calibrated thresholds -> decisions.
+
+The one object that `logad score`, `logad evaluate`, `logad detect` and the streaming scorer call:
+    windows -> WindowScorer scores -> Thresholds.decide -> WindowScore
+and sessions (template-key sequences) -> windows -> per-session score and decision.
+The combined score of a window is max over enabled methods of (score - threshold) / scale, and
+(unseen_rate - limit) / limit for the hard rule: > 0 exactly when the decision is "anomaly", and a
+continuous value for PR curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from logad.artifacts import Bundle, load_bundle, read_json, sha256_file, write_json
+from logad.errors import ArtifactError
+from logad.model import pick_device
+from logad.records import Window, WindowScore
+from logad.scoring import Reference, WindowScorer
+from logad.sessions import windows_of
+from logad.thresholds import Thresholds
+
+THRESHOLDS = "thresholds.json"
+REFERENCE = "reference.safetensors"
+
+
+def save_reference(model_dir: str | Path, ref: Reference) -> str:
+    path = Path(model_dir) / REFERENCE
+    save_file({k: v.contiguous() for k, v in ref.to_tensors().items()}, str(path))
+    return sha256_file(path)
+
+
+def load_reference(model_dir: str | Path, vocab_size: int) -> tuple[Reference, str]:
+    path = Path(model_dir) / REFERENCE
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: run `logad calibrate --model {model_dir}` first")
+    try:
+        ref = Reference.from_tensors(load_file(str(path)))
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise ArtifactError(f"{path}: unreadable reference ({e})") from None
+    if ref.seen.numel() != vocab_size or (ref.counts.numel() and ref.counts.shape[1] != vocab_size):
+        raise ArtifactError(f"{path}: reference is for a vocab of {ref.seen.numel()} templates, model has {vocab_size}")
+    return ref, sha256_file(path)
+
+
+def save_thresholds(model_dir: str | Path, th: Thresholds) -> None:
+    write_json(Path(model_dir) / THRESHOLDS, th.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    session_id: str
+    label: int | None
+    score: float  # max combined window score (> 0 means anomalous)
+    is_anomaly: bool
+    scores: dict[str, float]  # per method, max over the session's windows
+    n_windows: int
+    n_events: int
+
+
+class Detector:
+    def __init__(self, bundle: Bundle, reference: Reference, thresholds: Thresholds | None,
+                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
+        self.bundle = bundle
+        self.reference = reference
+        self.thresholds = thresholds
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        topk = thresholds.topk if thresholds else 9
+        self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
+                                   pad=bundle.vocab.PAD, topk=topk, device=self.device)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto", require_thresholds: bool = True,
+             batch_size: int = 256) -> Detector:
+        dev = pick_device(device)
+        bundle = load_bundle(model_dir, dev)
+        ref, ref_sha = load_reference(model_dir, bundle.model.cfg.vocab_size)
+        th = None
+        if require_thresholds:
+            th = Thresholds.from_dict(read_json(Path(model_dir) / THRESHOLDS, "thresholds file"))
+            if th.model_sha256 != bundle.weights_sha256:
+                raise ArtifactError(f"{Path(model_dir) / THRESHOLDS} was calibrated for other weights "
+                                    f"({th.model_sha256[:12]} != {bundle.weights_sha256[:12]}): run `logad calibrate`")
+            if th.reference_sha256 != ref_sha:
+                raise ArtifactError(f"{Path(model_dir) / THRESHOLDS} does not match {REFERENCE} (tampered or stale)")
+            unknown = set(th.values) - {"mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1"}
+            if unknown:
+                raise ArtifactError(f"{Path(model_dir) / THRESHOLDS}: unknown score methods {sorted(unknown)}")
+        return cls(bundle, ref, th, dev, batch_size)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def combined(self, scores: dict[str, float]) -> float:
+        th = self.thresholds
+        if th is None:
+            return scores["mean_nll"]
+        scales = th.extra.get("scales", {})
+        parts = [(scores[m] - t) / max(scales.get(m, 1.0), 1e-6) for m, t in th.values.items()]
+        parts.append((scores["unseen_rate"] - th.unseen_rate_max) / max(th.unseen_rate_max, 1e-6))
+        return max(parts)
+
+    def score_windows(self, windows: Sequence[Window], details: bool = False) -> list[WindowScore]:
+        out: list[WindowScore] = []
+        for i in range(0, len(windows), self.batch_size):
+            chunk = windows[i:i + self.batch_size]
+            scores, surprising = self.scorer.score(chunk, details=details)
+            for w, s, ev in zip(chunk, scores, surprising):
+                if self.thresholds is not None:
+                    flag, reasons = self.thresholds.decide(s)
+                else:
+                    flag, reasons = False, ()
+                s["combined"] = self.combined(s)
+                out.append(WindowScore(w, s, flag, reasons, tuple(self._detail(w, e) for e in ev)))
+        return out
+
+    def _detail(self, w: Window, e) -> dict:
+        v = self.bundle.vocab
+        return {"index": w.start + e.index, "template_id": e.template_id, "template_key": v.key_of(e.template_id),
+                "template": v.text_of(e.template_id), "prob": e.prob,
+                "expected": [{"template_key": v.key_of(i), "template": v.text_of(i), "prob": p} for i, p in e.top]}
+
+    def session_windows(self, session_id: str, ids: Sequence[int], source: str = "") -> list[Window]:
+        return windows_of(source or self.bundle.path.name, session_id, list(ids), self.bundle.rule)
+
+    def score_sessions(self, sessions: Iterable[tuple[str, int | None, Sequence[str]]]) -> list[SessionResult]:
+        """(session_id, label, template keys) -> one result per session; unknown keys count as unseen."""
+        vocab = self.bundle.vocab
+        return self.score_id_sessions((sid, lab, [vocab.id_of(k) for k in keys]) for sid, lab, keys in sessions)
+
+    def score_id_sessions(self, sessions: Iterable[tuple[str, int | None, Sequence[int]]]) -> list[SessionResult]:
+        """(session_id, label, template ids) -> one result per session (any window anomalous)."""
+        sessions = list(sessions)
+        windows: list[Window] = []
+        owner: list[int] = []
+        for k, (sid, _, ids) in enumerate(sessions):
+            ws = self.session_windows(sid, ids)
+            windows += ws
+            owner += [k] * len(ws)
+        scored = self.score_windows(windows)
+        per: list[list[WindowScore]] = [[] for _ in sessions]
+        for k, ws in zip(owner, scored):
+            per[k].append(ws)
+        return [aggregate(sid, label, len(ids), ws) for (sid, label, ids), ws in zip(sessions, per)]
+
+
+def aggregate(session_id: str, label: int | None, n_events: int, ws: Sequence[WindowScore]) -> SessionResult:
+    """Session = max of its windows' scores; anomalous when any window is."""
+    if not ws:  # empty session: nothing to score, nothing anomalous seen
+        return SessionResult(session_id, label, float("-inf"), False, {}, 0, n_events)
+    agg = {m: max(w.scores[m] for w in ws) for m in ws[0].scores}
+    return SessionResult(session_id, label, agg["combined"], any(w.is_anomaly for w in ws), agg, len(ws), n_events)

@@ -1,0 +1,152 @@
+"""Window scoring: (B, T) template ids -> per-event surprise -> per-window scores.
+
+`window_example` turns one window into the model's (input, target) pair with the window rule of
+logad.sessions; training uses the same function, so what is trained is what is scored:
+    first window  x = [BOS, e0 .. e_{n-2}]   y = [e0 .. e_{n-1}]            (every event scored)
+    later windows x = [e_a .. e_{b-2}]       y = [e_{a+1} .. e_{b-1}], context targets -> IGNORE
+
+Per window we compute (higher = more anomalous):
+    mean_nll    mean negative log-likelihood of the scored events
+    max_nll     the most surprising scored event
+    ppl         exp(mean_nll)
+    topk_miss   scored events outside the model's top-k next templates (DeepLog's rule, k = 9)
+    unseen_rate share of scored events whose template is UNK or never occurred in training
+    count_l1    L1 distance from the window's template-count vector to the nearest normal training
+                window's (a count-vector lookup: catches anomalies that differ only in counts)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from logad.model import IGNORE, NextTokenTransformer, autocast
+from logad.records import Window
+
+METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1")
+
+
+def window_example(ids: Sequence[int], n_context: int, bos: int) -> tuple[list[int], list[int]]:
+    """(x, y) of one window; y holds IGNORE where the event is context only."""
+    ids = list(ids)
+    if n_context == 0:
+        return [bos] + ids[:-1], ids
+    x, y = ids[:-1], ids[1:]
+    return x, [IGNORE] * (n_context - 1) + y[n_context - 1:]
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest example: (B, T) inputs and (B, T) targets (IGNORE on padding)."""
+    T = max(len(x) for x, _ in examples)
+    xs = torch.full((len(examples), T), pad, dtype=torch.long)
+    ys = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        xs[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        ys[i, : len(y)] = torch.tensor(y, dtype=torch.long)
+    return xs, ys
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the detector knows of normal training data besides the model weights."""
+
+    seen: torch.Tensor  # (V,) bool: template occurred in a normal training session
+    counts: torch.Tensor  # (M, V) float32: unique count vectors of normal training windows
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"seen": self.seen.to(torch.uint8), "counts": self.counts}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> Reference:
+        return cls(seen=t["seen"].bool(), counts=t["counts"].float())
+
+
+def count_vectors(windows: Sequence[Sequence[int]], vocab_size: int) -> torch.Tensor:
+    """(N, V) template counts of each id list."""
+    out = torch.zeros(len(windows), vocab_size)
+    for i, ids in enumerate(windows):
+        if ids:
+            out[i].index_add_(0, torch.tensor(list(ids), dtype=torch.long), torch.ones(len(ids)))
+    return out
+
+
+def build_reference(train_windows: Sequence[Sequence[int]], vocab_size: int, unk: int) -> Reference:
+    counts = torch.unique(count_vectors(train_windows, vocab_size), dim=0)
+    seen = torch.zeros(vocab_size, dtype=torch.bool)
+    for ids in train_windows:
+        seen[list(ids)] = True
+    seen[unk] = False
+    return Reference(seen=seen, counts=counts)
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    index: int  # position of the event in its window's ids (add Window.start for the session index)
+    template_id: int
+    prob: float  # the model's probability of this template at this position
+    top: tuple[tuple[int, float], ...]  # the model's top expected (template id, prob)
+
+
+class WindowScorer:
+    """Scores batches of windows with one model; pure function of (model, reference, windows)."""
+
+    def __init__(self, model: NextTokenTransformer, reference: Reference, bos: int, pad: int,
+                 topk: int = 9, device: torch.device | str = "cpu", n_details: int = 3) -> None:
+        self.model = model.eval()
+        self.reference = reference
+        self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
+        self.device = torch.device(device)
+        self._ref_counts = reference.counts.to(self.device)
+        self._seen = reference.seen.to(self.device)
+
+    @torch.no_grad()
+    def score_ids(self, windows: Sequence[tuple[Sequence[int], int]], details: bool = False):
+        """windows: (ids, n_context) pairs -> (list of score dicts, list of surprising-event lists)."""
+        if not windows:
+            return [], []
+        x, y = collate([window_example(ids, ctx, self.bos) for ids, ctx in windows], self.pad)
+        x, y = x.to(self.device), y.to(self.device)  # (B, T)
+        with autocast(self.device):
+            logits, _ = self.model(x)  # (B, T, V)
+        logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+        mask = y != IGNORE  # (B, T) scored positions
+        tgt = y.clamp(min=0)  # (B, T)
+        tgt_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        nll = (-tgt_logp).masked_fill(~mask, 0.0)  # (B, T)
+        rank = (logp > tgt_logp.unsqueeze(-1)).sum(-1)  # (B, T) templates ranked above the target
+        miss = (rank >= self.topk) & mask  # (B, T)
+        unseen = (~self._seen[tgt]) & mask  # (B, T)
+        n = mask.sum(-1).clamp(min=1).float()  # (B,)
+        mean_nll = nll.sum(-1) / n
+        max_nll = nll.max(-1).values
+        counts = torch.stack([
+            torch.bincount(torch.tensor(list(ids), dtype=torch.long, device=self.device),
+                           minlength=self._seen.numel()).float()
+            for ids, _ in windows])  # (B, V) count vector of each window
+        count_l1 = torch.cdist(counts, self._ref_counts, p=1).min(-1).values if len(self._ref_counts) else counts.sum(-1)
+        scores = []
+        for b in range(len(windows)):
+            scores.append({
+                "mean_nll": float(mean_nll[b]), "max_nll": float(max_nll[b]),
+                "ppl": float(torch.exp(mean_nll[b].clamp(max=50))), "topk_miss": float(miss[b].sum()),
+                "unseen_rate": float(unseen[b].sum() / n[b]), "count_l1": float(count_l1[b]),
+            })
+        surprising: list[list[EventDetail]] = [[] for _ in windows]
+        if details:
+            for b, (ids, ctx) in enumerate(windows):
+                order = torch.argsort(nll[b], descending=True)[: self.n_details]
+                for t in order.tolist():
+                    if not mask[b, t]:
+                        continue
+                    top = torch.topk(logp[b, t], k=min(3, logp.size(-1)))
+                    surprising[b].append(EventDetail(
+                        index=t if ctx == 0 else t + 1, template_id=int(tgt[b, t]), prob=float(tgt_logp[b, t].exp()),
+                        top=tuple((int(i), float(v.exp())) for v, i in zip(top.values, top.indices)),
+                    ))
+        return scores, surprising
+
+    def score(self, windows: Sequence[Window], details: bool = False):
+        return self.score_ids([(w.ids, w.n_context) for w in windows], details=details)

@@ -1,0 +1,136 @@
+"""Sessions and windows: the one rule that offline training, offline detection and the stream share.
+
+A session is the ordered events of one session key (HDFS block, OpenStack VM instance). It is cut into
+sliding windows of at most `length` events with step `stride`:
+
+    window 0 : events [0, L)                    every event scored (the model sees BOS first)
+    window j : events [j*S, j*S + L)            only the last S events scored; the first L - S are
+                                                context that window j-1 already scored
+
+so every event is scored exactly once with up to L - S events of left context, whatever the session
+length. A session that closes (gap, terminal event, idle timer, end of input, eviction) emits the
+tail window if it holds unscored events. `plan_windows` is the offline form of the rule;
+`SessionWindower` is the incremental form used by `logad detect` and the streaming session agent.
+Both produce identical windows for the same event sequence (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from logad.errors import ConfigError
+from logad.records import Window
+
+
+@dataclass(frozen=True)
+class WindowRule:
+    length: int = 64  # L: events per window (the model adds BOS to the first window of a session)
+    stride: int = 32  # S: new events per sliding window; L - S events of context are carried over
+
+    def __post_init__(self) -> None:
+        if self.length < 2:
+            raise ConfigError(f"window length must be >= 2, got {self.length}")
+        if not 1 <= self.stride <= self.length:
+            raise ConfigError(f"window stride must be in [1, length={self.length}], got {self.stride}")
+
+    def n_context(self, start: int) -> int:
+        """Leading events of the window starting at `start` that only serve as context."""
+        return 0 if start == 0 else self.length - self.stride
+
+
+def plan_windows(n: int, rule: WindowRule) -> list[tuple[int, int, int]]:
+    """(start, end, n_context) of every window of a session with n events."""
+    if n <= 0:
+        return []
+    spans = [(0, min(n, rule.length), 0)]
+    start = rule.stride
+    while start + rule.n_context(start) < n:
+        spans.append((start, min(n, start + rule.length), rule.n_context(start)))
+        start += rule.stride
+    return spans
+
+
+def windows_of(
+    source: str,
+    session_id: str,
+    ids: Sequence[int],
+    rule: WindowRule,
+    timestamps: Sequence[float | None] | None = None,
+    reason: str = "end",
+) -> list[Window]:
+    """All windows of a complete session (offline form of the rule)."""
+    out = []
+    spans = plan_windows(len(ids), rule)
+    for k, (a, b, ctx) in enumerate(spans):
+        last = k == len(spans) - 1
+        out.append(Window(
+            source=source, session_id=session_id, start=a, ids=tuple(ids[a:b]), n_context=ctx,
+            first_ts=timestamps[a + ctx] if timestamps else None,
+            last_ts=timestamps[b - 1] if timestamps else None,
+            reason=reason if last else "max_length", final=last, n_lines=b - a - ctx,
+        ))
+    return out
+
+
+class SessionWindower:
+    """Incremental window state of one session: push events, get windows as they close.
+
+    Keeps at most `rule.length` events, so memory per session is bounded whatever its length.
+    State is plain data (`to_state` / `from_state`) so a Faust table can persist it.
+    """
+
+    __slots__ = ("source", "session_id", "rule", "n", "start", "ids", "ts")
+
+    def __init__(self, source: str, session_id: str, rule: WindowRule) -> None:
+        self.source = source
+        self.session_id = session_id
+        self.rule = rule
+        self.n = 0  # events pushed so far
+        self.start = 0  # start index (in the session) of the window being filled
+        self.ids: list[int] = []  # (<= L,) template ids of events [start, n)
+        self.ts: list[float | None] = []  # their event times
+
+    def push(self, template_id: int, ts: float | None) -> Window | None:
+        """Add one event; returns the window it completes (reason max_length), if any."""
+        self.ids.append(template_id)
+        self.ts.append(ts)
+        self.n += 1
+        if len(self.ids) < self.rule.length:
+            return None
+        window = self._window(self.n, "max_length", final=False)
+        # Slide: keep the last L - S events as the next window's context.
+        drop = self.rule.stride
+        self.ids = self.ids[drop:]
+        self.ts = self.ts[drop:]
+        self.start += drop
+        return window
+
+    def close(self, reason: str) -> Window | None:
+        """Session ends: the tail window if it holds events not scored yet."""
+        ctx = self.rule.n_context(self.start)
+        if self.n <= self.start + ctx:
+            return None
+        return self._window(self.n, reason, final=True)
+
+    def pending(self) -> int:
+        """Events pushed but not yet scored (what an early, incremental score would look at)."""
+        return self.n - self.start - self.rule.n_context(self.start)
+
+    def _window(self, end: int, reason: str, final: bool) -> Window:
+        ctx = self.rule.n_context(self.start)
+        return Window(
+            source=self.source, session_id=self.session_id, start=self.start,
+            ids=tuple(self.ids[: end - self.start]), n_context=ctx,
+            first_ts=self.ts[ctx], last_ts=self.ts[end - self.start - 1],
+            reason=reason, final=final, n_lines=end - self.start - ctx,
+        )
+
+    def to_state(self) -> dict:
+        return {"n": self.n, "start": self.start, "ids": list(self.ids), "ts": list(self.ts)}
+
+    @classmethod
+    def from_state(cls, source: str, session_id: str, rule: WindowRule, state: dict) -> SessionWindower:
+        w = cls(source, session_id, rule)
+        w.n, w.start, w.ids, w.ts = state["n"], state["start"], list(state["ids"]), list(state["ts"])
+        return w

@@ -1,0 +1,288 @@
+"""The `logad` command line. Thin: every command parses options and calls training/, streams/ or logad/.
+
+Any LogadError becomes one line `error: <message>` on stderr and exit code 2 (no traceback).
+Stream commands import streams/ lazily so offline commands never load faust/aiokafka.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from logad.errors import LogadError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="logad: streaming log anomaly detection (Drain3 templates + next-template transformer).")
+templates_app = typer.Typer(no_args_is_help=True, help="Template vocab tools.")
+app.add_typer(templates_app, name="templates")
+console = Console(stderr=True)
+
+ART = Path("artifacts")
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML settings file (also $LOGAD_CONFIG).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: section.field=value (repeatable).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+
+
+def settings(config: Path | None, overrides: list[str] | None):
+    from logad.config import load_settings, parse_overrides
+
+    return load_settings(config, cli=parse_overrides(overrides or []))
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------------------- offline
+@app.command()
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="hdfs | openstack | all | raw")] = "all",
+    out_root: Annotated[Path, typer.Option(help="Datasets are written to <out-root>/{hdfs_pretrain,openstack_finetune}.")] = ART,
+    raw: Annotated[Optional[Path], typer.Option(help="raw log file (dataset=raw)")] = None,
+    log_format: Annotated[str, typer.Option("--format", help="log format of --raw: hdfs | openstack | a TOML file")] = "hdfs",
+    labels: Annotated[Optional[Path], typer.Option(help="SessionId,Label CSV for --raw")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="EventId,EventTemplate CSV seeding the vocab (--raw)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (dataset=raw)")] = None,
+) -> None:
+    """Build train/val/test parquet splits and the template vocab."""
+    from training import datasets
+
+    jobs = []
+    if dataset in ("hdfs", "all"):
+        jobs.append(("hdfs", lambda: datasets.prepare_hdfs(out_root / "hdfs_pretrain")))
+    if dataset in ("openstack", "all"):
+        jobs.append(("openstack", lambda: datasets.prepare_openstack(out_root / "openstack_finetune")))
+    if dataset == "raw":
+        if raw is None or out is None:
+            raise LogadError("prepare raw needs --raw FILE and --out FOLDER")
+        from training.raw import prepare_raw
+
+        jobs.append((raw.name, lambda: prepare_raw(raw, log_format, out, labels, reference)))
+    if not jobs:
+        raise LogadError(f"unknown dataset {dataset!r} (hdfs | openstack | all | raw)")
+    for name, job in jobs:
+        info = job()
+        table = Table(title=f"{name}: {info['split_rule']}")
+        for col in ("split", "sessions", "normal", "anomaly", "events", "unseen template rate"):
+            table.add_column(col)
+        for split, c in info["counts"].items():
+            table.add_row(split, str(c["sessions"]), str(c["normal"]), str(c["anomaly"]), str(c["events"]),
+                          f"{c['unseen_template_rate']:.4f}")
+        Console().print(table)
+        for k in ("lines", "rejected"):
+            if k in info:
+                Console().print(f"{k}: {info[k]}")
+        Console().print(f"templates: {info['n_templates']}")
+
+
+@app.command("eval-parser")
+def eval_parser(dataset: Annotated[str, typer.Option(help="hdfs | openstack")] = "hdfs",
+                out_dir: Annotated[Path, typer.Option()] = ART / "metrics" / "parsing") -> None:
+    """Parsing accuracy of our masking + Drain3 on the Loghub 2k sample (Loghub-2.0 corrected truth)."""
+    from training.parser_eval import main as run
+
+    _print_json(run(dataset, out_dir))
+
+
+@templates_app.command("match")
+def templates_match(
+    file: Annotated[Path, typer.Argument(help="raw log file (gzip ok)")],
+    vocab: Annotated[Path, typer.Option(help="template_vocab.json")],
+    log_format: Annotated[Optional[str], typer.Option("--format", help="defaults to the vocab's format")] = None,
+) -> None:
+    """Print each line's session key(s) and template key (or UNK), tab-separated."""
+    from logad.formats import load_format
+    from logad.templates import TemplateVocab, match_lines
+    from logad.parse import open_lines
+
+    v = TemplateVocab.load(vocab)
+    fmt = load_format(log_format or v.format_name)
+    out = sys.stdout
+    for keys, key in match_lines(v, fmt, open_lines(file)):
+        out.write(f"{','.join(keys)}\t{key}\n")
+
+
+def _train_cfg(**kw):
+    from training.loop import TrainConfig
+
+    return TrainConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+@app.command()
+def pretrain(
+    data: Annotated[Path, typer.Option(help="prepared dataset folder")] = ART / "hdfs_pretrain",
+    out: Annotated[Path, typer.Option(help="shipped model folder (copy of best)")] = ART / "models" / "hdfs",
+    work: Annotated[Path, typer.Option(help="run folder: checkpoints, best, last")] = ART / "checkpoints" / "hdfs",
+    max_samples: Annotated[int, typer.Option()] = 1_000_000,
+    checkpoint_every: Annotated[int, typer.Option(help="samples between checkpoints")] = 1_000_000,
+    eval_every: Annotated[int, typer.Option()] = 50_000,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    warmup_samples: Annotated[int, typer.Option()] = 20_000,
+    early_stop_patience: Annotated[int, typer.Option(help="0 = off")] = 0,
+    n_layer: Annotated[int, typer.Option()] = 2,
+    n_head: Annotated[int, typer.Option()] = 4,
+    n_embd: Annotated[int, typer.Option()] = 128,
+    dropout: Annotated[float, typer.Option()] = 0.1,
+    window: Annotated[int, typer.Option(help="window length L (= model context)")] = 64,
+    stride: Annotated[int, typer.Option(help="window stride S")] = 32,
+    seed: Annotated[int, typer.Option()] = 1337,
+    resume: Annotated[Optional[Path], typer.Option(help="checkpoint folder to resume from")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Pretrain the next-template transformer (HDFS by default)."""
+    from logad.sessions import WindowRule
+    from training.pretrain import pretrain as run
+
+    cfg = _train_cfg(max_samples=max_samples, checkpoint_every=checkpoint_every, eval_every=eval_every,
+                     batch_size=batch_size, lr=lr, warmup_samples=warmup_samples,
+                     early_stop_patience=early_stop_patience, seed=seed, device=device)
+    report = run(data, out, work, {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "dropout": dropout},
+                 cfg, WindowRule(window, stride), resume=resume)
+    _print_json({"test_topk": report["test"]["topk_accuracy"], "val_topk": report["val"]["topk_accuracy"],
+                 "coverage": report["coverage"], "samples": report.get("samples")})
+
+
+@app.command()
+def finetune(
+    data: Annotated[Path, typer.Option()] = ART / "openstack_finetune",
+    init: Annotated[Optional[Path], typer.Option(help="pretrained checkpoint; default: the one at --init-epochs")] = None,
+    pretrain_work: Annotated[Path, typer.Option(help="pretraining run folder to pick the checkpoint from")] = ART / "checkpoints" / "hdfs",
+    init_epochs: Annotated[float, typer.Option(help="take the HDFS checkpoint after this many epochs' worth of samples")] = 2.0,
+    out: Annotated[Path, typer.Option()] = ART / "models" / "openstack",
+    work: Annotated[Path, typer.Option()] = ART / "checkpoints" / "openstack",
+    max_samples: Annotated[int, typer.Option()] = 500_000,
+    checkpoint_every: Annotated[int, typer.Option()] = 250_000,
+    eval_every: Annotated[int, typer.Option()] = 25_000,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    warmup_samples: Annotated[int, typer.Option()] = 10_000,
+    early_stop_patience: Annotated[int, typer.Option()] = 2,
+    seed: Annotated[int, typer.Option()] = 1337,
+    compare_scratch: Annotated[bool, typer.Option(help="also train from scratch, same budget, and report")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Fine-tune the pretrained model on OpenStack (embedding/output resized to the new vocab)."""
+    from training.pretrain import checkpoint_for_epochs, finetune as run
+
+    cfg = _train_cfg(max_samples=max_samples, checkpoint_every=checkpoint_every, eval_every=eval_every,
+                     batch_size=batch_size, lr=lr, warmup_samples=warmup_samples, betas=(0.9, 0.98),
+                     early_stop_patience=early_stop_patience, seed=seed, device=device)
+    init_path = init or checkpoint_for_epochs(pretrain_work, init_epochs)
+    results = run(data, init_path, out, work, cfg, compare_scratch=compare_scratch)
+    from logad.artifacts import write_json
+
+    write_json(ART / "metrics" / "openstack" / "transfer.json", results)
+    _print_json(results)
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Option(help="model folder")] = ART / "models" / "hdfs",
+    data: Annotated[Optional[Path], typer.Option(help="dataset the model was trained on")] = None,
+    percentile: Annotated[float, typer.Option()] = 99.5,
+    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "max_nll,topk_miss,count_l1",
+    unseen_rate_max: Annotated[float, typer.Option(help="hard rule: unseen-template rate above this is anomalous")] = 0.05,
+    topk: Annotated[int, typer.Option(help="DeepLog top-k for topk_miss")] = 9,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Fit thresholds on normal validation windows; writes thresholds.json into the model folder."""
+    from training.calibrate import calibrate as run
+
+    data = data or _default_data(model)
+    th = run(model, data, percentile, [m.strip() for m in methods.split(",") if m.strip()], unseen_rate_max, topk, device)
+    table = Table(title=f"validation sessions by threshold percentile (chosen: {percentile})")
+    for col in ("percentile", "FPR", "precision", "recall", "F1", "F1 @2.93%"):
+        table.add_column(col)
+    for r in th["extra"]["percentile_table"]:
+        table.add_row(f"{r['percentile']}", f"{r['fpr']:.4f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}",
+                      f"{r['f1']:.4f}", f"{r['f1_at_prevalence']:.4f}")
+    Console().print(table)
+    _print_json(th["values"])
+
+
+def _default_data(model: Path) -> Path:
+    name = model.name
+    return ART / ("openstack_finetune" if name == "openstack" else "hdfs_pretrain")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
+    data: Annotated[Optional[Path], typer.Option(help="prepared dataset folder (test split)")] = None,
+    sequences: Annotated[Optional[Path], typer.Option(help="evaluate a sequence file instead")] = None,
+    label: Annotated[Optional[str], typer.Option(help="label of a plain sequence file: Normal | Anomaly")] = None,
+    instability: Annotated[float, typer.Option(help="perturbation rate R (drop/duplicate/swap)")] = 0.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    name: Annotated[Optional[str], typer.Option(help="metrics folder name (default: model folder name)")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """P/R/F1, PR-AUC, baselines, plots and recommendations."""
+    from training.evaluate import evaluate as run, evaluate_file
+
+    if sequences is not None:
+        _print_json(evaluate_file(model, sequences, label, device))
+        return
+    r = run(model, data or _default_data(model), name or model.name, instability=instability, seed=seed, device=device)
+    table = Table(title=f"{r['dataset']} test (R={instability}): model vs baselines")
+    for col in ("detector", "precision", "recall", "F1", "PR-AUC", "FPR", "F1 @2.93%"):
+        table.add_column(col)
+    for n, m in [("model", r["model"])] + list(r["baselines"].items()):
+        table.add_row(n, *(f"{m[k]:.4f}" for k in ("precision", "recall", "f1", "pr_auc", "fpr", "f1_at_hdfs_prevalence")))
+    Console().print(table)
+    Console().print(r["statement"])
+    for rec in r["recommendations"]:
+        Console().print(f"- {rec}")
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option()],
+    sequences: Annotated[Path, typer.Option(help="sequence CSV (gzip ok) or plain sequence file")],
+    out: Annotated[Path, typer.Option(help="output CSV")],
+    label: Annotated[Optional[str], typer.Option(help="label for a plain file: Normal | Anomaly")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Per-session scores of a labelled sequence file: session_id,label,score,is_anomaly,<methods>."""
+    from training.evaluate import score_file
+
+    res = score_file(model, sequences, label, out, device)
+    typer.echo(f"scored {len(res)} sessions, {sum(r.is_anomaly for r in res)} anomalous -> {out}")
+
+
+@app.command()
+def detect(
+    file: Annotated[Path, typer.Argument(help="raw log file (gzip ok)")],
+    model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
+    log_format: Annotated[Optional[str], typer.Option("--format", help="hdfs | openstack | TOML file")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="alerts JSONL (default: stdout)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Offline detection on a raw log file: alerts as JSON lines (the streaming alert schema)."""
+    from logad.detect import detect_file
+
+    s = settings(config, set_)
+    summary = detect_file(file, model, log_format, out, s.sessions, device)
+    console.print(summary)
+
+
+def main() -> None:
+    try:
+        app()
+    except LogadError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

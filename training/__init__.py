@@ -1,0 +1,1 @@
+"""Offline pipeline: prepare datasets, pretrain, fine-tune, calibrate, evaluate (thin; calls logad/)."""
