@@ -1,0 +1,30 @@
+# The two set-up commands of the README are `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-fast test-reliability bench models install kafka-jars
+
+install:
+	@bash scripts/install-python.sh
+
+kafka-jars:
+	@python3 scripts/kafka-local fetch
+
+demo: install kafka-jars
+	@bash scripts/demo.sh
+
+test: install kafka-jars
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not kafka and not slow"
+
+test-reliability: install kafka-jars
+	$(PY) -m pytest -q -m reliability
+
+bench: install kafka-jars
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+models: install
+	@bash scripts/build-models.sh

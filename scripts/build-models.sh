@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Rebuilds the shipped models from the bundled data, on CPU, in one go (~10 min on 2 cores):
+# datasets -> HDFS pretraining -> calibration -> OpenStack fine-tuning (vs from scratch) -> calibration
+# -> evaluation reports under artifacts/metrics/. Deterministic for a given seed and torch build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOGAD=${LOGAD:-.venv/bin/logad}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+$LOGAD prepare all
+$LOGAD pretrain --max-samples 200000 --checkpoint-every 50000 --eval-every 25000 --warmup-samples 10000
+$LOGAD calibrate --model artifacts/models/hdfs
+$LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000 --warmup-samples 5000
+$LOGAD calibrate --model artifacts/models/openstack
+$LOGAD evaluate --model artifacts/models/hdfs
+$LOGAD evaluate --model artifacts/models/openstack
