@@ -29,10 +29,22 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a s
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 
 
-def settings(config: Path | None, overrides: list[str] | None):
+_GLOBAL: dict = {"config": None, "set": []}
+
+
+@app.callback()
+def _root(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Global options: settings file and overrides apply to every command that uses settings."""
+    _GLOBAL["config"], _GLOBAL["set"] = config, list(set_ or [])
+    if config is not None or set_:
+        settings()  # validate early: a bad file or key fails before any work starts
+
+
+def settings(config: Path | None = None, overrides: list[str] | None = None):
+    """Settings with precedence CLI (--set) > env (LOGAD_*) > TOML (--config / $LOGAD_CONFIG) > defaults."""
     from logad.config import load_settings, parse_overrides
 
-    return load_settings(config, cli=parse_overrides(overrides or []))
+    return load_settings(config or _GLOBAL["config"], cli=parse_overrides((overrides or []) + _GLOBAL["set"]))
 
 
 def _print_json(obj) -> None:
@@ -262,23 +274,29 @@ def detect(
     model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
     log_format: Annotated[Optional[str], typer.Option("--format", help="hdfs | openstack | TOML file")] = None,
     out: Annotated[Optional[Path], typer.Option(help="alerts JSONL (default: stdout)")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Offline detection on a raw log file: alerts as JSON lines (the streaming alert schema)."""
     from logad.detect import detect_file
 
-    s = settings(config, set_)
+    s = settings()
     summary = detect_file(file, model, log_format, out, s.sessions, device)
     console.print(summary)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings (secrets redacted)."""
+    from logad.config import redacted
+
+    _print_json(redacted(settings()))
 
 
 def main() -> None:
     try:
         app()
     except LogadError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.stderr.write(f"error: {' '.join(str(e).split())}\n")  # one line, no markup, no traceback
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
