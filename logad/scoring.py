@@ -96,6 +96,7 @@ class WindowScorer:
     def __init__(self, model: NextTokenTransformer, reference: Reference, bos: int, pad: int,
                  topk: int = 9, device: torch.device | str = "cpu", n_details: int = 3) -> None:
         self.model = model.eval()
+        self.last_per_event: tuple[torch.Tensor, ...] | None = None  # per-event tensors of the last batch
         self.reference = reference
         self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
         self.device = torch.device(device)
@@ -146,6 +147,7 @@ class WindowScorer:
                         index=t if ctx == 0 else t + 1, template_id=int(tgt[b, t]), prob=float(tgt_logp[b, t].exp()),
                         top=tuple((int(i), float(v.exp())) for v, i in zip(top.values, top.indices)),
                     ))
+        self.last_per_event = (nll.cpu(), miss.cpu(), unseen.cpu(), mask.cpu())  # (B, T) each, for prefix scoring
         return scores, surprising
 
     def score(self, windows: Sequence[Window], details: bool = False):
