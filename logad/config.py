@@ -22,7 +22,7 @@ from logad.errors import ConfigError
 
 ENV_PREFIX = "LOGAD_"
 # Environment variables with this prefix that are not settings keys.
-ENV_RESERVED = frozenset({"LOGAD_CONFIG", "LOGAD_LOG_FORMAT", "LOGAD_LOG_LEVEL", "LOGAD_KAFKA_HOME"})
+ENV_RESERVED = frozenset({"LOGAD_CONFIG", "LOGAD_KAFKA_HOME", "LOGAD_TEST_BOOTSTRAP"})
 
 
 @dataclass(frozen=True)

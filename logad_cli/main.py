@@ -254,6 +254,47 @@ def evaluate(
 
 
 @app.command()
+def robustness(
+    model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
+    data: Annotated[Optional[Path], typer.Option()] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    name: Annotated[Optional[str], typer.Option()] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Instability benchmark: model and baselines for R in {0, .01, .02, .05, .1} (table, JSON, plot)."""
+    from training.robustness import robustness as run
+
+    r = run(model, data or _default_data(model), name or model.name, seed=seed, device=device)
+    table = Table(title=f"{r['dataset']}: F1 under log instability (seed {seed})")
+    for col in ("R", "detector", "precision", "recall", "F1", "FPR", "F1 @2.93%"):
+        table.add_column(col)
+    for row in r["rows"]:
+        table.add_row(f"{row['R']}", row["detector"], *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1", "fpr", "f1_at_hdfs_prevalence")))
+    Console().print(table)
+
+
+@app.command()
+def early(
+    model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
+    data: Annotated[Optional[Path], typer.Option()] = None,
+    name: Annotated[Optional[str], typer.Option()] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Early detection on the test split: share of a session seen at the first alert; incremental FAR."""
+    from logad.artifacts import write_json
+    from logad.detector import Detector
+    from training.data import load_split
+    from training.early import early_report
+
+    det = Detector.load(model, device)
+    rep = early_report(det, load_split(data or _default_data(model), "test"))
+    out = ART / "metrics" / (name or model.name)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "early_detection.json", rep)
+    _print_json(rep)
+
+
+@app.command()
 def score(
     model: Annotated[Path, typer.Option()],
     sequences: Annotated[Path, typer.Option(help="sequence CSV (gzip ok) or plain sequence file")],
@@ -290,6 +331,141 @@ def show_config() -> None:
     from logad.config import redacted
 
     _print_json(redacted(settings()))
+
+
+# ------------------------------------------------------------------------------------------ stream
+# Kafka/Faust commands. Each imports streams/ inside the command, so offline commands never load
+# faust or aiokafka. Broker address and credentials come from settings (LOGAD_KAFKA_*), never flags.
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="model bundle (default: scorer.model_dir)")]
+AppIdOpt = Annotated[str, typer.Option("--app-id", help="Faust app id = consumer group prefix; one per deployment")]
+
+
+def _model_dir(s, model: Path | None) -> Path:
+    return model or Path(s.scorer.model_dir)
+
+
+@app.command("create-topics")
+def create_topics_cmd(
+    source: Annotated[str, typer.Option(help="raw topic(s) to create: hdfs | openstack | all")] = "all",
+) -> None:
+    """Create the pipeline's topics with explicit partition counts (idempotent)."""
+    import asyncio
+
+    from streams.topics import partition_plan, raw_topic
+    from streams.worker import prepare
+
+    s = settings()
+    sources = ["hdfs", "openstack"] if source == "all" else [source]
+    created = []
+    for src in sources:
+        created += asyncio.run(prepare(s, raw_topic(s, src)))
+    plan = partition_plan(s, [raw_topic(s, src) for src in sources])
+    for name, n in plan.items():
+        typer.echo(f"{name}\t{n} partition(s){'  (created)' if name in created else ''}")
+
+
+@app.command()
+def worker(
+    model: ModelOpt = None,
+    app_id: AppIdOpt = "logad",
+    topic: Annotated[Optional[str], typer.Option(help="raw topic (default: topics.raw_<model format>)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Faust data dir (default: a temp dir per app id)")] = None,
+) -> None:
+    """Streaming worker: ingest (raw -> events) + sessions (events -> windows); metrics on web.host:web.port."""
+    from streams.worker import run_worker
+
+    s = settings()
+    run_worker(s, app_id=app_id, model_dir=_model_dir(s, model), raw_topic=topic, datadir=data_dir)
+
+
+@app.command()
+def scorer(
+    model: ModelOpt = None,
+    group: Annotated[str, typer.Option(help="consumer group on the windows topic")] = "logad-scorer",
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (default: scorer.device)")] = None,
+) -> None:
+    """Scoring worker: windows -> model (dynamic batches) -> scores + alerts topics."""
+    from streams.scorer import run_scorer
+
+    s = settings()
+    run_scorer(s, model_dir=_model_dir(s, model), group=group, device=device or s.scorer.device)
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="raw log file (gzip ok)")],
+    topic: Annotated[Optional[str], typer.Option(help="raw topic (default: topics.raw_<format>)")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="lines per second")] = None,
+    speed: Annotated[Optional[float], typer.Option(help="replay K times faster than the log's timestamps")] = None,
+    max_: Annotated[bool, typer.Option("--max", help="as fast as possible (the default)")] = False,
+    lines_per_record: Annotated[int, typer.Option(help="newline-joined lines per Kafka record")] = 1,
+    partition: Annotated[int, typer.Option(help="partition to write (one: keeps the file order)")] = 0,
+    log_format: Annotated[str, typer.Option("--format", help="format of the file (for --speed and the default topic)")] = "hdfs",
+    progress: Annotated[bool, typer.Option(help="tqdm progress bar")] = True,
+) -> None:
+    """Publish a log file's lines, in order, to a raw topic."""
+    import asyncio
+
+    from logad.formats import load_format
+    from streams.replay import Pace, replay as run
+    from streams.topics import raw_topic
+
+    if max_ and (rate is not None or speed is not None):
+        raise LogadError("choose one of --rate, --speed, --max")
+    s = settings()
+    fmt = load_format(log_format)
+    res = asyncio.run(run(s, file, topic or raw_topic(s, fmt.name), Pace(rate, speed),
+                          lines_per_record=lines_per_record, partition=partition, fmt=fmt, progress=progress))
+    typer.echo(f"published {res['lines']} lines in {res['records']} records in {res['seconds']} s "
+               f"({res['lines_per_s']:.0f} lines/s)")
+
+
+@app.command()
+def alerts(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new alerts")] = False,
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest alert (default: the newest)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="raw JSON, one alert per line")] = False,
+    topic: Annotated[Optional[str], typer.Option(help="alerts topic (default: topics.alerts)")] = None,
+) -> None:
+    """Print alerts (session, top reasons, surprising templates) or their raw JSON."""
+    import asyncio
+
+    from streams.alerts_cli import print_alerts
+
+    s = settings()
+    try:
+        asyncio.run(print_alerts(s, topic or s.topics.alerts, follow=follow, from_beginning=from_beginning,
+                                 as_json=as_json))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("evaluate-stream")
+def evaluate_stream(
+    labels: Annotated[Path, typer.Option(help="BlockId,Label CSV (Normal | Anomaly)")],
+    alerts_topic: Annotated[Optional[str], typer.Option(help="default: topics.alerts")] = None,
+    scores_topic: Annotated[Optional[str], typer.Option(help="default: topics.scores")] = None,
+    offline: Annotated[Optional[Path], typer.Option(help="raw log file: also compare with `logad detect` on it")] = None,
+    model: ModelOpt = None,
+    wait: Annotated[float, typer.Option(help="first wait up to this many seconds for the pipeline to drain (0: no wait)")] = 0.0,
+    app_id: AppIdOpt = "logad",
+    scorer_group: Annotated[str, typer.Option(help="the scorer's consumer group (for --wait)")] = "logad-scorer",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Session-level precision/recall/F1 of the stream's alerts; agreement with offline detection."""
+    import asyncio
+
+    from streams.evaluate_stream import evaluate, print_report, wait_drained
+
+    s = settings()
+    if wait > 0:
+        asyncio.run(wait_drained(s, app_id=app_id, scorer_group=scorer_group, timeout_s=wait))
+    report = evaluate(s, labels, alerts_topic=alerts_topic, scores_topic=scores_topic, offline=offline,
+                      model_dir=_model_dir(s, model))
+    if as_json:
+        _print_json(report)
+    else:
+        print_report(report)
 
 
 def main() -> None:
