@@ -1,0 +1,183 @@
+"""Raw log line (bytes or str) -> LogRecord, or Rejected with a reason. Pure; never raises on bad input.
+
+    b"081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38 terminating"
+      -> LogRecord(source="hdfs", timestamp=1226262975.0, level="INFO", component="dfs.DataNode$...",
+                   content="PacketResponder 1 for block blk_38 terminating", session_keys=("blk_38",))
+
+This is the streaming hot path (one call per Kafka record): one anchored header regex, one
+`findall` per session-key rule, a cached timestamp, no intermediate dicts.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from logad.errors import ParseError
+from logad.formats import LogFormat
+from logad.records import LogRecord, Rejected
+
+DETAIL_CHARS = 120  # how much of a bad line a Rejected keeps (enough to recognise it, bounded)
+
+
+def _decode(raw: bytes | bytearray | memoryview, limit: int) -> tuple[str, bool]:
+    if isinstance(raw, memoryview):
+        raw = raw.tobytes()
+    if raw.endswith((b"\n", b"\r")):  # the line ending does not count towards the limit
+        raw = raw.rstrip(b"\r\n")
+    truncated = len(raw) > limit
+    if truncated:
+        raw = raw[:limit]
+    # "replace": a bad byte becomes U+FFFD instead of failing the line (logs mix encodings);
+    # a multi-byte character cut by the limit ends up as one U+FFFD too.
+    return bytes(raw).decode("utf-8", "replace"), truncated
+
+
+def _limit_str(text: str, limit: int) -> tuple[str, bool]:
+    if text.endswith(("\n", "\r")):
+        text = text.rstrip("\r\n")
+    if len(text) <= limit // 4:  # cannot exceed the byte limit (UTF-8 is at most 4 bytes per char)
+        return text, False
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text, False
+    return data[:limit].decode("utf-8", "ignore"), True
+
+
+def parse_line(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None) -> LogRecord | Rejected:
+    """Parse one raw line. Lines longer than the limit (bytes) are cut there and marked truncated.
+
+    Rejected reasons: "empty", "unparseable" (header does not match), "bad_timestamp",
+    "no_session_key" (nothing to attach the event to).
+    """
+    limit = fmt.max_line_bytes if max_line_bytes is None else max_line_bytes
+    if type(raw) is bytes and len(raw) <= limit:  # the common case, inlined
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        truncated = False
+    elif isinstance(raw, str):
+        text, truncated = _limit_str(raw, limit)
+    else:
+        text, truncated = _decode(raw, limit)
+    if "\x00" in text:  # NUL runs appear in logs after crashes (preallocated, zeroed blocks)
+        text = text.replace("\x00", "")
+    if not text or text.isspace():
+        return Rejected("empty")
+    m = fmt.header_re.match(text)
+    if m is None:
+        return Rejected("unparseable", text[:DETAIL_CHARS])
+    if fmt.full_header:  # inlined fmt.header_fields (hot path)
+        ts_text, level, component, content = m.group("timestamp", "level", "component", "content")
+        level = level or ""
+        component = component or ""
+    else:
+        ts_text, level, component, content = fmt.header_fields(m)
+    session_res = fmt.session_res
+    if len(session_res) == 1:  # fast path (both built-ins): one findall, usually one key
+        keys = tuple(session_res[0].findall(content))
+        if len(keys) > 1:
+            keys = tuple(dict.fromkeys(keys))
+    else:
+        keys = fmt.find_session_keys(content)
+    if not keys:
+        return Rejected("no_session_key", text[:DETAIL_CHARS])
+    ts = None
+    if ts_text is not None and fmt.timestamp_formats:
+        ts = fmt.ts_cache.get(ts_text)  # inlined fast path of fmt.parse_timestamp
+        if ts is None:
+            ts = fmt.parse_timestamp(ts_text)
+            if ts is None:
+                return Rejected("bad_timestamp", text[:DETAIL_CHARS])
+    return LogRecord(fmt.name, ts, level, component, content, keys, truncated)
+
+
+def content_of(line: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None) -> str | None:
+    """The message part of a line (header stripped), session key or not; None when the header does not match.
+
+    For template mining and parser evaluation, where lines without a session key still count.
+    """
+    limit = fmt.max_line_bytes if max_line_bytes is None else max_line_bytes
+    text = _limit_str(line, limit)[0] if isinstance(line, str) else _decode(line, limit)[0]
+    m = fmt.header_re.match(text.replace("\x00", ""))
+    return None if m is None else fmt.header_fields(m)[3]
+
+
+@dataclass
+class ParseStats:
+    """Counters for a stream of parse results (exported as metrics and printed by the CLI)."""
+
+    lines: int = 0  # lines read
+    records: int = 0  # LogRecords produced
+    truncated: int = 0  # records cut at max_line_bytes
+    rejected: Counter[str] = field(default_factory=Counter)  # reason -> count
+
+    def add(self, result: LogRecord | Rejected) -> None:
+        self.lines += 1
+        if isinstance(result, LogRecord):
+            self.records += 1
+            if result.truncated:
+                self.truncated += 1
+        else:
+            self.rejected[result.reason] += 1
+
+    def as_dict(self) -> dict[str, object]:
+        return {"lines": self.lines, "records": self.records, "truncated": self.truncated,
+                "rejected": dict(sorted(self.rejected.items()))}
+
+
+def _read_bounded(f: IO[bytes], limit: int) -> Iterator[bytes]:
+    """Lines of a binary file; a line longer than `limit` is yielded cut (limit + 1 bytes, so the
+    parser still sees it as over-long) and its rest skipped, so memory stays bounded."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            yield line
+            while True:  # skip the rest of the over-long line
+                rest = f.readline(1 << 20)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            continue
+        yield line
+
+
+def open_lines(path: str | Path, max_line_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Raw lines (bytes, newline kept) of a plain or gzip file, read lazily; gzip is detected by magic."""
+    p = Path(path)
+    try:
+        with p.open("rb") as probe:
+            gz = probe.read(2) == b"\x1f\x8b"
+        f: IO[bytes] = gzip.open(p, "rb") if gz else p.open("rb")  # type: ignore[assignment]
+    except OSError as e:
+        raise ParseError(f"cannot read {p}: {e.strerror or e}") from None
+    with f:
+        try:
+            yield from _read_bounded(f, max_line_bytes)
+        except (OSError, EOFError) as e:  # corrupt or truncated gzip
+            raise ParseError(f"{p}: {e}") from None
+
+
+def iter_records(
+    source: str | Path | Iterable[bytes | str],
+    fmt: LogFormat,
+    *,
+    stats: ParseStats | None = None,
+    max_line_bytes: int | None = None,
+    include_rejected: bool = False,
+) -> Iterator[LogRecord | Rejected]:
+    """Parse a file (path; gzip or plain, read lazily) or an iterable of raw lines.
+
+    Yields LogRecords, plus the Rejected results when include_rejected; `stats` counts both.
+    """
+    limit = fmt.max_line_bytes if max_line_bytes is None else max_line_bytes
+    lines = open_lines(source, limit) if isinstance(source, (str, Path)) else source
+    for raw in lines:
+        result = parse_line(raw, fmt, limit)
+        if stats is not None:
+            stats.add(result)
+        if include_rejected or isinstance(result, LogRecord):
+            yield result
