@@ -146,6 +146,7 @@ def pretrain(
     stride: Annotated[int, typer.Option(help="window stride S")] = 32,
     seed: Annotated[int, typer.Option()] = 1337,
     resume: Annotated[Optional[Path], typer.Option(help="checkpoint folder to resume from")] = None,
+    augment: Annotated[float, typer.Option(help="train on windows perturbed at this drop/dup/swap rate")] = 0.0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Pretrain the next-template transformer (HDFS by default)."""
@@ -154,7 +155,7 @@ def pretrain(
 
     cfg = _train_cfg(max_samples=max_samples, checkpoint_every=checkpoint_every, eval_every=eval_every,
                      batch_size=batch_size, lr=lr, warmup_samples=warmup_samples,
-                     early_stop_patience=early_stop_patience, seed=seed, device=device)
+                     early_stop_patience=early_stop_patience, seed=seed, device=device, augment=augment)
     report = run(data, out, work, {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "dropout": dropout},
                  cfg, WindowRule(window, stride), resume=resume)
     _print_json({"test_topk": report["test"]["topk_accuracy"], "val_topk": report["val"]["topk_accuracy"],
@@ -178,6 +179,7 @@ def finetune(
     early_stop_patience: Annotated[int, typer.Option()] = 2,
     seed: Annotated[int, typer.Option()] = 1337,
     compare_scratch: Annotated[bool, typer.Option(help="also train from scratch, same budget, and report")] = True,
+    augment: Annotated[float, typer.Option(help="train on windows perturbed at this drop/dup/swap rate")] = 0.0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Fine-tune the pretrained model on OpenStack (embedding/output resized to the new vocab)."""
@@ -185,7 +187,7 @@ def finetune(
 
     cfg = _train_cfg(max_samples=max_samples, checkpoint_every=checkpoint_every, eval_every=eval_every,
                      batch_size=batch_size, lr=lr, warmup_samples=warmup_samples, betas=(0.9, 0.98),
-                     early_stop_patience=early_stop_patience, seed=seed, device=device)
+                     early_stop_patience=early_stop_patience, seed=seed, device=device, augment=augment)
     init_path = init or checkpoint_for_epochs(pretrain_work, init_epochs)
     results = run(data, init_path, out, work, cfg, compare_scratch=compare_scratch)
     from logad.artifacts import write_json
@@ -202,13 +204,15 @@ def calibrate(
     methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "max_nll,topk_miss,count_l1",
     unseen_rate_max: Annotated[float, typer.Option(help="hard rule: unseen-template rate above this is anomalous")] = 0.05,
     topk: Annotated[int, typer.Option(help="DeepLog top-k for topk_miss")] = 9,
+    instability: Annotated[float, typer.Option(help="calibrate on validation sessions perturbed at this rate")] = 0.0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Fit thresholds on normal validation windows; writes thresholds.json into the model folder."""
     from training.calibrate import calibrate as run
 
     data = data or _default_data(model)
-    th = run(model, data, percentile, [m.strip() for m in methods.split(",") if m.strip()], unseen_rate_max, topk, device)
+    th = run(model, data, percentile, [m.strip() for m in methods.split(",") if m.strip()], unseen_rate_max, topk,
+             device, instability=instability)
     table = Table(title=f"validation sessions by threshold percentile (chosen: {percentile})")
     for col in ("percentile", "FPR", "precision", "recall", "F1", "F1 @2.93%"):
         table.add_column(col)

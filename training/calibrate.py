@@ -24,6 +24,7 @@ from logad.model import pick_device
 from logad.scoring import build_reference
 from logad.thresholds import Thresholds, fit_thresholds
 from training.data import SessionRow, load_split, session_windows
+from training.perturb import perturb_rows
 
 DEFAULT_METHODS = ("max_nll", "topk_miss", "count_l1")
 PERCENTILES = (90.0, 95.0, 97.5, 99.0, 99.5, 99.8, 99.9, 100.0)
@@ -50,13 +51,18 @@ def session_flags(scores: list[dict], owner: np.ndarray, n_sessions: int, th: Th
 
 def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 99.5,
               methods: Sequence[str] = DEFAULT_METHODS, unseen_rate_max: float = 0.05, topk: int = 9,
-              device: str = "auto", prevalence: float = 0.0293) -> dict:
+              device: str = "auto", prevalence: float = 0.0293, instability: float = 0.0,
+              instability_seed: int = 20240) -> dict:
+    """`instability` > 0 calibrates on perturbed validation sessions (drop/duplicate/swap at that rate,
+    seeded by `instability_seed`, never a test seed), so thresholds tolerate that much log drift."""
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     bundle = load_bundle(model_dir, pick_device(device))
     ds_vocab = data_dir / "template_vocab.json"
     if sha256_file(ds_vocab) != bundle.manifest["vocab"]["sha256"]:
         raise ArtifactError(f"{ds_vocab} differs from the model's vocab: calibrate on the dataset the model was trained on")
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    if instability > 0:
+        val = perturb_rows(val, instability, instability_seed)
     normal_val = [r for r in val if r.label == 0]
     if not normal_val:
         raise ArtifactError(f"{data_dir}/val.parquet has no normal sessions to calibrate on")
@@ -91,7 +97,7 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 9
     th = Thresholds(chosen.values, unseen_rate_max, percentile, topk, bundle.weights_sha256, ref_sha, {
         "scales": scales, "normal_val_windows": int(np.sum(labels[owner] == 0)),
         "normal_val_sessions": len(normal_val), "calibrated_on": "max window score of each normal val session",
-        "percentile_table": table, "methods": list(methods),
+        "percentile_table": table, "methods": list(methods), "calibration_instability": instability,
         "note": "percentile table measured on the labelled validation sessions; "
                 f"f1_at_prevalence re-weights precision to {prevalence:.2%} anomalies",
     })

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from logad.artifacts import load_bundle, read_json, save_bundle
 from logad.errors import ArtifactError, ConfigError
-from logad.model import NextTokenTransformer, autocast, pick_device
+from logad.model import IGNORE, NextTokenTransformer, autocast, pick_device
 from logad.scoring import collate
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
@@ -46,6 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 1_000_000  # samples between named checkpoints (checkpoint_1M, ...)
     extra_checkpoints: tuple[int, ...] = ()  # further sample counts to checkpoint at (e.g. 2 epochs)
     early_stop_patience: int = 0  # stop after this many evals without val improvement; 0 = never
+    augment: float = 0.0  # per-event drop/duplicate/swap probability applied to training windows (0 = off)
     seed: int = 1337  # data order, dropout and init
     device: str = "auto"  # auto | cpu | cuda
 
@@ -69,6 +71,23 @@ def lr_at(samples: int, cfg: TrainConfig) -> float:
         return cfg.lr * (samples + 1) / cfg.warmup_samples
     progress = min(1.0, (samples - cfg.warmup_samples) / max(1, cfg.max_samples - cfg.warmup_samples))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def augment_example(ex: Example, rate: float, seed: int, pos: int) -> Example:
+    """Perturb the events of one training window (LogRobust-style instability), same window rule."""
+    from logad.scoring import window_example  # local: keeps the import graph of this module small
+    from training.perturb import perturb
+
+    x, y = ex
+    rng = random.Random(seed * 1_000_003 + pos)
+    if x and x[0] == TemplateVocab.BOS:  # first window of a session: x = [BOS] + ids[:-1], y = ids
+        return window_example(perturb(list(y), rate, rng), 0, TemplateVocab.BOS)
+    ids = list(x) + [y[-1]]  # later window: x = ids[:-1], y = ids[1:] with context targets ignored
+    ctx = next((i for i, t in enumerate(y) if t != IGNORE), len(y)) + 1
+    new = perturb(ids, rate, rng)
+    if len(new) < 2:  # nothing left to predict: keep the window as it was
+        return ex
+    return window_example(new, max(1, min(ctx, len(new) - 1)), TemplateVocab.BOS)
 
 
 class Order:
@@ -199,6 +218,8 @@ def train(model: NextTokenTransformer, train_ex: Sequence[Example], val_ex: Sequ
             g["lr"] = lr_at(samples, cfg)
         base = step * per_step + rank * cfg.batch_size
         batch = [train_ex[order(base + i)] for i in range(cfg.batch_size)]
+        if cfg.augment > 0:  # seeded by sample position: resume stays exact
+            batch = [augment_example(ex, cfg.augment, cfg.seed, base + i) for i, ex in enumerate(batch)]
         x, y = collate(batch, vocab.PAD)
         x, y = x.to(device), y.to(device)
         with autocast(device):

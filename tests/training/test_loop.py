@@ -39,10 +39,11 @@ def test_samples_name():
     assert samples_name(17_408) == "17408"
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("augment", [0.0, 0.2])
+def test_resume_equals_uninterrupted(tmp_path, augment):
     vocab, tr, va = _data()
     rule = WindowRule(16, 8)
-    base = dict(batch_size=4, warmup_samples=8, eval_every=40, seed=3, device="cpu")
+    base = dict(batch_size=4, warmup_samples=8, eval_every=40, seed=3, device="cpu", augment=augment)
     full = _model(vocab)
     train(full, tr, va, vocab, rule, TrainConfig(max_samples=160, checkpoint_every=80, **base), tmp_path / "a", progress=False)
     # Same seed, interrupted at 80 samples (the checkpoint taken there), then resumed to 160.
@@ -99,3 +100,18 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert (tmp_path / "best" / "weights.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "checkpoint_32").is_dir()
     assert "world_size=2" in r.stdout
+
+
+def test_augment_example_keeps_the_window_rule():
+    from logad.model import IGNORE
+    from training.loop import augment_example
+
+    for ctx in (0, 1, 3):
+        ex = window_example([5, 6, 7, 8, 9, 10, 11, 12], ctx, 2)
+        assert augment_example(ex, 0.0, 1, 0) == ex  # rate 0: unchanged
+        changed = [augment_example(ex, 0.5, 1, pos) for pos in range(20)]
+        assert any(c != ex for c in changed)
+        for x, y in changed:
+            assert len(x) == len(y) and x
+            assert (x[0] == 2) == (ctx == 0)  # BOS only on first windows
+            assert y[-1] != IGNORE  # the last event is always scored
