@@ -1,0 +1,219 @@
+"""The worker's Faust app: ingest service + session agent + idle-sweep timer, wired to logad/.
+
+    raw topic --(IngestLoop: aiokafka batches)--> events topic      key = session id
+    events    --(agent `sessions`, concurrency 1, table "sessions")--> windows topic
+    timer every sessions.sweep_every_s: close idle sessions when nothing is in flight -> windows
+
+Faust carries no payload codec here: every topic is value_serializer="raw" and streams/codec.py
+turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table uses
+an "orjson" codec, `use_partitioner=True` (its changelog partition is the key's murmur2 partition,
+exactly the events topic's partition for that key, so the timer can write it outside an event),
+an in-memory store rebuilt from the changelog, and no standby replicas (a memory store would mix
+standby keys into the active dict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from logad.config import Settings
+from logad.templates import DriftMiner
+from streams.codec import CodecError, decode_events, encode_dead_letter, register_faust_codec
+from streams.ingest import IngestLoop, Ingestor
+from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
+from streams.metrics import WorkerMetrics
+from streams.sessionize import SessionProcessor, SessionRunner, key_partition, load_session_rules
+from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, topics_for
+
+log = logging.getLogger("logad.worker")
+
+GROUP_SESSION_TIMEOUT_S = 6.0  # the broker's minimum: a killed member is evicted after this long
+HEARTBEAT_S = 1.0
+
+
+@dataclass
+class WorkerContext:
+    """Everything the agent, the timer and the ingest service share inside one worker process."""
+
+    settings: Settings
+    app_id: str
+    topics: Topics
+    ingestor: Ingestor
+    runner: SessionRunner
+    metrics: WorkerMetrics
+    source: str
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    producer: Any = None
+    consumer: Any = None
+    admin: Any = None
+    ingest: IngestLoop | None = None
+
+
+def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
+              datadir: str | Path | None = None, metrics: WorkerMetrics | None = None) -> tuple[faust.App, WorkerContext]:
+    """The worker app for the model bundle's source; nothing connects until the worker starts."""
+    s = settings
+    codec = register_faust_codec()
+    vocab, fmt, rules = load_session_rules(model_dir, None, s.sessions)
+    topics = topics_for(s, fmt.name, raw_topic)
+    parts = s.topics.partitions
+    app = faust.App(
+        app_id,
+        **faust_settings(s.kafka),
+        datadir=str(datadir or Path(tempfile.gettempdir()) / f"logad-faust-{app_id}"),
+        store="memory://",  # state lives in the changelog; a restart rebuilds it (small: open sessions)
+        key_serializer="raw", value_serializer="raw",
+        topic_partitions=parts, topic_replication_factor=s.topics.replication,
+        topic_disable_leader=True, table_standby_replicas=0,
+        broker_session_timeout=GROUP_SESSION_TIMEOUT_S, broker_heartbeat_interval=HEARTBEAT_S,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True, web_bind=s.web.host, web_host=s.web.host, web_port=s.web.port,
+    )
+    metrics = metrics or WorkerMetrics()
+    try:
+        from faust.sensors.prometheus import setup_prometheus_sensors
+
+        setup_prometheus_sensors(app, name_prefix="logad_faust")
+    except Exception as e:  # metrics are nice to have; never a reason not to run
+        log.warning("prometheus sensors not installed: %s", e)
+
+    events_topic = app.topic(topics.events, key_serializer="raw", value_serializer="raw", partitions=parts,
+                             internal=False)
+    table = app.Table(SESSIONS_TABLE, default=None, partitions=parts, use_partitioner=True,
+                      schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer=codec))
+    drift = DriftMiner(fmt)
+    ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
+                        max_line_bytes=s.ingest.max_line_bytes, drift=drift)
+    runner = SessionRunner(SessionProcessor(fmt.name, rules, table), None, topics.windows, metrics)
+    ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
+
+    @app.service
+    class WorkerIO(mode.Service):
+        """Owns the aiokafka clients: ingest consumer, the one producer, an admin client for offsets."""
+
+        async def on_start(self) -> None:
+            k = s.kafka
+            ctx.producer = AIOKafkaProducer(**producer_kwargs(k, linger_ms=5))
+            await ctx.producer.start()
+            ctx.consumer = AIOKafkaConsumer(
+                topics.raw, **consumer_kwargs(k, group_id=f"{app_id}-ingest",
+                                              max_partition_fetch_bytes=RAW_MAX_MESSAGE_BYTES,
+                                              session_timeout_ms=int(GROUP_SESSION_TIMEOUT_S * 1000),
+                                              heartbeat_interval_ms=int(HEARTBEAT_S * 1000)))
+            await ctx.consumer.start()
+            ctx.admin = AIOKafkaAdminClient(**admin_kwargs(k))
+            await ctx.admin.start()
+            runner.producer = ctx.producer
+            ctx.ingest = IngestLoop(ingestor=ingestor, consumer=ctx.consumer, producer=ctx.producer,
+                                    events_topic=topics.events, dead_letter_topic=topics.dead_letter,
+                                    batch_size=s.ingest.batch_size, within_s=s.ingest.batch_within_s,
+                                    drift_every_s=s.ingest.drift_report_every_s, metrics=metrics)
+            ctx.ready.set()
+
+        @mode.Service.task
+        async def _ingest(self) -> None:
+            await ctx.ready.wait()
+            assert ctx.ingest is not None
+            try:
+                await ctx.ingest.run()
+            except (KafkaError, OSError) as e:  # the batch is not committed: a restart redoes it
+                log.critical("ingest stopped: %s", e)
+                await app.crash(e)
+
+        async def on_stop(self) -> None:
+            for client in (ctx.consumer, ctx.producer, ctx.admin):
+                if client is not None:
+                    try:
+                        await (client.close() if client is ctx.admin else client.stop())
+                    except Exception:  # shutting down anyway
+                        pass
+
+    @app.agent(events_topic, concurrency=1)  # concurrency 1: offsets of a stateful agent stay in order
+    async def sessions(stream: faust.StreamT) -> None:
+        async for event in stream.events():  # events record -> windows records
+            await on_event(ctx, app, event.key, event.value, event.message.partition, event.message.offset)
+
+    @app.timer(s.sessions.sweep_every_s)
+    async def sweep_idle() -> None:
+        try:
+            await tick(ctx, app)
+        except KafkaError as e:
+            log.critical("sweep could not produce windows: %s", e)
+            await app.crash(e)
+        except Exception:
+            log.exception("sweep failed; retrying at the next tick")
+
+    return app, ctx
+
+
+async def on_event(ctx: WorkerContext, app: faust.App, key: bytes | None, value: bytes | None, partition: int,
+                   offset: int) -> None:
+    """One events record; every failure is caught here (an agent that raises acks and loses it)."""
+    await ctx.ready.wait()
+    topic = ctx.topics.events
+    try:
+        if not key:
+            raise CodecError("events record without a session id key")
+        src, rp, events = decode_events(value)
+        if src != ctx.source:
+            raise CodecError(f"events of source {src!r} reached the {ctx.source!r} worker")
+        await ctx.runner.on_record(key.decode("utf-8", "replace"), rp, events, partition, offset)
+    except KafkaError as e:  # windows not acknowledged: state untouched; crash, the restart redoes it
+        log.critical("cannot produce windows: %s", e)
+        await app.crash(e)
+    except Exception as e:
+        reason = "bad_events_record" if isinstance(e, CodecError) else "error"
+        if reason == "error":
+            log.exception("session agent failed on %s/%d@%d", topic, partition, offset)
+        ctx.metrics.dead.labels("sessions", reason).inc()
+        ctx.runner.mark_processed(partition, offset)
+        await ctx.producer.send_and_wait(ctx.topics.dead_letter, key=key, value=encode_dead_letter(
+            reason, topic, partition, offset, value, detail=str(e)))
+
+
+async def committed_offsets(ctx: WorkerContext, tps: list[TopicPartition]) -> dict[int, int]:
+    offsets = await ctx.admin.list_consumer_group_offsets(ctx.app_id, partitions=tps)
+    return {tp.partition: om.offset for tp, om in offsets.items() if om is not None and om.offset >= 0}
+
+
+async def tick(ctx: WorkerContext, app: faust.App) -> None:
+    """Close idle sessions, but only when ingest and the session agent have nothing in flight."""
+    if not ctx.ready.is_set() or ctx.ingest is None or app.rebalancing:
+        return
+    if not app.tables.recovery.completed.is_set():
+        return
+    parts = ctx.settings.topics.partitions
+    mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.events)
+    caught_up = bool(mine) and await ctx.ingest.caught_up()
+    if caught_up:
+        tps = [TopicPartition(ctx.topics.events, p) for p in mine]
+        end = {tp.partition: o for tp, o in (await ctx.consumer.end_offsets(tps)).items()}
+        committed = await committed_offsets(ctx, tps)
+        caught_up = ctx.runner.lag_free(end, committed)
+    ctx.metrics.caught_up.set(1 if caught_up else 0)
+    store = ctx.runner.proc.store
+    if not caught_up:
+        ctx.metrics.open_sessions.set(len(store))
+        return
+    final = ctx.runner.all_committed(committed)
+    if not final:
+        await app.consumer.commit()  # Faust commits what the agent acked; the next tick can purge
+    owned = set(mine)
+    store.owned = None if len(owned) == parts else (lambda k: key_partition(k, parts) in owned)
+    windows = await ctx.runner.sweep(time.time(), final)
+    if windows:
+        log.debug("closed %d idle sessions", len(windows))
+    ctx.metrics.open_sessions.set(len(store))

@@ -1,0 +1,159 @@
+"""Bytes <-> records on our topics, with orjson; the only place that knows the wire shapes.
+
+Every topic carries plain JSON bytes that any Kafka client can read (no pickle, no Faust envelope):
+
+    raw        b"<line>" or b"<line>\\n<line>..."   key optional      (written by shippers / `logad replay`)
+    events     {"src": "hdfs", "rp": "logs.hdfs/0", "e": [[tid, ts, pos], ...]}   key = session id
+    windows    {"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
+                "reason", "final", "n_lines"}  (the Window fields)                key = session id
+    scores     logad.alerts.make_event(...) envelope, type io.logad.score or io.logad.anomaly
+    alerts     the same envelope, anomalies only                                   key = session id
+    dead-letter {"reason", "topic", "partition", "offset", "line", "size", "head", "head_b64", "detail"}
+
+`pos` in an event is the raw position of its line, `(raw offset << 20) | line index in the record`:
+monotonic per raw partition, so the session agent can drop events re-delivered after a crash
+(see streams/sessionize.py). `rp` names the raw partition the positions belong to.
+Decoders raise CodecError (a ValueError) on anything malformed; callers dead-letter it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from logad.records import Window
+
+LINE_BITS = 20  # a record holds at most 2**20 lines (1 MiB records of >= 2-byte lines fit)
+MAX_LINES_PER_RECORD = 1 << LINE_BITS
+HEAD_BYTES = 256  # how much of a bad record the dead-letter keeps (enough to recognise it, bounded)
+WINDOW_FIELDS = ("source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts", "reason",
+                 "final", "n_lines")
+
+
+class CodecError(ValueError):
+    """A record on one of our topics does not have the expected shape."""
+
+
+def position(offset: int, line: int) -> int:
+    """Raw position of line `line` of the record at `offset` (monotonic within a raw partition)."""
+    return (offset << LINE_BITS) | line
+
+
+def split_position(pos: int) -> tuple[int, int]:
+    return pos >> LINE_BITS, pos & (MAX_LINES_PER_RECORD - 1)
+
+
+def _loads(data: bytes | None, what: str) -> Any:
+    if data is None:
+        raise CodecError(f"{what}: empty value")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise CodecError(f"{what}: not JSON ({e})") from None
+
+
+# ------------------------------------------------------------------------------------- events
+def encode_events(src: str, raw_partition: str, events: Sequence[Sequence[Any]]) -> bytes:
+    """One session's events from one ingest batch: [[template id, event time | None, pos], ...]."""
+    return orjson.dumps({"src": src, "rp": raw_partition, "e": events})
+
+
+def decode_events(data: bytes | None) -> tuple[str, str, list[tuple[int, float | None, int]]]:
+    """-> (source, raw partition, [(tid, ts, pos), ...]); CodecError when malformed."""
+    doc = _loads(data, "events record")
+    try:
+        src, rp, rows = doc["src"], doc["rp"], doc["e"]
+        if not isinstance(src, str) or not isinstance(rp, str) or not isinstance(rows, list):
+            raise TypeError("wrong field types")
+        out = []
+        for tid, ts, pos in rows:
+            if type(tid) is not int or type(pos) is not int or not (ts is None or isinstance(ts, (int, float))):
+                raise TypeError(f"bad event {[tid, ts, pos]!r}")
+            out.append((tid, None if ts is None else float(ts), pos))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CodecError(f"events record: {e}") from None
+    return src, rp, out
+
+
+# ------------------------------------------------------------------------------------ windows
+def window_dict(w: Window) -> dict[str, Any]:
+    return {f: getattr(w, f) for f in WINDOW_FIELDS}
+
+
+def encode_window(w: Window) -> bytes:
+    return orjson.dumps(window_dict(w))
+
+
+def decode_window(data: bytes | None) -> Window:
+    doc = _loads(data, "window record")
+    try:
+        if not isinstance(doc, dict) or set(doc) != set(WINDOW_FIELDS):
+            raise TypeError(f"fields {sorted(doc) if isinstance(doc, dict) else type(doc).__name__}")
+        ids = doc["ids"]
+        if not isinstance(ids, list) or not ids or not all(type(i) is int and i >= 0 for i in ids):
+            raise TypeError("ids must be a non-empty list of template ids")
+        for f in ("start", "n_context", "n_lines"):
+            if type(doc[f]) is not int or doc[f] < 0:
+                raise TypeError(f"{f} must be a non-negative int")
+        if doc["n_context"] >= len(ids):
+            raise TypeError("n_context leaves nothing to score")
+        for f in ("first_ts", "last_ts"):
+            if not (doc[f] is None or isinstance(doc[f], (int, float))):
+                raise TypeError(f"{f} must be a number or null")
+        if not all(isinstance(doc[f], str) for f in ("source", "session_id", "reason")):
+            raise TypeError("source, session_id and reason must be strings")
+        if not isinstance(doc["final"], bool):
+            raise TypeError("final must be a bool")
+        return Window(source=doc["source"], session_id=doc["session_id"], start=doc["start"],
+                      ids=tuple(ids), n_context=doc["n_context"],
+                      first_ts=None if doc["first_ts"] is None else float(doc["first_ts"]),
+                      last_ts=None if doc["last_ts"] is None else float(doc["last_ts"]),
+                      reason=doc["reason"], final=doc["final"], n_lines=doc["n_lines"])
+    except (KeyError, TypeError) as e:
+        raise CodecError(f"window record: {e}") from None
+
+
+# ------------------------------------------------------------------------------ alerts/scores
+def encode_json(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_json(data: bytes | None, what: str = "record") -> Any:
+    return _loads(data, what)
+
+
+# -------------------------------------------------------------------------------- dead letter
+def escape_head(value: bytes | None, limit: int = HEAD_BYTES) -> str:
+    """The first `limit` bytes, readable: UTF-8 kept, anything else as \\xNN escapes."""
+    return (value or b"")[:limit].decode("utf-8", "backslashreplace")
+
+
+def encode_dead_letter(reason: str, topic: str, partition: int, offset: int, value: bytes | None,
+                       line: int | None = None, detail: str = "") -> bytes:
+    """Why a record (or one line of it) could not be processed, with where it is and its first bytes."""
+    head = (value or b"")[:HEAD_BYTES]
+    return orjson.dumps({
+        "reason": reason, "topic": topic, "partition": partition, "offset": offset, "line": line,
+        "size": len(value or b""), "head": escape_head(head), "head_b64": base64.b64encode(head).decode(),
+        "detail": detail[:500],
+    })
+
+
+# ------------------------------------------------------------------------ faust table values
+def register_faust_codec() -> str:
+    """Register "orjson" as a Faust codec (table values); returns its name. Idempotent."""
+    from faust.serializers import codecs  # lazy: only the worker needs faust
+
+    class OrjsonCodec(codecs.Codec):
+        def _dumps(self, obj: Any) -> bytes:
+            return orjson.dumps(obj)
+
+        def _loads(self, s: bytes) -> Any:
+            return orjson.loads(s)
+
+    if "orjson" not in codecs.codecs:
+        codecs.register("orjson", OrjsonCodec())
+    return "orjson"

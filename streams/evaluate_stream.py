@@ -1,0 +1,196 @@
+"""`logad evaluate-stream`: score the stream's decisions against session labels, and against `logad detect`.
+
+    scores topic  -> sessions scored (deduped by event id)
+    alerts topic  -> alerts (deduped by alert id) -> alerted sessions
+    labels CSV    -> session-level precision / recall / F1 (a labelled session never scored counts as
+                     "not alerted", and is reported)
+    --offline FILE -> logad.detect.detect_file on the same file: alert-id sets compared (equal when
+                     stream and offline decide identically, which is the design goal)
+`wait_drained` is what the demo and the tests wait on: every raw record ingested, every events
+record handled, no session open in the worker, every window scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from logad.config import Settings
+from logad.errors import BrokerError, ParseError
+from logad.metrics import prf
+
+
+def read_labels(path: str | Path) -> dict[str, int]:
+    """SessionId/BlockId,Label CSV -> {session: 1 anomaly | 0 normal}."""
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as e:
+        raise ParseError(f"cannot read labels {p}: {e.strerror or e}") from None
+    if not rows or len(rows[0]) < 2:
+        raise ParseError(f"{p}: expected a header like BlockId,Label")
+    out = {}
+    for row in rows[1:]:
+        if len(row) >= 2 and row[0]:
+            out[row[0]] = 1 if row[1].strip().lower() in {"anomaly", "abnormal", "1", "true"} else 0
+    return out
+
+
+async def read_events(settings: Settings, topic: str) -> list[dict]:
+    from streams.alerts_cli import read_topic
+
+    out = []
+    async for r in read_topic(settings, topic, from_beginning=True, follow=False):
+        try:
+            out.append(orjson.loads(r.value))
+        except orjson.JSONDecodeError:
+            continue
+    return out
+
+
+def dedupe(events: list[dict]) -> dict[str, dict]:
+    return {e["id"]: e for e in events if isinstance(e, dict) and "id" in e}
+
+
+def offline_alerts(file: str | Path, model_dir: str | Path, settings: Settings) -> dict[str, dict]:
+    from logad.detect import detect_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "alerts.jsonl"
+        detect_file(file, model_dir, None, out, settings.sessions, device="cpu")
+        return dedupe([orjson.loads(line) for line in out.read_bytes().splitlines() if line.strip()])
+
+
+def compare(stream: dict[str, dict], offline: dict[str, dict]) -> dict[str, Any]:
+    s_ids, o_ids = set(stream), set(offline)
+    s_sess = {e["subject"] for e in stream.values()}
+    o_sess = {e["subject"] for e in offline.values()}
+    union = s_ids | o_ids
+    return {
+        "alerts_equal": s_ids == o_ids, "alert_jaccard": len(s_ids & o_ids) / len(union) if union else 1.0,
+        "only_stream": sorted(s_ids - o_ids)[:20], "only_offline": sorted(o_ids - s_ids)[:20],
+        "offline_alerts": len(o_ids), "sessions_equal": s_sess == o_sess,
+        "sessions_only_stream": sorted(s_sess - o_sess)[:20], "sessions_only_offline": sorted(o_sess - s_sess)[:20],
+    }
+
+
+def evaluate(settings: Settings, labels: str | Path, *, alerts_topic: str | None = None,
+             scores_topic: str | None = None, offline: str | Path | None = None,
+             model_dir: str | Path | None = None) -> dict[str, Any]:
+    alerts_t = alerts_topic or settings.topics.alerts
+    scores_t = scores_topic or settings.topics.scores
+    alert_records = asyncio.run(read_events(settings, alerts_t))
+    score_records = asyncio.run(read_events(settings, scores_t))
+    alerts, scores = dedupe(alert_records), dedupe(score_records)
+    truth = read_labels(labels)
+    scored_sessions = {e["subject"] for e in scores.values()}
+    alerted = {e["subject"] for e in alerts.values()}
+    names = sorted(truth)
+    metrics = prf([truth[n] for n in names], [int(n in alerted) for n in names])
+    report: dict[str, Any] = {
+        "alerts_topic": alerts_t, "scores_topic": scores_t,
+        "alert_records": len(alert_records), "alerts": len(alerts), "alerted_sessions": len(alerted),
+        "score_records": len(score_records), "windows_scored": len(scores), "sessions_scored": len(scored_sessions),
+        "labelled_sessions": len(truth), "labelled_not_scored": len(set(truth) - scored_sessions),
+        "scored_not_labelled": len(scored_sessions - set(truth)),
+        "models": sorted({e.get("data", {}).get("model_version", "?") for e in scores.values()}),
+        **{k: metrics[k] for k in ("precision", "recall", "f1", "fpr", "tp", "fp", "fn", "tn")},
+    }
+    if offline is not None:
+        if model_dir is None:
+            raise BrokerError("--offline needs the model (--model)")
+        report["offline"] = compare(alerts, offline_alerts(offline, model_dir, settings))
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="stream evaluation (sessions)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in ("sessions_scored", "windows_scored", "alerts", "alert_records", "alerted_sessions", "labelled_sessions",
+              "labelled_not_scored", "tp", "fp", "fn", "tn"):
+        table.add_row(k, str(report[k]))
+    for k in ("precision", "recall", "f1", "fpr"):
+        table.add_row(k, f"{report[k]:.4f}")
+    console = Console()
+    console.print(table)
+    off = report.get("offline")
+    if off:
+        verdict = "identical" if off["alerts_equal"] else f"DIFFERENT (jaccard {off['alert_jaccard']:.3f})"
+        console.print(f"offline `logad detect`: {off['offline_alerts']} alerts; stream vs offline alert ids: {verdict}; "
+                      f"alerted sessions {'identical' if off['sessions_equal'] else 'different'}")
+        if not off["alerts_equal"]:
+            console.print(f"  only in stream: {off['only_stream'][:5]}  only offline: {off['only_offline'][:5]}")
+
+
+# --------------------------------------------------------------------------------- draining
+async def group_lag(settings: Settings, group: str, topic: str) -> tuple[int, int]:
+    """(end offsets summed, lag of `group` on `topic`); lag counts uncommitted partitions fully."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.kafka_clients import admin_kwargs, consumer_kwargs
+
+    from streams.alerts_cli import topic_partitions
+
+    parts = await topic_partitions(settings, topic)
+    if not parts:
+        return 0, 0
+    consumer = AIOKafkaConsumer(**consumer_kwargs(settings.kafka, group_id=None))
+    admin = AIOKafkaAdminClient(**admin_kwargs(settings.kafka))
+    await consumer.start()
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in parts]
+        end = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        lag = 0
+        for tp in tps:
+            om = committed.get(tp)
+            done = om.offset if om is not None and om.offset >= 0 else 0
+            lag += max(0, end[tp] - done)
+        return sum(end.values()), lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def drained(settings: Settings, *, app_id: str, scorer_group: str, raw_topic: str) -> dict[str, Any]:
+    """One look at every stage; "done" when nothing is left anywhere."""
+    from streams.metrics import scrape
+
+    raw_end, raw_lag = await group_lag(settings, f"{app_id}-ingest", raw_topic)
+    ev_end, ev_lag = await group_lag(settings, app_id, settings.topics.events)
+    win_end, win_lag = await group_lag(settings, scorer_group, settings.topics.windows)
+    m = scrape(f"http://{settings.web.host}:{settings.web.port}/metrics")
+    open_sessions = m.get("logad_open_sessions")
+    state = {"raw": raw_end, "raw_lag": raw_lag, "events": ev_end, "events_lag": ev_lag, "windows": win_end,
+             "windows_lag": win_lag, "open_sessions": open_sessions, "caught_up": m.get("logad_caught_up")}
+    state["done"] = (raw_end > 0 and raw_lag == 0 and ev_lag == 0 and win_lag == 0 and win_end > 0
+                     and open_sessions == 0 and state["caught_up"] == 1)
+    return state
+
+
+async def wait_drained(settings: Settings, *, app_id: str, scorer_group: str, timeout_s: float,
+                       raw_topic: str | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+    """Until every stage is drained twice in a row (or BrokerError after timeout_s)."""
+    raw = raw_topic or settings.topics.raw_hdfs
+    deadline = time.monotonic() + timeout_s
+    streak, state = 0, {}
+    while time.monotonic() < deadline:
+        state = await drained(settings, app_id=app_id, scorer_group=scorer_group, raw_topic=raw)
+        streak = streak + 1 if state["done"] else 0
+        if streak >= 2:
+            return state
+        await asyncio.sleep(poll_s)
+    raise BrokerError(f"pipeline not drained after {timeout_s:g} s: {state}")

@@ -1,0 +1,218 @@
+"""`logad scorer`: windows topic -> dynamic batches -> Detector.score_windows -> scores + alerts topics.
+
+    windows records (key session id)  --consumer task, getmany-->  bounded asyncio.Queue (queue_size)
+      --batcher: first window + whatever arrives within max_wait_ms, up to max_batch-->
+      Detector.score_windows(batch, details=True)   (in a thread: the event loop keeps fetching)
+      -> every score -> scores topic; every anomaly -> alerts topic   (logad.alerts.make_event, key session id)
+      -> offsets committed only after every produce is acknowledged   (at-least-once)
+
+A plain aiokafka consumer group, not Faust: the scorer is stateless, and batching plus a commit
+after the acks is simpler to get right by hand. Re-delivered windows give the same alert ids
+(logad.alerts.alert_id), so consumers dedupe. A batch that fails to score is retried window by
+window; a window that still fails goes to the dead-letter topic with the reason. A window that
+cannot be decoded goes there too. Scaling out = more scorer processes in the same group (up to
+topics.partitions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from logad.alerts import make_event
+from logad.config import ScorerConfig, Settings
+from logad.records import Window, WindowScore
+from streams.codec import CodecError, decode_window, encode_dead_letter, encode_json
+
+log = logging.getLogger("logad.scorer")
+
+
+@dataclass
+class Outcome:
+    record: Any  # the consumer record
+    window: Window | None
+    score: WindowScore | None = None
+    error: str = ""  # why it went to the dead letter
+
+
+def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
+    """Score a batch; on failure, score each window alone so one bad window cannot sink the rest."""
+    try:
+        return list(detector.score_windows(windows, details=True))
+    except Exception as e:
+        log.warning("batch of %d windows failed (%s: %s); retrying one by one", len(windows), type(e).__name__, e)
+    out: list[WindowScore | Exception] = []
+    for w in windows:
+        try:
+            out.append(detector.score_windows([w], details=True)[0])
+        except Exception as e:  # noqa: PERF203 (rare path)
+            out.append(e)
+    return out
+
+
+class Scorer:
+    def __init__(self, detector: Any, consumer: Any, producer: Any, settings: Settings, metrics: Any = None) -> None:
+        self.det = detector
+        self.consumer = consumer
+        self.producer = producer
+        self.cfg: ScorerConfig = settings.scorer
+        self.topics = settings.topics
+        self.metrics = metrics
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.cfg.queue_size))
+        self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
+        self.scored = 0
+        self.alerts = 0
+
+    async def consume(self) -> None:
+        """Fetch windows into the bounded queue (blocks when the model falls behind: backpressure)."""
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.cfg.max_batch)
+            for recs in batch.values():
+                for r in recs:
+                    await self.queue.put(r)
+            if self.metrics is not None:
+                self.metrics.queue.set(self.queue.qsize())
+
+    async def next_batch(self) -> list[Any]:
+        """The first waiting window, plus whatever arrives within max_wait_ms, up to max_batch."""
+        items = [await self.queue.get()]
+        deadline = time.monotonic() + self.cfg.max_wait_ms / 1000.0
+        while len(items) < self.cfg.max_batch:
+            if not self.queue.empty():
+                items.append(self.queue.get_nowait())
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                items.append(await asyncio.wait_for(self.queue.get(), left))
+            except (asyncio.TimeoutError, TimeoutError):
+                break
+        return items
+
+    async def run(self) -> None:
+        while True:
+            await self.handle(await self.next_batch())
+
+    async def handle(self, records: list[Any]) -> None:
+        t0 = time.perf_counter()
+        outcomes = []
+        for r in records:
+            try:
+                outcomes.append(Outcome(r, decode_window(r.value)))
+            except CodecError as e:
+                outcomes.append(Outcome(r, None, error=f"bad_window: {e}"))
+        todo = [o for o in outcomes if o.window is not None]
+        if todo:
+            results = await asyncio.to_thread(score_batch, self.det, [o.window for o in todo])
+            for o, res in zip(todo, results):
+                if isinstance(res, Exception):
+                    o.error = f"score_failed: {type(res).__name__}: {res}"
+                else:
+                    o.score = res
+        await self.publish(outcomes)
+        # Everything is acknowledged: commit past the batch (records of a partition arrive in order).
+        offsets: dict[Any, int] = {}
+        for o in outcomes:
+            tp = _tp(o.record)
+            offsets[tp] = max(offsets.get(tp, 0), o.record.offset + 1)
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as e:  # e.g. partitions moved in a rebalance: they will be scored again
+            log.warning("commit failed (%s); those windows will be re-delivered (same alert ids)", e)
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(records))
+            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+            self.metrics.queue.set(self.queue.qsize())
+
+    async def publish(self, outcomes: list[Outcome]) -> None:
+        futures = []
+        now = time.time()
+        version = self.det.version
+        for o in outcomes:
+            key = o.record.key
+            if o.score is not None:
+                event = encode_json(make_event(o.score, version, self.thresholds, now=now))
+                futures.append(await self.producer.send(self.topics.scores, key=key, value=event))
+                self.scored += 1
+                if o.score.is_anomaly:
+                    futures.append(await self.producer.send(self.topics.alerts, key=key, value=event))
+                    self.alerts += 1
+            else:
+                reason, _, detail = o.error.partition(": ")
+                if self.metrics is not None:
+                    self.metrics.dead.labels(reason).inc()
+                log.warning("window %s/%d@%d dead-lettered: %s", o.record.topic, o.record.partition,
+                            o.record.offset, o.error)
+                futures.append(await self.producer.send(self.topics.dead_letter, key=key, value=encode_dead_letter(
+                    reason, o.record.topic, o.record.partition, o.record.offset, o.record.value, detail=detail)))
+        await asyncio.gather(*futures)
+        if self.metrics is not None:
+            self.metrics.windows.inc(sum(o.score is not None for o in outcomes))
+            self.metrics.alerts.inc(sum(o.score is not None and o.score.is_anomaly for o in outcomes))
+
+
+def _tp(record: Any) -> Any:
+    from aiokafka import TopicPartition
+
+    return TopicPartition(record.topic, record.partition)
+
+
+async def serve(settings: Settings, detector: Any, group: str, metrics: Any = None) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from streams.kafka_clients import check_broker, consumer_kwargs, producer_kwargs
+    from streams.topics import create_topics
+
+    await check_broker(settings.kafka)
+    await create_topics(settings, raw_topics=[])
+    consumer = AIOKafkaConsumer(settings.topics.windows, **consumer_kwargs(
+        settings.kafka, group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        max_poll_interval_ms=600_000))
+    producer = AIOKafkaProducer(**producer_kwargs(settings.kafka, linger_ms=5))
+    await producer.start()
+    await consumer.start()
+    scorer = Scorer(detector, consumer, producer, settings, metrics)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(scorer.consume(), name="consume"), asyncio.create_task(scorer.run(), name="score")]
+    log.info("scorer ready: group %s, model %s on %s", group, detector.version, detector.device)
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not waiter and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        log.info("scorer stopped: %d windows scored, %d alerts", scorer.scored, scorer.alerts)
+
+
+def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device: str) -> None:
+    """Load the model (ArtifactError: one line, exit 2, via the CLI), then serve until SIGTERM/SIGINT."""
+    from prometheus_client import start_http_server
+
+    from logad.detector import Detector
+    from streams.metrics import ScorerMetrics
+    from streams.worker import banner, setup_logging
+
+    setup_logging(settings.logging)
+    banner("scorer", settings, model=str(model_dir), group=group, device=device)
+    detector = Detector.load(model_dir, device, batch_size=settings.scorer.max_batch)
+    metrics = ScorerMetrics()
+    try:
+        start_http_server(settings.web.scorer_port, addr=settings.web.host)
+    except OSError as e:
+        log.warning("metrics server not started on %s:%d: %s", settings.web.host, settings.web.scorer_port, e)
+    asyncio.run(serve(settings, detector, group, metrics))

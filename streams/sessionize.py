@@ -1,0 +1,286 @@
+"""Sessions in the stream: events records -> logad.sessionizer.Sessionizer over a Faust table -> windows.
+
+    events record (key session id, {"src", "rp", "e": [[tid, ts, pos], ...]})
+      -> drop events at or below the session's raw-position watermark (re-deliveries after a crash)
+      -> Sessionizer.push per event                     -> closed windows ("max_length", "gap", ...)
+    timer every sessions.sweep_every_s, only when nothing is in flight (see `SessionRunner.tick`)
+      -> Sessionizer.sweep(now)                          -> closed windows ("idle")
+    windows -> windows topic (key session id), acknowledged BEFORE the table changes are written
+
+The Sessionizer is logad's, unchanged; this module only gives it a store (`SessionStore`) that
+  * wraps each table value as {"s": sessionizer state, "w": {raw partition: last applied pos}}, so a
+    record re-delivered after a crash (ingest re-reads its uncommitted batch; the agent re-reads its
+    uncommitted events) is not applied twice: its events are at or below the watermark;
+  * keeps a tombstone {"s": null, "w": ...} for a closed session until every event before the close
+    is committed everywhere, so a late re-delivery cannot re-open it with old events;
+  * buffers writes until `flush()`: windows are produced and acknowledged first, then the state is
+    written, so a crash in between re-emits the same windows (same alert ids, deduped downstream)
+    instead of losing them.
+Values are reassigned, never mutated in place (a Faust table persists assignments only).
+
+Idle sessions are closed only when ingest and the session agent have no lag. Idleness then means
+"the input was silent", not "this worker was slow or down": a worker that restarts after a crash
+first catches up, then closes what is really idle, and decides like one that never crashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from logad.artifacts import MANIFEST, read_json, sha256_file
+from logad.config import SessionConfig
+from logad.detect import session_rules
+from logad.errors import ArtifactError, ConfigError
+from logad.formats import LogFormat
+from logad.records import Window
+from logad.sessionizer import SessionRules, Sessionizer
+from logad.sessions import WindowRule
+from logad.templates import TemplateVocab
+from streams.codec import encode_window
+
+log = logging.getLogger("logad.sessions")
+
+
+# ----------------------------------------------------------------------------- model bundle, lite
+def load_session_rules(model_dir: str | Path, fmt: LogFormat | None, cfg: SessionConfig
+                       ) -> tuple[TemplateVocab, LogFormat, SessionRules]:
+    """Vocab, format and session rules of a model bundle, from its manifest and vocab only.
+
+    The worker needs the window rule and the frozen vocab, not the weights; the hashes are checked
+    as in logad.artifacts.load_bundle, so worker and scorer cannot run different vocabs."""
+    from logad.formats import load_format
+
+    p = Path(model_dir)
+    manifest = read_json(p / MANIFEST, "model manifest")
+    try:
+        rule = WindowRule(**manifest["window"])
+        vmeta = manifest["vocab"]
+        vpath = p / vmeta["file"]
+    except (KeyError, TypeError, ConfigError) as e:
+        raise ArtifactError(f"{p / MANIFEST}: malformed manifest ({e})") from None
+    if not vpath.is_file():
+        raise ArtifactError(f"model file {vpath} is missing")
+    if sha256_file(vpath) != vmeta["sha256"]:
+        raise ArtifactError(f"{vpath}: sha256 differs from the manifest (vocab does not belong to this model)")
+    vocab = TemplateVocab.load(vpath)
+    fmt = fmt or load_format(vocab.format_name or "hdfs")  # as logad.detect.detect_file picks it
+    vocab.match("startup probe")  # a vocab that cannot match raw lines fails here, in one line, not per line
+    # session_rules only reads .bundle.vocab and .bundle.rule: no need to load torch weights.
+    rules = session_rules(SimpleNamespace(bundle=SimpleNamespace(vocab=vocab, rule=rule)), fmt, cfg)  # type: ignore[arg-type]
+    return vocab, fmt, rules
+
+
+def key_partition(key: str, n: int) -> int:
+    """The partition Kafka's default partitioner gives `key` (what events and the table use)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % n
+
+
+# ------------------------------------------------------------------------------------ the store
+class SessionStore(MutableMapping[str, dict]):
+    """The Sessionizer's view of the session table (see the module docstring)."""
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table = table
+        self._pending: dict[str, dict | None] = {}  # key -> wrapped value to write, None = delete
+        self._wm: dict[str, dict[str, int]] = {}  # watermarks changed since the last flush
+        self._delta = 0  # live keys added - removed by pending writes (keeps len() O(1))
+        self.tombstones_final = False  # True: closes delete outright (everything is committed)
+        self.owned: Callable[[str], bool] | None = None  # sweep filter: keys of our partitions only
+
+    # -- raw access ------------------------------------------------------------------------------
+    def _raw(self, key: str) -> dict | None:
+        if key in self._pending:
+            return self._pending[key]
+        return self.table.get(key)
+
+    def _exists(self, key: str) -> bool:
+        return (self._pending[key] is not None) if key in self._pending else key in self.table
+
+    def _put(self, key: str, value: dict | None) -> None:
+        before = self._exists(key)
+        self._pending[key] = value
+        self._delta += (value is not None) - before
+
+    def watermark(self, key: str) -> dict[str, int]:
+        if key in self._wm:
+            return self._wm[key]
+        raw = self._raw(key)
+        return dict(raw.get("w") or {}) if raw else {}
+
+    def set_watermark(self, key: str, rp: str, pos: int) -> None:
+        wm = self.watermark(key)
+        wm[rp] = pos
+        self._wm[key] = wm
+        raw = self._raw(key)
+        if raw is not None:  # keep the stored value's watermark in step (tombstone or live)
+            self._put(key, {"s": raw.get("s"), "w": wm})
+
+    # -- MutableMapping (what the Sessionizer sees: live sessions only) ----------------------------
+    def __getitem__(self, key: str) -> dict:
+        raw = self._raw(key)
+        if raw is None or raw.get("s") is None:
+            raise KeyError(key)
+        return raw["s"]
+
+    def __setitem__(self, key: str, state: dict) -> None:
+        self._put(key, {"s": state, "w": self.watermark(key)})
+
+    def __delitem__(self, key: str) -> None:
+        if self._raw(key) is None:
+            raise KeyError(key)
+        wm = self.watermark(key)
+        self._put(key, {"s": None, "w": wm} if wm and not self.tombstones_final else None)
+
+    def __iter__(self) -> Iterator[str]:
+        owned = self.owned
+        for key in list(self.table.keys()):
+            if key in self._pending:
+                continue
+            v = self.table.get(key)
+            if v is not None and v.get("s") is not None and (owned is None or owned(key)):
+                yield key
+        for key, v in list(self._pending.items()):
+            if v is not None and v.get("s") is not None and (owned is None or owned(key)):
+                yield key
+
+    def __len__(self) -> int:
+        """Keys in the table incl. tombstones (an upper bound on open sessions, O(1))."""
+        return len(self.table) + self._delta
+
+    # -- batching --------------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write the buffered changes to the table (one assignment per key); returns how many."""
+        n = 0
+        for key, value in self._pending.items():
+            if value is None:
+                if key in self.table:
+                    del self.table[key]
+                    n += 1
+            else:
+                self.table[key] = value  # reassign: the changelog records assignments
+                n += 1
+        self.discard()
+        return n
+
+    def discard(self) -> None:
+        self._pending.clear()
+        self._wm.clear()
+        self._delta = 0
+
+    def purge_tombstones(self) -> int:
+        """Delete every tombstone (call only when nothing before them can be re-delivered)."""
+        dead = [k for k, v in list(self.table.items()) if v is not None and v.get("s") is None]
+        for k in dead:
+            self._put(k, None)
+        return len(dead)
+
+    def count_open(self) -> int:
+        return sum(1 for _ in self)
+
+
+# ------------------------------------------------------------------------------ pure processing
+class SessionProcessor:
+    """Applies events records and sweeps; no Kafka, no Faust (unit-testable with a dict as table)."""
+
+    def __init__(self, source: str, rules: SessionRules, table: MutableMapping[str, Any]) -> None:
+        self.store = SessionStore(table)
+        self.sessionizer = Sessionizer(source, rules, self.store)
+        self.duplicates = 0  # events dropped as re-deliveries
+
+    def apply(self, session_id: str, rp: str, events: list[tuple[int, float | None, int]],
+              now: float) -> list[Window]:
+        """One events record -> the windows it closes. Changes stay buffered until flush()."""
+        last = self.store.watermark(session_id).get(rp, -1)
+        fresh = [e for e in events if e[2] > last]  # positions rise within a record
+        self.duplicates += len(events) - len(fresh)
+        if not fresh:
+            return []
+        self.store.set_watermark(session_id, rp, fresh[-1][2])
+        out: list[Window] = []
+        push = self.sessionizer.push
+        for tid, ts, _pos in fresh:
+            out += push(session_id, tid, ts, now)
+        return out
+
+    def sweep(self, now: float, final: bool) -> list[Window]:
+        """Close idle sessions. `final`: everything is committed, so closes need no tombstone."""
+        self.store.tombstones_final = final
+        try:
+            out = self.sessionizer.sweep(now)
+            if final:
+                self.store.purge_tombstones()
+            return out
+        finally:
+            self.store.tombstones_final = False
+
+
+# --------------------------------------------------------------------------- the async runner
+class SessionRunner:
+    """Glue between the Faust agent/timer and SessionProcessor: produce windows, then flush state.
+
+    One lock serialises the agent and the timer: each unit of work (a record, a sweep) runs
+    push/sweep -> produce windows -> await acks -> flush table changes, never interleaved.
+    """
+
+    def __init__(self, processor: SessionProcessor, producer: Any, windows_topic: str, metrics: Any = None) -> None:
+        self.proc = processor
+        self.producer = producer
+        self.windows_topic = windows_topic
+        self.metrics = metrics
+        self.lock = asyncio.Lock()
+        self.processed_end: dict[int, int] = {}  # events partition -> offset after the last record handled
+
+    async def _emit(self, windows: list[Window]) -> None:
+        if windows:
+            futures = [await self.producer.send(self.windows_topic, key=w.session_id.encode(), value=encode_window(w))
+                       for w in windows]
+            await asyncio.gather(*futures)
+            if self.metrics is not None:
+                for w in windows:
+                    self.metrics.windows.labels(w.reason).inc()
+
+    async def on_record(self, session_id: str, rp: str, events: list, partition: int, offset: int,
+                        now: float | None = None) -> list[Window]:
+        async with self.lock:
+            dup = self.proc.duplicates
+            try:
+                windows = self.proc.apply(session_id, rp, events, time.time() if now is None else now)
+                await self._emit(windows)
+            except BaseException:
+                self.proc.store.discard()  # nothing persisted: a re-delivery redoes it all
+                raise
+            self.proc.store.flush()
+            self.processed_end[partition] = offset + 1
+            if self.metrics is not None and self.proc.duplicates != dup:
+                self.metrics.duplicates.inc(self.proc.duplicates - dup)
+            return windows
+
+    def mark_processed(self, partition: int, offset: int) -> None:
+        self.processed_end[partition] = max(self.processed_end.get(partition, 0), offset + 1)
+
+    async def sweep(self, now: float, final: bool) -> list[Window]:
+        async with self.lock:
+            try:
+                windows = self.proc.sweep(now, final)
+                await self._emit(windows)
+            except BaseException:
+                self.proc.store.discard()
+                raise
+            self.proc.store.flush()
+            return windows
+
+    def lag_free(self, end: dict[int, int], committed: dict[int, int]) -> bool:
+        """Every events record that exists in our partitions has been handled."""
+        return all(max(self.processed_end.get(p, 0), committed.get(p, 0)) >= e for p, e in end.items())
+
+    def all_committed(self, committed: dict[int, int]) -> bool:
+        """Every record handled in this run is covered by a committed offset (no re-delivery possible)."""
+        return all(committed.get(p, 0) >= o for p, o in self.processed_end.items())

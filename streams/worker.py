@@ -1,0 +1,72 @@
+"""`logad worker` (and the process start-up shared with `logad scorer`): check the broker, create the topics, run the Faust worker (ingest + sessions).
+
+Startup order: settings -> banner with redacted(settings) (never a secret, never a credential-bearing
+URL) -> model manifest + vocab (ArtifactError exits with one line) -> broker reachable (BrokerError
+exits with one line naming the address) -> topics (explicit partition counts) -> Faust worker,
+which installs SIGTERM/SIGINT handlers and commits on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from logad.config import LoggingConfig, Settings, redacted
+
+log = logging.getLogger("logad.worker")
+
+
+def setup_logging(cfg: LoggingConfig) -> None:
+    """Plain or one-JSON-object-per-line logs on stderr, at cfg.level."""
+    import orjson
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            doc = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                   "msg": record.getMessage()}
+            if record.exc_info:
+                doc["exc"] = self.formatException(record.exc_info)
+            return orjson.dumps(doc).decode()
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if cfg.json else
+                         logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(cfg.level.upper())
+
+
+def banner(what: str, settings: Settings, **extra: object) -> None:
+    import orjson
+
+    log.info("%s starting: %s", what, orjson.dumps({**extra, "settings": redacted(settings)}).decode())
+
+
+async def prepare(settings: Settings, raw_topic: str) -> list[str]:
+    """Broker reachable and every topic present with its partition count; returns the topics created."""
+    from streams.kafka_clients import check_broker
+    from streams.topics import create_topics
+
+    await check_broker(settings.kafka)
+    return await create_topics(settings, raw_topics=[raw_topic])
+
+
+def run_worker(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
+               datadir: str | Path | None = None) -> None:
+    from streams.app import build_app
+
+    setup_logging(settings.logging)
+    app, ctx = build_app(settings, app_id=app_id, model_dir=model_dir, raw_topic=raw_topic, datadir=datadir)
+    banner("worker", settings, app_id=app_id, model=str(model_dir), source=ctx.source, topics=vars(ctx.topics),
+           web=f"http://{settings.web.host}:{settings.web.port}/metrics")
+    created = asyncio.run(prepare(settings, ctx.topics.raw))
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+
+    import faust
+
+    worker = faust.Worker(app, loglevel=settings.logging.level.lower(), quiet=True,
+                          redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()
