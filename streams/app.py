@@ -26,7 +26,7 @@ import faust
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
 from logad.templates import DriftMiner
@@ -59,6 +59,7 @@ class WorkerContext:
     consumer: Any = None
     admin: Any = None
     ingest: IngestLoop | None = None
+    reported_duplicates: int = 0
 
 
 def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
@@ -129,11 +130,15 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             assert ctx.ingest is not None
             try:
                 await ctx.ingest.run()
+            except ConsumerStoppedError:  # on_stop closed the consumer: a clean shutdown
+                return
             except (KafkaError, OSError) as e:  # the batch is not committed: a restart redoes it
                 log.critical("ingest stopped: %s", e)
                 await app.crash(e)
 
         async def on_stop(self) -> None:
+            if ctx.ingest is not None:
+                await ctx.ingest.stop()  # finish (produce + commit) the batch in flight, then stop
             for client in (ctx.consumer, ctx.producer, ctx.admin):
                 if client is not None:
                     try:
@@ -208,6 +213,10 @@ async def tick(ctx: WorkerContext, app: faust.App) -> None:
     if not caught_up:
         ctx.metrics.open_sessions.set(len(store))
         return
+    dup = ctx.runner.proc.duplicates
+    if dup != ctx.reported_duplicates:
+        log.info("dropped %d re-delivered events so far (raw positions already applied)", dup)
+        ctx.reported_duplicates = dup
     final = ctx.runner.all_committed(committed)
     if not final:
         await app.consumer.commit()  # Faust commits what the agent acked; the next tick can purge

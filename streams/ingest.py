@@ -157,6 +157,7 @@ class IngestLoop:
         self.busy = False  # a batch is between fetch and commit
         self.produced_end: dict[int, int] = {}  # events partition -> next offset after our last produce
         self._idle_polls = 0
+        self._stopping = False
         self._next_drift = time.monotonic() + drift_every_s
 
     async def caught_up(self) -> bool:
@@ -174,8 +175,15 @@ class IngestLoop:
         return True
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             await self.step()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Let the batch in flight finish (so its offsets are committed), then end run()."""
+        self._stopping = True
+        deadline = time.monotonic() + timeout_s
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def step(self) -> int:
         """One poll; returns the number of raw records handled."""

@@ -1,0 +1,269 @@
+"""The streaming detector against the real local broker, as separate processes (`logad worker`,
+`logad scorer`, `logad replay`), with unique topics and app ids per run:
+
+(a) replaying data/hdfs/HDFS_head20k.log.gz gives exactly the alerts of `logad detect` on the file
+    (same alert ids, same sessions), and every alert follows logad.alerts.SCHEMA;
+(b) malformed raw records (non-UTF-8 junk, a 2 MB value, an empty value) land in the dead-letter
+    topic with reason + offset, and the lines after them are still scored;
+(c) SIGKILL of the worker mid-replay and a restart: after dedupe by alert id, the alerts equal the
+    no-fault run.
+(a) and (b) share one pipeline run (the malformed records go first, then the file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from logad.alerts import validate
+from logad.config import Settings, load_settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW = ROOT / "data/hdfs/HDFS_head20k.log.gz"
+LABELS = ROOT / "data/hdfs/HDFS_head20k_anomaly_label.csv"
+MODEL = Path(os.environ.get("LOGAD_TEST_MODEL", ROOT / "artifacts/models/hdfs"))
+N_LINES, N_SESSIONS = 16252, 1443
+BAD_RECORDS = [b"\xff\xfe\x80 not a log line \xc3\x28", b"x" * (2 * 1024 * 1024), b""]
+BAD_REASONS = ["unparseable", "too_large", "empty"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A logad command as its own process group (so SIGKILL takes it down like a crash would)."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name, self.args, self.env, self.logdir = name, args, env, logdir
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+        self.log: Path | None = None
+
+    def start(self) -> Proc:
+        self.runs += 1
+        self.log = self.logdir / f"{self.name}-{self.runs}.log"
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen([sys.executable, "-m", "logad_cli.main", *self.args], cwd=ROOT, env=self.env,
+                                         stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait; returns the exit code (killed after `timeout`)."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def tail(self, n: int = 25) -> str:
+        if not self.log or not self.log.exists():
+            return ""
+        return f"--- {self.log.name}\n" + "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+class Pipeline:
+    """Worker + scorer for one set of unique topics."""
+
+    def __init__(self, bootstrap: str, tmp: Path, **extra_env: str) -> None:
+        self.id = f"t{uuid.uuid4().hex[:8]}"
+        self.tmp = tmp
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGAD_")}
+        env.update({
+            "LOGAD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            **{f"LOGAD_TOPICS_{t.upper()}": f"{self.id}.{t}" for t in
+               ("raw_hdfs", "events", "windows", "scores", "alerts", "dead_letter")},
+            "LOGAD_SESSIONS_IDLE_TIMEOUT_S": "3", "LOGAD_SESSIONS_SWEEP_EVERY_S": "0.5",
+            "LOGAD_WEB_PORT": str(free_port()), "LOGAD_WEB_SCORER_PORT": str(free_port()),
+            "LOGAD_SCORER_MODEL_DIR": str(MODEL), "LOGAD_SCORER_DEVICE": "cpu",
+            "LOGAD_LOGGING_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+            **extra_env,
+        })
+        self.env = env
+        self.settings: Settings = load_settings(env=env)
+        self.worker = Proc("worker", ["worker", "--app-id", self.id, "--data-dir", str(tmp / "faust")], env, tmp)
+        self.scorer = Proc("scorer", ["scorer", "--group", f"{self.id}-scorer"], env, tmp)
+
+    def logs(self) -> str:
+        return "\n".join(p.tail() for p in (self.worker, self.scorer))
+
+    def replay(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "logad_cli.main", "replay", str(RAW), "--no-progress", *args],
+                             cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr + self.logs()
+        return out.stdout
+
+    def wait_drained(self, timeout: float = 90.0) -> dict:
+        from streams.evaluate_stream import wait_drained
+
+        try:
+            return asyncio.run(wait_drained(self.settings, app_id=self.id, scorer_group=f"{self.id}-scorer",
+                                            timeout_s=timeout, poll_s=0.5))
+        except Exception as e:
+            raise AssertionError(f"{e}\n{self.logs()}") from None
+
+    def read(self, topic: str) -> list[Any]:
+        from streams.alerts_cli import read_topic
+
+        async def go() -> list[Any]:
+            return [r async for r in read_topic(self.settings, topic)]
+
+        return asyncio.run(go())
+
+    def stop(self) -> None:
+        for p in (self.worker, self.scorer):
+            p.stop()
+
+
+async def produce_raw(settings: Settings, topic: str, values: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.kafka_clients import producer_kwargs
+    from streams.topics import RAW_MAX_MESSAGE_BYTES, create_topics
+
+    await create_topics(settings, raw_topics=[topic])
+    producer = AIOKafkaProducer(**producer_kwargs(settings.kafka, max_request_size=RAW_MAX_MESSAGE_BYTES))
+    await producer.start()
+    try:
+        for v in values:
+            await producer.send_and_wait(topic, value=v, partition=0)
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """`logad detect` on the same file: the reference every stream run must reproduce."""
+    from logad.config import SessionConfig
+    from logad.detect import detect_file
+
+    out = tmp_path_factory.mktemp("offline") / "alerts.jsonl"
+    detect_file(RAW, MODEL, None, out, SessionConfig(idle_timeout_s=3), device="cpu")
+    alerts = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert alerts, "the reference model raises no alert on the sample: the comparison would prove nothing"
+    return {a["id"]: a for a in alerts}
+
+
+@pytest.fixture(scope="module")
+def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One no-fault run: bad records first, then the whole file at full speed."""
+    p = Pipeline(kafka_bootstrap, tmp_path_factory.mktemp("stream"))
+    try:
+        p.worker.start()
+        p.scorer.start()
+        asyncio.run(produce_raw(p.settings, p.settings.topics.raw_hdfs, BAD_RECORDS))
+        t0 = time.perf_counter()
+        replay_out = p.replay("--max")
+        state = p.wait_drained()
+        seconds = time.perf_counter() - t0
+        result = {
+            "pipeline": p, "state": state, "seconds": seconds, "replay": replay_out,
+            "alerts": [orjson.loads(r.value) for r in p.read(p.settings.topics.alerts)],
+            "scores": [orjson.loads(r.value) for r in p.read(p.settings.topics.scores)],
+            "dead": [orjson.loads(r.value) for r in p.read(p.settings.topics.dead_letter)],
+        }
+        print(f"\nstream e2e: {N_LINES} lines replayed -> drained in {seconds:.1f} s "
+              f"({N_LINES / seconds:.0f} lines/s end to end); replay: {replay_out.strip()}")
+        yield result
+    finally:
+        p.stop()
+    assert p.worker.proc.returncode == 0, f"worker did not stop cleanly on SIGTERM\n{p.logs()}"
+    assert p.scorer.proc.returncode == 0, f"scorer did not stop cleanly on SIGTERM\n{p.logs()}"
+
+
+def test_stream_alerts_equal_offline_detect(run: dict[str, Any], offline: dict[str, dict]) -> None:
+    alerts = {a["id"]: a for a in run["alerts"]}
+    assert set(alerts) == set(offline), (
+        f"stream {len(alerts)} vs offline {len(offline)} alerts; only stream: {sorted(set(alerts) - set(offline))[:5]}, "
+        f"only offline: {sorted(set(offline) - set(alerts))[:5]}")
+    assert {a["subject"] for a in alerts.values()} == {a["subject"] for a in offline.values()}
+    for a in run["alerts"]:
+        validate(a)
+        assert a["type"] == "io.logad.anomaly" and a["data"]["is_anomaly"]
+    # Every window scored once per delivery, every session scored, decisions identical to offline.
+    scores = {s["id"]: s for s in run["scores"]}
+    assert len({s["subject"] for s in scores.values()}) == N_SESSIONS
+    for aid, a in offline.items():
+        assert scores[aid]["data"]["scores"] == pytest.approx(a["data"]["scores"], rel=1e-4, abs=1e-5)
+
+
+def test_stream_dead_letters_and_later_lines_scored(run: dict[str, Any]) -> None:
+    topic = run["pipeline"].settings.topics.raw_hdfs
+    dead = run["dead"]
+    assert [d["reason"] for d in dead] == BAD_REASONS, dead
+    for offset, (d, value) in enumerate(zip(dead, BAD_RECORDS)):
+        assert (d["topic"], d["partition"], d["offset"]) == (topic, 0, offset)
+        assert d["size"] == len(value) and len(d["head"]) <= 1024
+    assert dead[0]["head"].startswith("\\xff\\xfe\\x80 not a log line")
+    # The lines after the bad records: every session of the file was scored.
+    assert len({s["subject"] for s in run["scores"]}) == N_SESSIONS
+    assert run["state"]["raw"] == N_LINES + len(BAD_RECORDS)
+
+
+def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, offline: dict[str, dict]) -> None:
+    """Kill -9 the worker while lines arrive, restart it: no window lost, none changed (ids equal)."""
+    # The idle timeout outlasts the replay (about 6 s), so whether the worker was down or not, no
+    # session is closed before its last line: the no-fault result is the offline one.
+    p = Pipeline(kafka_bootstrap, tmp_path, LOGAD_SESSIONS_IDLE_TIMEOUT_S="8", LOGAD_INGEST_BATCH_SIZE="500")
+    try:
+        p.worker.start()
+        p.scorer.start()
+        replay = subprocess.Popen([sys.executable, "-m", "logad_cli.main", "replay", str(RAW), "--no-progress",
+                                   "--rate", "2500"], cwd=ROOT, env=p.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        events = p.settings.topics.events
+
+        async def events_written() -> int:
+            from streams.evaluate_stream import group_lag
+
+            return (await group_lag(p.settings, p.id, events))[0]
+
+        deadline = time.monotonic() + 60
+        while asyncio.run(events_written()) < 300:  # the worker is mid-stream: some events are out
+            assert time.monotonic() < deadline and p.worker.alive(), p.logs()
+            time.sleep(0.2)
+        assert replay.poll() is None, "the replay finished before the kill: the test proved nothing"
+        p.worker.kill()
+        p.worker.start()
+        assert replay.wait(60) == 0, replay.stdout.read()
+        p.wait_drained(timeout=120)
+        records = p.read(p.settings.topics.alerts)
+        alerts = {}
+        for r in records:
+            a = orjson.loads(r.value)
+            validate(a)
+            alerts[a["id"]] = a
+        assert set(alerts) == set(offline), (
+            f"only after kill: {sorted(set(alerts) - set(offline))[:5]}, lost: {sorted(set(offline) - set(alerts))[:5]}\n"
+            + p.logs())
+        scored = {orjson.loads(r.value)["subject"] for r in p.read(p.settings.topics.scores)}
+        assert len(scored) == N_SESSIONS
+    finally:
+        p.stop()
