@@ -22,8 +22,8 @@ from logad.artifacts import Bundle, load_bundle, read_json, sha256_file, write_j
 from logad.errors import ArtifactError
 from logad.model import pick_device
 from logad.records import Window, WindowScore
-from logad.scoring import Reference, WindowScorer
-from logad.sessions import windows_of
+from logad.scoring import METHODS, Reference, WindowScorer
+from logad.sessions import is_complete, windows_of
 from logad.thresholds import Thresholds
 
 THRESHOLDS = "thresholds.json"
@@ -90,7 +90,7 @@ class Detector:
                                     f"({th.model_sha256[:12]} != {bundle.weights_sha256[:12]}): run `logad calibrate`")
             if th.reference_sha256 != ref_sha:
                 raise ArtifactError(f"{Path(model_dir) / THRESHOLDS} does not match {REFERENCE} (tampered or stale)")
-            unknown = set(th.values) - {"mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1"}
+            unknown = set(th.values) - set(METHODS)
             if unknown:
                 raise ArtifactError(f"{Path(model_dir) / THRESHOLDS}: unknown score methods {sorted(unknown)}")
         return cls(bundle, ref, th, dev, batch_size)
@@ -99,12 +99,13 @@ class Detector:
     def version(self) -> str:
         return self.bundle.version
 
-    def combined(self, scores: dict[str, float]) -> float:
+    def combined(self, scores: dict[str, float], complete: bool = True) -> float:
         th = self.thresholds
         if th is None:
             return scores["mean_nll"]
         scales = th.extra.get("scales", {})
-        parts = [(scores[m] - t) / max(scales.get(m, 1.0), 1e-6) for m, t in th.values.items()]
+        parts = [(scores[m] - t) / max(scales.get(m, 1.0), 1e-6) for m, t in th.values.items()
+                 if complete or m != "count_l1"]
         parts.append((scores["unseen_rate"] - th.unseen_rate_max) / max(th.unseen_rate_max, 1e-6))
         return max(parts)
 
@@ -115,10 +116,10 @@ class Detector:
             scores, surprising = self.scorer.score(chunk, details=details)
             for w, s, ev in zip(chunk, scores, surprising):
                 if self.thresholds is not None:
-                    flag, reasons = self.thresholds.decide(s)
+                    flag, reasons = self.thresholds.decide(s, complete=is_complete(w.reason))
                 else:
                     flag, reasons = False, ()
-                s["combined"] = self.combined(s)
+                s["combined"] = self.combined(s, is_complete(w.reason))
                 out.append(WindowScore(w, s, flag, reasons, tuple(self._detail(w, e) for e in ev)))
         return out
 
@@ -128,21 +129,28 @@ class Detector:
                 "template": v.text_of(e.template_id), "prob": e.prob,
                 "expected": [{"template_key": v.key_of(i), "template": v.text_of(i), "prob": p} for i, p in e.top]}
 
-    def session_windows(self, session_id: str, ids: Sequence[int], source: str = "") -> list[Window]:
-        return windows_of(source or self.bundle.path.name, session_id, list(ids), self.bundle.rule)
+    def session_windows(self, session_id: str, ids: Sequence[int], source: str = "",
+                        complete: bool = True) -> list[Window]:
+        """Windows of one session's trace; `complete=False` when it may have been cut short (its last
+        window then closes as "end", as at the end of a raw log file)."""
+        return windows_of(source or self.bundle.path.name, session_id, list(ids), self.bundle.rule,
+                          reason="complete" if complete else "end")
 
-    def score_sessions(self, sessions: Iterable[tuple[str, int | None, Sequence[str]]]) -> list[SessionResult]:
+    def score_sessions(self, sessions: Iterable[tuple[str, int | None, Sequence[str]]],
+                       complete: bool = True) -> list[SessionResult]:
         """(session_id, label, template keys) -> one result per session; unknown keys count as unseen."""
         vocab = self.bundle.vocab
-        return self.score_id_sessions((sid, lab, [vocab.id_of(k) for k in keys]) for sid, lab, keys in sessions)
+        return self.score_id_sessions(((sid, lab, [vocab.id_of(k) for k in keys]) for sid, lab, keys in sessions),
+                                      complete)
 
-    def score_id_sessions(self, sessions: Iterable[tuple[str, int | None, Sequence[int]]]) -> list[SessionResult]:
+    def score_id_sessions(self, sessions: Iterable[tuple[str, int | None, Sequence[int]]],
+                          complete: bool = True) -> list[SessionResult]:
         """(session_id, label, template ids) -> one result per session (any window anomalous)."""
         sessions = list(sessions)
         windows: list[Window] = []
         owner: list[int] = []
         for k, (sid, _, ids) in enumerate(sessions):
-            ws = self.session_windows(sid, ids)
+            ws = self.session_windows(sid, ids, complete=complete)
             windows += ws
             owner += [k] * len(ws)
         scored = self.score_windows(windows)

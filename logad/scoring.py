@@ -13,6 +13,9 @@ Per window we compute (higher = more anomalous):
     unseen_rate share of scored events whose template is UNK or never occurred in training
     count_l1    L1 distance from the window's template-count vector to the nearest normal training
                 window's (a count-vector lookup: catches anomalies that differ only in counts)
+    count_excess the same, counting only templates the window has MORE of than the nearest normal
+                window: zero for any prefix of a normal trace, so it is safe on sessions that may
+                have been cut short (idle timeout, end of input) and monotone as a session grows
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from logad.model import IGNORE, NextTokenTransformer, autocast
 from logad.records import Window
 
-METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1")
+METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess")
 
 
 def window_example(ids: Sequence[int], n_context: int, bos: int) -> tuple[list[int], list[int]]:
@@ -127,13 +130,19 @@ class WindowScorer:
             torch.bincount(torch.tensor(list(ids), dtype=torch.long, device=self.device),
                            minlength=self._seen.numel()).float()
             for ids, _ in windows])  # (B, V) count vector of each window
-        count_l1 = torch.cdist(counts, self._ref_counts, p=1).min(-1).values if len(self._ref_counts) else counts.sum(-1)
+        if len(self._ref_counts):
+            count_l1 = torch.cdist(counts, self._ref_counts, p=1).min(-1).values  # (B,)
+            count_excess = torch.stack([  # (B,) chunked: (B, M, V) would not fit for big references
+                (c.unsqueeze(0) - self._ref_counts).clamp(min=0).sum(-1).min() for c in counts])
+        else:
+            count_l1 = count_excess = counts.sum(-1)
         scores = []
         for b in range(len(windows)):
             scores.append({
                 "mean_nll": float(mean_nll[b]), "max_nll": float(max_nll[b]),
                 "ppl": float(torch.exp(mean_nll[b].clamp(max=50))), "topk_miss": float(miss[b].sum()),
                 "unseen_rate": float(unseen[b].sum() / n[b]), "count_l1": float(count_l1[b]),
+                "count_excess": float(count_excess[b]),
             })
         surprising: list[list[EventDetail]] = [[] for _ in windows]
         if details:

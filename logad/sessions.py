@@ -23,6 +23,18 @@ from logad.errors import ConfigError
 from logad.records import Window
 
 
+# Why a window closed decides how its template counts are judged. These reasons mean the trace is
+# whole (a terminal event, an event-time gap, a full sliding window, a complete trace from a sequence
+# file): its count vector is compared with whole normal ones. Any other close (idle timer, end of
+# input, eviction, caps) may have cut the session short, so only templates it has *too many* of
+# count: a cut normal session must not look anomalous just because it stopped (see NOTES.md).
+COMPLETE_REASONS = frozenset({"terminal", "gap", "max_length", "complete"})
+
+
+def is_complete(reason: str) -> bool:
+    return reason in COMPLETE_REASONS
+
+
 @dataclass(frozen=True)
 class WindowRule:
     length: int = 64  # L: events per window (the model adds BOS to the first window of a session)

@@ -1,6 +1,7 @@
 """Thresholds: fitted on normal validation windows, one per score; the decision rule.
 
-A window is anomalous when any enabled score exceeds its threshold, OR when its unseen-template
+A window is anomalous when any enabled score exceeds its threshold (count_l1 only for whole traces),
+OR when its unseen-template
 rate exceeds the hard limit (default 5%). A session is anomalous when any of its windows is.
 Thresholds are percentiles of the normal validation windows' scores (99.5th by default), stored in
 `thresholds.json` beside the model with the hash of the weights and reference they were fitted for.
@@ -26,9 +27,12 @@ class Thresholds:
     reference_sha256: str = ""  # count reference they were fitted with
     extra: dict = field(default_factory=dict)  # calibration facts (n windows, per-percentile table)
 
-    def decide(self, scores: Mapping[str, float]) -> tuple[bool, tuple[str, ...]]:
+    def decide(self, scores: Mapping[str, float], complete: bool = True) -> tuple[bool, tuple[str, ...]]:
+        """`complete`: the window's trace is whole (see logad.sessions.COMPLETE_REASONS). For a trace
+        that may have been cut, the two-sided count_l1 is not applied (count_excess still is)."""
         reasons = tuple(
-            f"{m} {scores[m]:.3g} > {t:.3g}" for m, t in self.values.items() if scores[m] > t
+            f"{m} {scores[m]:.3g} > {t:.3g}" for m, t in self.values.items()
+            if scores[m] > t and (complete or m != "count_l1")
         )
         if scores["unseen_rate"] > self.unseen_rate_max:
             reasons += (f"unseen_rate {scores['unseen_rate']:.3g} > {self.unseen_rate_max:.3g}",)

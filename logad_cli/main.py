@@ -201,7 +201,7 @@ def calibrate(
     model: Annotated[Path, typer.Option(help="model folder")] = ART / "models" / "hdfs",
     data: Annotated[Optional[Path], typer.Option(help="dataset the model was trained on")] = None,
     percentile: Annotated[float, typer.Option()] = 99.5,
-    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "max_nll,topk_miss,count_l1",
+    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "max_nll,topk_miss,count_l1,count_excess",
     unseen_rate_max: Annotated[float, typer.Option(help="hard rule: unseen-template rate above this is anomalous")] = 0.05,
     topk: Annotated[int, typer.Option(help="DeepLog top-k for topk_miss")] = 9,
     instability: Annotated[float, typer.Option(help="calibrate on validation sessions perturbed at this rate")] = 0.0,
@@ -234,6 +234,7 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option(help="prepared dataset folder (test split)")] = None,
     sequences: Annotated[Optional[Path], typer.Option(help="evaluate a sequence file instead")] = None,
     label: Annotated[Optional[str], typer.Option(help="label of a plain sequence file: Normal | Anomaly")] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="with --sequences: sequences may be cut short")] = False,
     instability: Annotated[float, typer.Option(help="perturbation rate R (drop/duplicate/swap)")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
     name: Annotated[Optional[str], typer.Option(help="metrics folder name (default: model folder name)")] = None,
@@ -243,7 +244,7 @@ def evaluate(
     from training.evaluate import evaluate as run, evaluate_file
 
     if sequences is not None:
-        _print_json(evaluate_file(model, sequences, label, device))
+        _print_json(evaluate_file(model, sequences, label, device, partial=partial))
         return
     r = run(model, data or _default_data(model), name or model.name, instability=instability, seed=seed, device=device)
     table = Table(title=f"{r['dataset']} test (R={instability}): model vs baselines")
@@ -304,12 +305,13 @@ def score(
     sequences: Annotated[Path, typer.Option(help="sequence CSV (gzip ok) or plain sequence file")],
     out: Annotated[Path, typer.Option(help="output CSV")],
     label: Annotated[Optional[str], typer.Option(help="label for a plain file: Normal | Anomaly")] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="sequences may be cut short (e.g. taken from the head of a log)")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Per-session scores of a labelled sequence file: session_id,label,score,is_anomaly,<methods>."""
     from training.evaluate import score_file
 
-    res = score_file(model, sequences, label, out, device)
+    res = score_file(model, sequences, label, out, device, partial=partial)
     typer.echo(f"scored {len(res)} sessions, {sum(r.is_anomaly for r in res)} anomalous -> {out}")
 
 

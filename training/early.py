@@ -1,7 +1,8 @@
 """Early detection: how much of an anomalous session is seen when the first alert fires.
 
 Incremental scoring uses only prefix-monotone rules — the most surprising event so far (max_nll), the
-count of events outside the top-k so far (topk_miss) and the unseen-template rule — so an early alert
+count of events outside the top-k so far (topk_miss), templates seen more often than in any normal
+window (count_excess) and the unseen-template rule — so an early alert
 on a prefix implies the same alert on the whole session, and the incremental false-alarm rate on
 normal sessions can never exceed the full-session one. The count-vector lookup is not prefix-safe
 (a prefix of a normal session is not a normal session) and is left to the decision at close.
@@ -11,12 +12,13 @@ Because the model is causal, one forward pass per window gives every prefix's sc
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from logad.detector import Detector
 from logad.metrics import prf
 from training.data import SessionRow
 
-PREFIX_METHODS = ("max_nll", "topk_miss")
+PREFIX_METHODS = ("max_nll", "topk_miss", "count_excess")
 
 
 def first_alert(det: Detector, row: SessionRow) -> int | None:
@@ -25,18 +27,25 @@ def first_alert(det: Detector, row: SessionRow) -> int | None:
     if th is None:
         raise ValueError('early detection needs a calibrated detector')
     windows = det.session_windows(row.session_id, row.ids)
+    ref = det.reference.counts  # (M, V)
     seen_misses = 0
     unseen = 0
     for w in windows:
         det.scorer.score([w])
         nll, miss, uns, mask = (t[0] for t in det.scorer.last_per_event)  # type: ignore[misc]
         positions = mask.nonzero().flatten().tolist()
+        counts = torch.zeros(ref.shape[1])
+        for i in w.ids[: w.n_context]:
+            counts[i] += 1
         for k, t in enumerate(positions):
             event_index = w.start + w.n_context + k  # session index of this scored event
             seen_misses += int(miss[t])
             unseen += int(uns[t])
+            counts[w.ids[w.n_context + k]] += 1
+            excess = float((counts - ref).clamp(min=0).sum(-1).min()) if len(ref) else float(counts.sum())
             fired = ("max_nll" in th.values and float(nll[t]) > th.values["max_nll"]) or \
                     ("topk_miss" in th.values and seen_misses > th.values["topk_miss"]) or \
+                    ("count_excess" in th.values and excess > th.values["count_excess"]) or \
                     (unseen / (event_index + 1) > th.unseen_rate_max)
             if fired:
                 return event_index + 1

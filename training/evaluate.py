@@ -149,11 +149,12 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, name: str, metrics_dir
 
 
 def score_file(model_dir: str | Path, sequences: str | Path, label: str | None, out_csv: str | Path | None,
-               device: str = "auto", key_prefix: str = "") -> list[SessionResult]:
-    """`logad score`: one row per session of a sequence file; unknown template keys count as unseen."""
+               device: str = "auto", key_prefix: str = "", partial: bool = False) -> list[SessionResult]:
+    """`logad score`: one row per session of a sequence file; unknown template keys count as unseen.
+    `partial`: the sequences may be cut short (e.g. by the end of a log file), see COMPLETE_REASONS."""
     det = Detector.load(model_dir, device)
     seqs = list(read_sequences(sequences, label=label, key_prefix=key_prefix))
-    res = det.score_sessions((s.session_id, s.label, s.keys) for s in seqs)
+    res = det.score_sessions(((s.session_id, s.label, s.keys) for s in seqs), complete=not partial)
     if out_csv:
         methods = list(res[0].scores) if res and res[0].scores else []
         with open(out_csv, "w", newline="") as fh:
@@ -167,7 +168,7 @@ def score_file(model_dir: str | Path, sequences: str | Path, label: str | None, 
 
 
 def evaluate_file(model_dir: str | Path, sequences: str | Path, label: str | None, device: str = "auto",
-                  key_prefix: str = "") -> dict:
-    res = score_file(model_dir, sequences, label, None, device, key_prefix)
+                  key_prefix: str = "", partial: bool = False) -> dict:
+    res = score_file(model_dir, sequences, label, None, device, key_prefix, partial)
     known = [r for r in res if r.label is not None]
     return metrics_block([r.label for r in known], [r.is_anomaly for r in known], [r.score for r in known])
