@@ -201,7 +201,7 @@ def calibrate(
     model: Annotated[Path, typer.Option(help="model folder")] = ART / "models" / "hdfs",
     data: Annotated[Optional[Path], typer.Option(help="dataset the model was trained on")] = None,
     percentile: Annotated[float, typer.Option()] = 99.5,
-    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "max_nll,topk_miss,count_l1,count_excess",
+    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "topk_miss,count_l1,count_excess",
     unseen_rate_max: Annotated[float, typer.Option(help="hard rule: unseen-template rate above this is anomalous")] = 0.05,
     topk: Annotated[int, typer.Option(help="DeepLog top-k for topk_miss")] = 9,
     instability: Annotated[float, typer.Option(help="calibrate on validation sessions perturbed at this rate")] = 0.0,

@@ -13,3 +13,6 @@ $LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000
 $LOGAD calibrate --model artifacts/models/openstack
 $LOGAD evaluate --model artifacts/models/hdfs
 $LOGAD evaluate --model artifacts/models/openstack
+$LOGAD robustness --model artifacts/models/hdfs
+$LOGAD robustness --model artifacts/models/openstack
+$LOGAD early --model artifacts/models/hdfs

@@ -26,7 +26,7 @@ from logad.thresholds import Thresholds, fit_thresholds
 from training.data import SessionRow, load_split, session_windows
 from training.perturb import perturb_rows
 
-DEFAULT_METHODS = ("max_nll", "topk_miss", "count_l1", "count_excess")
+DEFAULT_METHODS = ("topk_miss", "count_l1", "count_excess")  # max_nll is reported, opt-in: it fires on rare-but-normal orderings
 PERCENTILES = (90.0, 95.0, 97.5, 99.0, 99.5, 99.8, 99.9, 100.0)
 
 

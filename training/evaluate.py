@@ -41,14 +41,19 @@ def metrics_block(labels: Sequence[int], flags: Sequence[bool], scores: Sequence
 
 def baseline_metrics(train: list[SessionRow], val: list[SessionRow], test: list[SessionRow],
                      vocab_size: int, percentile: float) -> dict:
-    """Each baseline thresholded at the same percentile of its normal validation sessions' scores."""
+    """Graded baselines thresholded at the model's percentile of their normal validation sessions' scores."""
     b = Baselines([r.ids for r in train if r.label == 0], vocab_size)
     val_scores = b.score([r.ids for r in val if r.label == 0])
     test_scores = b.score([r.ids for r in test])
     labels = [r.label for r in test]
     out = {}
     for name in BASELINES:
-        thr = float(np.percentile(val_scores[name], percentile)) if len(val_scores[name]) else 0.0
+        # new_template and exact_sequence are rules by definition (anything unseen is anomalous);
+        # the graded baselines get the model's validation percentile.
+        if name in ("new_template", "exact_sequence"):
+            thr = 0.0
+        else:
+            thr = float(np.percentile(val_scores[name], percentile)) if len(val_scores[name]) else 0.0
         out[name] = {"threshold": thr, **metrics_block(labels, test_scores[name] > thr, test_scores[name])}
     return out
 
