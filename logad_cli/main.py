@@ -147,6 +147,7 @@ def pretrain(
     seed: Annotated[int, typer.Option()] = 1337,
     resume: Annotated[Optional[Path], typer.Option(help="checkpoint folder to resume from")] = None,
     augment: Annotated[float, typer.Option(help="train on windows perturbed at this drop/dup/swap rate")] = 0.0,
+    metrics_dir: Annotated[Optional[Path], typer.Option(help="diagnostics folder (default artifacts/metrics/hdfs)")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Pretrain the next-template transformer (HDFS by default)."""
@@ -157,7 +158,7 @@ def pretrain(
                      batch_size=batch_size, lr=lr, warmup_samples=warmup_samples,
                      early_stop_patience=early_stop_patience, seed=seed, device=device, augment=augment)
     report = run(data, out, work, {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "dropout": dropout},
-                 cfg, WindowRule(window, stride), resume=resume)
+                 cfg, WindowRule(window, stride), resume=resume, metrics_dir=metrics_dir)
     _print_json({"test_topk": report["test"]["topk_accuracy"], "val_topk": report["val"]["topk_accuracy"],
                  "coverage": report["coverage"], "samples": report.get("samples")})
 
@@ -180,6 +181,7 @@ def finetune(
     seed: Annotated[int, typer.Option()] = 1337,
     compare_scratch: Annotated[bool, typer.Option(help="also train from scratch, same budget, and report")] = True,
     augment: Annotated[float, typer.Option(help="train on windows perturbed at this drop/dup/swap rate")] = 0.0,
+    metrics_dir: Annotated[Optional[Path], typer.Option(help="diagnostics folder (default artifacts/metrics/openstack)")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Fine-tune the pretrained model on OpenStack (embedding/output resized to the new vocab)."""
@@ -189,10 +191,10 @@ def finetune(
                      batch_size=batch_size, lr=lr, warmup_samples=warmup_samples, betas=(0.9, 0.98),
                      early_stop_patience=early_stop_patience, seed=seed, device=device, augment=augment)
     init_path = init or checkpoint_for_epochs(pretrain_work, init_epochs)
-    results = run(data, init_path, out, work, cfg, compare_scratch=compare_scratch)
+    results = run(data, init_path, out, work, cfg, compare_scratch=compare_scratch, metrics_dir=metrics_dir)
     from logad.artifacts import write_json
 
-    write_json(ART / "metrics" / "openstack" / "transfer.json", results)
+    write_json(Path(metrics_dir or ART / "metrics" / "openstack") / "transfer.json", results)
     _print_json(results)
 
 
