@@ -5,11 +5,15 @@
     timer every sessions.sweep_every_s: close idle sessions when nothing is in flight -> windows
 
 Faust carries no payload codec here: every topic is value_serializer="raw" and streams/codec.py
-turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table uses
-an "orjson" codec, `use_partitioner=True` (its changelog partition is the key's murmur2 partition,
-exactly the events topic's partition for that key, so the timer can write it outside an event),
-an in-memory store rebuilt from the changelog, and no standby replicas (a memory store would mix
-standby keys into the active dict).
+turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table has
+bytes keys and values (orjson written by sessionize.BytesTable), `use_partitioner=True` (its
+changelog partition is the key's murmur2 partition, exactly the events topic's partition for that
+key, so the timer can write it outside an event), an in-memory store rebuilt from the changelog,
+and no standby replicas (a memory store would mix standby keys into the active dict).
+
+Two faust-streaming 0.15.3 problems are worked around here, both seen right after a worker restart:
+the stream can skip events records (they are then read directly, `backfill`), and its ack list can
+miss handled offsets so that it stops committing a partition (`unstick_commits`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
 from logad.templates import DriftMiner
-from streams.codec import CodecError, decode_events, encode_dead_letter, register_faust_codec
+from streams.codec import CodecError, decode_events, encode_dead_letter
 from streams.ingest import IngestLoop, Ingestor
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics
-from streams.sessionize import SessionProcessor, SessionRunner, key_partition, load_session_rules
+from streams.sessionize import BytesTable, SessionProcessor, SessionRunner, key_partition, load_session_rules
 from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, topics_for
 
 log = logging.getLogger("logad.worker")
@@ -60,13 +64,15 @@ class WorkerContext:
     admin: Any = None
     ingest: IngestLoop | None = None
     reported_duplicates: int = 0
+    expected: dict[int, int] = field(default_factory=dict)  # events partition -> next offset to handle
+    backfill_consumer: Any = None
+    behind_ticks: dict[int, int] = field(default_factory=dict)  # events partition -> ticks with commits stuck
 
 
 def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
               datadir: str | Path | None = None, metrics: WorkerMetrics | None = None) -> tuple[faust.App, WorkerContext]:
     """The worker app for the model bundle's source; nothing connects until the worker starts."""
     s = settings
-    codec = register_faust_codec()
     vocab, fmt, rules = load_session_rules(model_dir, None, s.sessions)
     topics = topics_for(s, fmt.name, raw_topic)
     parts = s.topics.partitions
@@ -93,12 +99,14 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
 
     events_topic = app.topic(topics.events, key_serializer="raw", value_serializer="raw", partitions=parts,
                              internal=False)
+    # bytes keys and values: the changelog key is the session id exactly as on the events topic
+    # (co-partitioned), the value our orjson (see sessionize.BytesTable).
     table = app.Table(SESSIONS_TABLE, default=None, partitions=parts, use_partitioner=True,
-                      schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer=codec))
+                      key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)
     ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
                         max_line_bytes=s.ingest.max_line_bytes, drift=drift)
-    runner = SessionRunner(SessionProcessor(fmt.name, rules, table), None, topics.windows, metrics)
+    runner = SessionRunner(SessionProcessor(fmt.name, rules, BytesTable(table)), None, topics.windows, metrics)
     ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
 
     @app.service
@@ -139,7 +147,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
         async def on_stop(self) -> None:
             if ctx.ingest is not None:
                 await ctx.ingest.stop()  # finish (produce + commit) the batch in flight, then stop
-            for client in (ctx.consumer, ctx.producer, ctx.admin):
+            for client in (ctx.consumer, ctx.backfill_consumer, ctx.producer, ctx.admin):
                 if client is not None:
                     try:
                         await (client.close() if client is ctx.admin else client.stop())
@@ -166,8 +174,20 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
 
 async def on_event(ctx: WorkerContext, app: faust.App, key: bytes | None, value: bytes | None, partition: int,
                    offset: int) -> None:
-    """One events record; every failure is caught here (an agent that raises acks and loses it)."""
+    """One events record from Faust, in partition order; records Faust skipped are read first."""
     await ctx.ready.wait()
+    expected = ctx.expected.get(partition)
+    if expected is None:  # first record of this partition in this process: start at the commit
+        expected = await first_offset(ctx, partition)
+    if offset > expected:
+        await backfill(ctx, app, partition, expected, offset)
+    await handle_record(ctx, app, key, value, partition, offset)
+    ctx.expected[partition] = offset + 1
+
+
+async def handle_record(ctx: WorkerContext, app: faust.App, key: bytes | None, value: bytes | None,
+                        partition: int, offset: int) -> None:
+    """Every failure is caught here (an agent that raises acks the record and loses it)."""
     topic = ctx.topics.events
     try:
         if not key:
@@ -189,6 +209,57 @@ async def on_event(ctx: WorkerContext, app: faust.App, key: bytes | None, value:
             reason, topic, partition, offset, value, detail=str(e)))
 
 
+async def first_offset(ctx: WorkerContext, partition: int) -> int:
+    """Where this process must start a partition: the group's committed offset, else the log start."""
+    tp = TopicPartition(ctx.topics.events, partition)
+    for _ in range(5):
+        try:
+            committed = await committed_offsets(ctx, [tp])
+            if partition in committed:
+                return committed[partition]
+            return (await ctx.consumer.beginning_offsets([tp]))[tp]
+        except KafkaError as e:
+            log.warning("cannot read the committed offset of %s (%s); retrying", tp, e)
+            await asyncio.sleep(1.0)
+    raise RuntimeError(f"cannot read the committed offset of {tp}")
+
+
+async def backfill(ctx: WorkerContext, app: faust.App, partition: int, start: int, stop: int) -> None:
+    """Read events records [start, stop) of a partition directly and handle them, in order.
+
+    Faust (0.15.3) can drop records fetched while it suspends flow during start-up recovery, and
+    then never delivers them (its read offset moved past them). Records already applied are
+    harmless here: their events are at or below the sessions' watermarks."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.kafka_clients import consumer_kwargs
+
+    log.warning("Faust skipped %s/%d offsets %d..%d; reading them directly", ctx.topics.events, partition,
+                start, stop - 1)
+    ctx.metrics.backfilled.inc(stop - start)
+    if ctx.backfill_consumer is None:
+        ctx.backfill_consumer = AIOKafkaConsumer(**consumer_kwargs(ctx.settings.kafka, group_id=None))
+        await ctx.backfill_consumer.start()
+    c = ctx.backfill_consumer
+    tp = TopicPartition(ctx.topics.events, partition)
+    c.assign([tp])
+    c.seek(tp, start)
+    pos = start
+    while pos < stop:
+        batch = await c.getmany(tp, timeout_ms=1000, max_records=500)
+        records = batch.get(tp, [])
+        if not records and await c.position(tp) >= stop:
+            break
+        for r in records:
+            if r.offset >= stop:
+                break
+            await handle_record(ctx, app, r.key, r.value, partition, r.offset)
+            ctx.expected[partition] = r.offset + 1
+            pos = r.offset + 1
+        if records and records[-1].offset >= stop - 1:
+            break
+
+
 async def committed_offsets(ctx: WorkerContext, tps: list[TopicPartition]) -> dict[int, int]:
     offsets = await ctx.admin.list_consumer_group_offsets(ctx.app_id, partitions=tps)
     return {tp.partition: om.offset for tp, om in offsets.items() if om is not None and om.offset >= 0}
@@ -203,10 +274,15 @@ async def tick(ctx: WorkerContext, app: faust.App) -> None:
     parts = ctx.settings.topics.partitions
     mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.events)
     caught_up = bool(mine) and await ctx.ingest.caught_up()
+    committed: dict[int, int] = {}
     if caught_up:
         tps = [TopicPartition(ctx.topics.events, p) for p in mine]
-        end = {tp.partition: o for tp, o in (await ctx.consumer.end_offsets(tps)).items()}
-        committed = await committed_offsets(ctx, tps)
+        try:
+            end = {tp.partition: o for tp, o in (await ctx.consumer.end_offsets(tps)).items()}
+            committed = await committed_offsets(ctx, tps)
+        except KafkaError as e:  # e.g. the group coordinator is still starting: just not now
+            log.debug("lag check failed (%s); no sweep this tick", e)
+            return
         caught_up = ctx.runner.lag_free(end, committed)
     ctx.metrics.caught_up.set(1 if caught_up else 0)
     store = ctx.runner.proc.store
@@ -220,9 +296,43 @@ async def tick(ctx: WorkerContext, app: faust.App) -> None:
     final = ctx.runner.all_committed(committed)
     if not final:
         await app.consumer.commit()  # Faust commits what the agent acked; the next tick can purge
+        await unstick_commits(ctx, app, committed)
     owned = set(mine)
     store.owned = None if len(owned) == parts else (lambda k: key_partition(k, parts) in owned)
     windows = await ctx.runner.sweep(time.time(), final)
     if windows:
         log.debug("closed %d idle sessions", len(windows))
     ctx.metrics.open_sessions.set(len(store))
+
+
+STUCK_TICKS = 3
+
+
+async def unstick_commits(ctx: WorkerContext, app: faust.App, committed: dict[int, int]) -> None:
+    """Work around lost acks in faust-streaming 0.15.3 (seen after a restart): Faust's ack list for a
+    partition can miss offsets the agent did handle; it then never commits that partition again
+    (its `_new_offset` waits for the head gap forever), and every restart re-delivers more.
+
+    Caught up, the agent has handled every record below `processed_end` (one agent, in partition
+    order; windows acknowledged and state handed to Faust's producer). If Faust's committed offset
+    stays below that for STUCK_TICKS ticks, commit `processed_end` through Faust's own commit path
+    (which flushes the changelog producer first)."""
+    stuck = {}
+    for p, end in ctx.runner.processed_end.items():
+        if committed.get(p, 0) < end:
+            ctx.behind_ticks[p] = ctx.behind_ticks.get(p, 0) + 1
+            if ctx.behind_ticks[p] >= STUCK_TICKS:
+                stuck[p] = end
+        else:
+            ctx.behind_ticks.pop(p, None)
+    commit = getattr(app.consumer, "_commit_offsets", None)
+    if not stuck or commit is None:
+        return
+    tps = {tp.partition: tp for tp in app.consumer.assignment() if tp.topic == ctx.topics.events}
+    offsets = {tps[p]: end for p, end in stuck.items() if p in tps}
+    if offsets:
+        log.warning("Faust is not committing %s (lost acks); committing the handled offsets %s",
+                    ctx.topics.events, {tp.partition: o for tp, o in offsets.items()})
+        await commit(offsets)
+        for tp in offsets:
+            ctx.behind_ticks.pop(tp.partition, None)

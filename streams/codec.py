@@ -140,20 +140,3 @@ def encode_dead_letter(reason: str, topic: str, partition: int, offset: int, val
         "size": len(value or b""), "head": escape_head(head), "head_b64": base64.b64encode(head).decode(),
         "detail": detail[:500],
     })
-
-
-# ------------------------------------------------------------------------ faust table values
-def register_faust_codec() -> str:
-    """Register "orjson" as a Faust codec (table values); returns its name. Idempotent."""
-    from faust.serializers import codecs  # lazy: only the worker needs faust
-
-    class OrjsonCodec(codecs.Codec):
-        def _dumps(self, obj: Any) -> bytes:
-            return orjson.dumps(obj)
-
-        def _loads(self, s: bytes) -> Any:
-            return orjson.loads(s)
-
-    if "orjson" not in codecs.codecs:
-        codecs.register("orjson", OrjsonCodec())
-    return "orjson"

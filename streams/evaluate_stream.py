@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from logad.config import Settings
 from logad.errors import BrokerError, ParseError
@@ -188,7 +189,10 @@ async def wait_drained(settings: Settings, *, app_id: str, scorer_group: str, ti
     deadline = time.monotonic() + timeout_s
     streak, state = 0, {}
     while time.monotonic() < deadline:
-        state = await drained(settings, app_id=app_id, scorer_group=scorer_group, raw_topic=raw)
+        try:
+            state = await drained(settings, app_id=app_id, scorer_group=scorer_group, raw_topic=raw)
+        except KafkaError as e:  # a fresh broker may not have a group coordinator yet
+            state = {"done": False, "error": str(e)}
         streak = streak + 1 if state["done"] else 0
         if streak >= 2:
             return state

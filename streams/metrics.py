@@ -32,6 +32,8 @@ class WorkerMetrics:
         self.windows = Counter("logad_windows", "closed windows sent to the scorer", ["reason"], registry=r)
         self.duplicates = Counter("logad_duplicate_events", "re-delivered events dropped by raw position",
                                   registry=r)
+        self.backfilled = Counter("logad_backfilled_events_records",
+                                  "events records Faust skipped that the worker read directly", registry=r)
         self.caught_up = Gauge("logad_caught_up", "1 when ingest and sessions have no lag (idle sweeps run)",
                                registry=r)
         self._seen: dict[str, int] = {}

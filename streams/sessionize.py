@@ -8,10 +8,12 @@
     windows -> windows topic (key session id), acknowledged BEFORE the table changes are written
 
 The Sessionizer is logad's, unchanged; this module only gives it a store (`SessionStore`) that
-  * wraps each table value as {"s": sessionizer state, "w": {raw partition: last applied pos}}, so a
-    record re-delivered after a crash (ingest re-reads its uncommitted batch; the agent re-reads its
-    uncommitted events) is not applied twice: its events are at or below the watermark;
-  * keeps a tombstone {"s": null, "w": ...} for a closed session until every event before the close
+  * wraps each table value as [sessionizer state, raw partition, last applied pos, ...] (a flat
+    tuple: a worker holds up to a million of them), so a record re-delivered after a crash (ingest
+    re-reads its uncommitted batch; the agent re-reads its uncommitted events) is not applied twice:
+    its events are at or below the watermark. Values of older versions, {"s": state, "w": {rp: pos}},
+    are still read;
+  * keeps a tombstone [null, rp, pos, ...] for a closed session until every event before the close
     is committed everywhere, so a late re-delivery cannot re-open it with old events;
   * buffers writes until `flush()`: windows are produced and acknowledged first, then the state is
     written, so a crash in between re-emits the same windows (same alert ids, deduped downstream)
@@ -33,6 +35,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 from aiokafka.partitioner import murmur2
 
 from logad.artifacts import MANIFEST, read_json, sha256_file
@@ -84,19 +87,80 @@ def key_partition(key: str, n: int) -> int:
 
 
 # ------------------------------------------------------------------------------------ the store
-class SessionStore(MutableMapping[str, dict]):
+def wrap(state: Any, wm: dict[str, int]) -> tuple:
+    """Table value of a session: (state or None for a tombstone, rp1, pos1, rp2, pos2, ...)."""
+    if not wm:
+        return (state,)
+    if len(wm) == 1:
+        (rp, pos), = wm.items()
+        return (state, rp, pos)
+    out: list[Any] = [state]
+    for rp, pos in wm.items():
+        out += (rp, pos)
+    return tuple(out)
+
+
+def state_of(value: Any) -> Any:
+    """The sessionizer state in a table value (None: a tombstone)."""
+    return value.get("s") if isinstance(value, dict) else value[0]
+
+
+def watermark_of(value: Any) -> dict[str, int]:
+    """{raw partition: last applied position} of a table value."""
+    if isinstance(value, dict):
+        return dict(value.get("w") or {})
+    return {value[i]: value[i + 1] for i in range(1, len(value) - 1, 2)}
+
+
+class BytesTable(MutableMapping[str, Any]):
+    """A str -> JSON-value view over a Faust table with raw bytes keys and values.
+
+    Faust derives a table's changelog serializers from key_type/value_type and falls back to JSON,
+    whose key bytes (b'"blk_1"') hash to another partition than the events record key (b"blk_1"):
+    the table would not be co-partitioned with its stream. With key_type=value_type=bytes the
+    changelog carries exactly our bytes: key = session id (UTF-8), value = orjson of the value.
+    """
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return orjson.loads(self.table[key.encode()])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self.table.get(key.encode())
+        return default if raw is None else orjson.loads(raw)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key.encode()] = orjson.dumps(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.encode() in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        for k in list(self.table.keys()):
+            yield k.decode("utf-8", "replace") if isinstance(k, bytes) else k
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+class SessionStore(MutableMapping[str, Any]):
     """The Sessionizer's view of the session table (see the module docstring)."""
 
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table = table
-        self._pending: dict[str, dict | None] = {}  # key -> wrapped value to write, None = delete
+        self._pending: dict[str, tuple | None] = {}  # key -> wrapped value to write, None = delete
         self._wm: dict[str, dict[str, int]] = {}  # watermarks changed since the last flush
         self._delta = 0  # live keys added - removed by pending writes (keeps len() O(1))
         self.tombstones_final = False  # True: closes delete outright (everything is committed)
         self.owned: Callable[[str], bool] | None = None  # sweep filter: keys of our partitions only
 
     # -- raw access ------------------------------------------------------------------------------
-    def _raw(self, key: str) -> dict | None:
+    def _raw(self, key: str) -> Any:
         if key in self._pending:
             return self._pending[key]
         return self.table.get(key)
@@ -104,7 +168,7 @@ class SessionStore(MutableMapping[str, dict]):
     def _exists(self, key: str) -> bool:
         return (self._pending[key] is not None) if key in self._pending else key in self.table
 
-    def _put(self, key: str, value: dict | None) -> None:
+    def _put(self, key: str, value: tuple | None) -> None:
         before = self._exists(key)
         self._pending[key] = value
         self._delta += (value is not None) - before
@@ -113,7 +177,7 @@ class SessionStore(MutableMapping[str, dict]):
         if key in self._wm:
             return self._wm[key]
         raw = self._raw(key)
-        return dict(raw.get("w") or {}) if raw else {}
+        return watermark_of(raw) if raw else {}
 
     def set_watermark(self, key: str, rp: str, pos: int) -> None:
         wm = self.watermark(key)
@@ -121,23 +185,29 @@ class SessionStore(MutableMapping[str, dict]):
         self._wm[key] = wm
         raw = self._raw(key)
         if raw is not None:  # keep the stored value's watermark in step (tombstone or live)
-            self._put(key, {"s": raw.get("s"), "w": wm})
+            self._put(key, wrap(state_of(raw), wm))
 
     # -- MutableMapping (what the Sessionizer sees: live sessions only) ----------------------------
-    def __getitem__(self, key: str) -> dict:
+    def __getitem__(self, key: str) -> Any:
         raw = self._raw(key)
-        if raw is None or raw.get("s") is None:
+        state = None if raw is None else state_of(raw)
+        if state is None:
             raise KeyError(key)
-        return raw["s"]
+        return state
 
-    def __setitem__(self, key: str, state: dict) -> None:
-        self._put(key, {"s": state, "w": self.watermark(key)})
+    def get(self, key: str, default: Any = None) -> Any:  # the Sessionizer's hot path: no KeyError
+        raw = self._raw(key)
+        state = None if raw is None else state_of(raw)
+        return default if state is None else state
+
+    def __setitem__(self, key: str, state: Any) -> None:
+        self._put(key, wrap(state, self.watermark(key)))
 
     def __delitem__(self, key: str) -> None:
         if self._raw(key) is None:
             raise KeyError(key)
         wm = self.watermark(key)
-        self._put(key, {"s": None, "w": wm} if wm and not self.tombstones_final else None)
+        self._put(key, wrap(None, wm) if wm and not self.tombstones_final else None)
 
     def __iter__(self) -> Iterator[str]:
         owned = self.owned
@@ -145,10 +215,10 @@ class SessionStore(MutableMapping[str, dict]):
             if key in self._pending:
                 continue
             v = self.table.get(key)
-            if v is not None and v.get("s") is not None and (owned is None or owned(key)):
+            if v is not None and state_of(v) is not None and (owned is None or owned(key)):
                 yield key
         for key, v in list(self._pending.items()):
-            if v is not None and v.get("s") is not None and (owned is None or owned(key)):
+            if v is not None and state_of(v) is not None and (owned is None or owned(key)):
                 yield key
 
     def __len__(self) -> int:
@@ -177,7 +247,7 @@ class SessionStore(MutableMapping[str, dict]):
 
     def purge_tombstones(self) -> int:
         """Delete every tombstone (call only when nothing before them can be re-delivered)."""
-        dead = [k for k, v in list(self.table.items()) if v is not None and v.get("s") is None]
+        dead = [k for k, v in list(self.table.items()) if v is not None and state_of(v) is None]
         for k in dead:
             self._put(k, None)
         return len(dead)
@@ -204,11 +274,7 @@ class SessionProcessor:
         if not fresh:
             return []
         self.store.set_watermark(session_id, rp, fresh[-1][2])
-        out: list[Window] = []
-        push = self.sessionizer.push
-        for tid, ts, _pos in fresh:
-            out += push(session_id, tid, ts, now)
-        return out
+        return self.sessionizer.push_many(session_id, [(tid, ts) for tid, ts, _pos in fresh], now)
 
     def sweep(self, now: float, final: bool) -> list[Window]:
         """Close idle sessions. `final`: everything is committed, so closes need no tombstone."""

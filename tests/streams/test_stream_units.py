@@ -24,12 +24,12 @@ from logad.formats import FORMATS
 from logad.parse import ParseStats, content_of, open_lines
 from logad.records import Window, WindowScore
 from logad.sessionizer import Sessionizer
-from logad.sessions import WindowRule
+from logad.sessions import SessionWindower, WindowRule
 from logad.templates import UNK, DriftMiner, TemplateVocab
 from streams.codec import (CodecError, decode_events, decode_window, encode_dead_letter, encode_events,
                            encode_window, position, split_position)
 from streams.ingest import Ingestor, RawRecord
-from streams.sessionize import SessionProcessor, key_partition, load_session_rules
+from streams.sessionize import SessionProcessor, key_partition, load_session_rules, state_of, watermark_of
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = ROOT / "data/hdfs/HDFS_head20k.log.gz"
@@ -204,7 +204,7 @@ def test_tombstones_keep_closed_sessions_closed(setup: tuple) -> None:
     closed = proc.sweep(now=200.0, final=False)  # idle; not everything committed yet
     proc.store.flush()
     assert [w.session_id for w in closed] == ["blk_1"]
-    assert table["blk_1"]["s"] is None and table["blk_1"]["w"] == {"r/0": position(1, 0)}
+    assert state_of(table["blk_1"]) is None and watermark_of(table["blk_1"]) == {"r/0": position(1, 0)}
     # A late re-delivery of the same events does not re-open the session ...
     assert proc.apply("blk_1", "r/0", [(3, 1.0, position(0, 0)), (4, 2.0, position(1, 0))], now=201.0) == []
     proc.store.flush()
@@ -212,7 +212,7 @@ def test_tombstones_keep_closed_sessions_closed(setup: tuple) -> None:
     # ... a new event does (a new session under the same key), and keeps the watermark.
     proc.apply("blk_1", "r/0", [(5, 3.0, position(2, 0))], now=202.0)
     proc.store.flush()
-    assert table["blk_1"]["s"]["n"] == 1
+    assert SessionWindower.from_state("hdfs", "blk_1", rules.rule, state_of(table["blk_1"])).n == 1
     assert proc.sweep(now=300.0, final=True)[0].ids == (5,)
     proc.store.flush()
     assert table == {}  # final sweep: deletes, and purges every tombstone
@@ -349,3 +349,23 @@ def test_partition_plan() -> None:
     assert plan[s.topics.raw_hdfs] == plan[s.topics.raw_openstack] == 1  # order of a log stream
     assert {plan[t] for t in (s.topics.events, s.topics.windows, s.topics.alerts, s.topics.dead_letter)} == {4}
     assert raw_topic(s, "openstack") == "logs.openstack"
+
+
+def test_bytes_table_keeps_keys_as_on_the_events_topic() -> None:
+    from streams.sessionize import BytesTable
+
+    raw: dict[bytes, bytes] = {}
+    t = BytesTable(raw)
+    t["blk_1"] = [[1, 0, "\x07", None, None, None, 2.0], "r/0", 5]
+    assert raw == {b"blk_1": orjson.dumps([[1, 0, "\x07", None, None, None, 2.0], "r/0", 5])}
+    assert t["blk_1"][1:] == ["r/0", 5] and t.get("nope") is None and "blk_1" in t and list(t) == ["blk_1"]
+    proc = SessionProcessor("hdfs", load_rules_for_test(), t)
+    proc.apply("blk_2", "r/0", [(3, 1.0, 7)], now=1.0)
+    proc.store.flush()
+    assert set(raw) == {b"blk_1", b"blk_2"} and proc.store.watermark("blk_2") == {"r/0": 7}
+
+
+def load_rules_for_test():
+    from logad.sessionizer import SessionRules
+
+    return SessionRules(rule=WindowRule(8, 4))
