@@ -10,15 +10,18 @@ by a changelog topic). Closing rules, defined once:
 * caps: more than `max_open_sessions` open -> the least recently active are closed ("evicted");
   a session reaching `max_events_per_session` is closed ("max_events") and restarts.
 Events older than their session's last event are counted as late and kept in arrival order.
-State values are plain dicts of lists (JSON-friendly); they are reassigned after every change
-because a Faust Table does not persist in-place mutation.
+State values are compact tuples (SessionWindower.to_state + last event time + last wall-clock
+activity; JSON-friendly, ~300 B each); they are reassigned after every change because a Faust
+Table does not persist in-place mutation. `push_many` applies a run of one session's events with
+one state read and one write, deciding exactly as the same `push` calls would.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from logad.records import Window
 from logad.sessions import SessionWindower, WindowRule
@@ -34,25 +37,39 @@ class SessionRules:
     terminal_ids: frozenset[int] = frozenset()  # template ids that end a session
 
 
+LAST_TS, SEEN = 5, 6  # state = (*SessionWindower.to_state(), last event time, last wall-clock activity)
+
+
+def last_ts_of(state) -> float | None:
+    return state.get("last_ts") if isinstance(state, dict) else state[LAST_TS]
+
+
+def seen_of(state, default: float) -> float:
+    """Wall-clock time of the session's last event (states of older versions were dicts)."""
+    if isinstance(state, dict):
+        return state.get("seen", default)
+    return state[SEEN]
+
+
 class Sessionizer:
     def __init__(self, source: str, rules: SessionRules,
-                 store: MutableMapping[str, dict] | None = None) -> None:
+                 store: MutableMapping[str, Any] | None = None) -> None:
         self.source = source
         self.rules = rules
-        self.store: MutableMapping[str, dict] = {} if store is None else store
+        self.store: MutableMapping[str, Any] = {} if store is None else store
         self.counters: Counter[str] = Counter()  # closes by reason, late events, evictions
 
-    def _windower(self, key: str, state: dict | None) -> SessionWindower:
+    def _windower(self, key: str, state: Any) -> SessionWindower:
         if state is None:
             return SessionWindower(self.source, key, self.rules.rule)
         return SessionWindower.from_state(self.source, key, self.rules.rule, state)
 
-    def _save(self, key: str, w: SessionWindower, last_ts: float | None, seen: float) -> None:
-        state = w.to_state()
-        state["last_ts"], state["seen"] = last_ts, seen
+    def _save(self, key: str, w: SessionWindower, last_ts: float | None, seen: float) -> tuple:
+        state = (*w.to_state(), last_ts, seen)
         self.store[key] = state  # reassign: tables persist assignments, not mutation
+        return state
 
-    def _close(self, key: str, state: dict, reason: str) -> Window | None:
+    def _close(self, key: str, state: Any, reason: str) -> Window | None:
         self.counters[f"closed_{reason}"] += 1
         window = self._windower(key, state).close(reason)
         del self.store[key]
@@ -60,41 +77,59 @@ class Sessionizer:
 
     def push(self, key: str, template_id: int, ts: float | None, now: float) -> list[Window]:
         """One event of session `key` at event time `ts` (wall-clock `now`); returns closed windows."""
+        return self.push_many(key, ((template_id, ts),), now)
+
+    def push_many(self, key: str, events: Iterable[tuple[int, float | None]], now: float) -> list[Window]:
+        """Events (template id, event time) of session `key`, in arrival order, all seen at wall-clock
+        `now`; returns the windows they close. Same result as one `push` per event: the state is
+        read once, kept in a windower while the events apply, and written once at the end (or
+        before a close or an eviction, which look at the store)."""
         out: list[Window] = []
-        state = self.store.get(key)
-        if state is not None:
-            last = state.get("last_ts")
-            if ts is not None and last is not None:
-                if ts - last > self.rules.gap_s:
-                    w = self._close(key, state, "gap")
+        rules = self.rules
+        terminal, max_events, gap_s = rules.terminal_ids, rules.max_events_per_session, rules.gap_s
+        store = self.store
+        state = store.get(key)
+        w: SessionWindower | None = None  # the open session's windower, when it differs from `state`
+        last: float | None = None if state is None else last_ts_of(state)
+        is_open = state is not None
+        for template_id, ts in events:
+            if is_open and ts is not None and last is not None:
+                if ts - last > gap_s:
                     if w is not None:
-                        out.append(w)
-                    state = None
+                        state = self._save(key, w, last, now)
+                    done = self._close(key, state, "gap")
+                    if done is not None:
+                        out.append(done)
+                    state, w, last, is_open = None, None, None, False
                 elif ts < last:
                     self.counters["late_events"] += 1
-        if state is None:
-            self.counters["opened"] += 1
-            if len(self.store) >= self.rules.max_open_sessions:
-                out += self._evict(now)
-        w = self._windower(key, state)
-        done = w.push(template_id, ts)
-        if done is not None:
-            out.append(done)
-        last_ts = ts if ts is not None else (state or {}).get("last_ts")
-        if state is not None and ts is not None and state.get("last_ts") is not None:
-            last_ts = max(ts, state["last_ts"])
-        self._save(key, w, last_ts, now)
-        if template_id in self.rules.terminal_ids or w.n >= self.rules.max_events_per_session:
-            reason = "terminal" if template_id in self.rules.terminal_ids else "max_events"
-            tail = self._close(key, self.store[key], reason)
-            if tail is not None:
-                out.append(tail)
+            if not is_open:
+                self.counters["opened"] += 1
+                if len(store) >= rules.max_open_sessions:
+                    out += self._evict(now)
+                w = SessionWindower(self.source, key, rules.rule)
+                is_open = True
+            elif w is None:
+                w = self._windower(key, state)
+            done = w.push(template_id, ts)
+            if done is not None:
+                out.append(done)
+            if ts is not None:
+                last = ts if last is None else max(ts, last)
+            if template_id in terminal or w.n >= max_events:
+                reason = "terminal" if template_id in terminal else "max_events"
+                tail = self._close(key, self._save(key, w, last, now), reason)
+                if tail is not None:
+                    out.append(tail)
+                state, w, last, is_open = None, None, None, False
+        if w is not None:
+            self._save(key, w, last, now)
         return out
 
     def _evict(self, now: float) -> list[Window]:
         """Close the least recently active ~1% of sessions (at least one): amortises the scan."""
         n = max(1, len(self.store) // 100)
-        oldest = sorted(self.store.items(), key=lambda kv: kv[1].get("seen", 0.0))[:n]
+        oldest = sorted(self.store.items(), key=lambda kv: seen_of(kv[1], 0.0))[:n]
         out = []
         for key, state in oldest:
             self.counters["evicted"] += 1
@@ -105,7 +140,7 @@ class Sessionizer:
 
     def sweep(self, now: float) -> list[Window]:
         """Close sessions idle (wall clock) for longer than idle_timeout_s."""
-        idle = [(k, s) for k, s in list(self.store.items()) if now - s.get("seen", now) > self.rules.idle_timeout_s]
+        idle = [(k, s) for k, s in list(self.store.items()) if now - seen_of(s, now) > self.rules.idle_timeout_s]
         out = []
         for key, state in idle:
             w = self._close(key, state, "idle")

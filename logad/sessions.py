@@ -89,7 +89,8 @@ class SessionWindower:
     """Incremental window state of one session: push events, get windows as they close.
 
     Keeps at most `rule.length` events, so memory per session is bounded whatever its length.
-    State is plain data (`to_state` / `from_state`) so a Faust table can persist it.
+    State is plain, JSON-friendly data (`to_state` / `from_state`) so a Faust table can persist it,
+    and compact, because a worker holds up to a million of them (see `to_state`).
     """
 
     __slots__ = ("source", "session_id", "rule", "n", "start", "ids", "ts")
@@ -138,11 +139,66 @@ class SessionWindower:
             reason=reason, final=final, n_lines=end - self.start - ctx,
         )
 
-    def to_state(self) -> dict:
-        return {"n": self.n, "start": self.start, "ids": list(self.ids), "ts": list(self.ts)}
+    def to_state(self) -> tuple:
+        """(n, start, ids, ts_base, ts_rest): exact, JSON-friendly and small (a 12-event HDFS session
+        is ~90 bytes of JSON and ~250 bytes in memory, instead of ~270 and ~600 as a dict of lists).
+
+        ids      a str with one character per template id, chr(CHAR_BASE + id) (printable ASCII for
+                 ids < 79, so JSON keeps one byte each), or a list of ints for ids that do not fit
+        ts_base, ts_rest
+                 None, None       every event time is None (or no events)
+                 base, str        event time k is base + ord(ts_rest[k]) - CHAR_BASE: whole-second
+                                  offsets, checked to round-trip exactly
+                 None, list       anything else: the event times as they are
+        """
+        ids = self.ids
+        id_str: str | list[int] = list(ids)
+        if all(type(i) is int and 0 <= i < _MAX_CHAR for i in ids):
+            id_str = "".join([chr(CHAR_BASE + i) for i in ids])
+        base, rest = _pack_ts(self.ts)
+        return (self.n, self.start, id_str, base, rest)
 
     @classmethod
-    def from_state(cls, source: str, session_id: str, rule: WindowRule, state: dict) -> SessionWindower:
+    def from_state(cls, source: str, session_id: str, rule: WindowRule, state) -> SessionWindower:
+        """Inverse of to_state; also reads the older dict form ({"n", "start", "ids", "ts"})."""
         w = cls(source, session_id, rule)
-        w.n, w.start, w.ids, w.ts = state["n"], state["start"], list(state["ids"]), list(state["ts"])
+        if isinstance(state, dict):
+            w.n, w.start, w.ids, w.ts = state["n"], state["start"], list(state["ids"]), list(state["ts"])
+            return w
+        n, start, ids, base, rest = state[:5]
+        w.n, w.start = n, start
+        w.ids = [ord(c) - CHAR_BASE for c in ids] if isinstance(ids, str) else list(ids)
+        w.ts = _unpack_ts(base, rest, len(w.ids))
         return w
+
+
+CHAR_BASE = 0x30  # ids and offsets are stored as chr(CHAR_BASE + value): "0" is 0 (no JSON escapes)
+_MAX_CHAR = 0xD800 - CHAR_BASE  # values must stay below the surrogate range (not valid in UTF-8)
+
+
+def _pack_ts(ts: list[float | None]) -> tuple[float | None, str | list | None]:
+    """Event times -> (base, rest) as described in SessionWindower.to_state (exact round trip)."""
+    if not ts or all(t is None for t in ts):
+        return None, None
+    base = ts[0]
+    if type(base) is float and base > 0.0:  # (epoch seconds; also keeps -0.0 out of the offsets)
+        out = []
+        for t in ts:
+            if t is None or type(t) is not float:
+                break
+            d = t - base
+            k = int(d) if 0.0 <= d < _MAX_CHAR else -1
+            if k < 0 or base + k != t:  # not a whole, small, exactly representable offset
+                break
+            out.append(chr(CHAR_BASE + k))
+        else:
+            return base, "".join(out)
+    return None, list(ts)
+
+
+def _unpack_ts(base: float | None, rest: str | list | None, n: int) -> list[float | None]:
+    if rest is None:
+        return [None] * n
+    if isinstance(rest, str):
+        return [base + (ord(c) - CHAR_BASE) for c in rest]
+    return list(rest)

@@ -48,3 +48,62 @@ def test_bad_rule_is_config_error():
         WindowRule(8, 0)
     with pytest.raises(ConfigError):
         WindowRule(8, 9)
+
+
+@pytest.mark.parametrize("ts", [
+    [1226262975.0 + i for i in range(10)],  # whole seconds: compact offsets
+    [1226262975.25 + 0.001 * i for i in range(10)],  # fractions: kept as a list
+    [None] * 10,
+    [5.0, None, 7.0, 3.0, 1e9, 1e-300, -1.0, 0.0, 2.0, 2.0],  # gaps, late, huge, tiny, negative
+])
+def test_compact_state_round_trips_exactly(ts):
+    import orjson
+
+    rule = WindowRule(64, 32)
+    for ids in ([3, 4, 5, 6, 7, 8, 9, 10, 11, 127], [3, 200, 70000, 0xD800, 2, 3, 4, 5, 6, 1]):
+        w = SessionWindower("hdfs", "s", rule)
+        for i, t in zip(ids, ts):
+            w.push(i, t)
+        for state in (w.to_state(), orjson.loads(orjson.dumps(w.to_state()))):  # in memory and via JSON
+            w2 = SessionWindower.from_state("hdfs", "s", rule, state)
+            assert (w2.n, w2.start, w2.ids) == (w.n, w.start, w.ids)
+            assert [repr(t) for t in w2.ts] == [repr(t) for t in w.ts]  # bit-exact (alert ids use repr)
+    old = {"n": 2, "start": 0, "ids": [3, 4], "ts": [1.0, None]}  # the dict form of older versions
+    w3 = SessionWindower.from_state("hdfs", "s", rule, old)
+    assert (w3.ids, w3.ts) == ([3, 4], [1.0, None])
+
+
+def test_push_many_decides_like_one_push_per_event():
+    """Random sessions with gaps, late events, terminal ids, the events cap and evictions: applying
+    each session's events in runs (push_many) closes exactly the windows of one push per event."""
+    from logad.sessionizer import SessionRules, Sessionizer
+
+    rng = random.Random(11)
+    rules = SessionRules(rule=WindowRule(6, 2), gap_s=50.0, max_open_sessions=20, max_events_per_session=15,
+                         terminal_ids=frozenset({9}))
+    events = []  # (key, tid, ts, now)
+    clock = {}
+    for step in range(1500):  # runs of 1..8 events of one session
+        key = f"s{rng.randrange(40)}"
+        for _ in range(rng.randint(1, 8)):
+            t = clock.get(key, 0.0) + rng.choice([1.0, 1.0, 2.0, 60.0, -3.0]) if rng.random() < 0.9 else None
+            if t is not None:
+                clock[key] = t
+            tid = 9 if rng.random() < 0.02 else rng.choice([3, 4, 5, 6, 7, 8]) if rng.random() < 0.95 else 10
+            events.append((key, tid, t, float(step // 3)))
+    one = Sessionizer("hdfs", rules)
+    expected = [w for key, tid, ts, now in events for w in one.push(key, tid, ts, now)]
+    expected += one.close_all()
+    many = Sessionizer("hdfs", rules)
+    got, i = [], 0
+    while i < len(events):  # runs of consecutive events of one key that share `now`
+        key, _, _, now = events[i]
+        j = i
+        while j < len(events) and events[j][0] == key and events[j][3] == now:
+            j += 1
+        got += many.push_many(key, [(tid, ts) for _, tid, ts, _ in events[i:j]], now)
+        i = j
+    got += many.close_all()
+    assert got == expected and one.counters == many.counters
+    assert one.counters["evicted"] and one.counters["closed_gap"] and one.counters["closed_terminal"]
+    assert one.counters["closed_max_events"] and one.counters["late_events"]
