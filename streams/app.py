@@ -66,6 +66,7 @@ class WorkerContext:
     reported_duplicates: int = 0
     expected: dict[int, int] = field(default_factory=dict)  # events partition -> next offset to handle
     backfill_consumer: Any = None
+    tick_task: asyncio.Future | None = None
     behind_ticks: dict[int, int] = field(default_factory=dict)  # events partition -> ticks with commits stuck
 
 
@@ -126,6 +127,11 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             ctx.admin = AIOKafkaAdminClient(**admin_kwargs(k))
             await ctx.admin.start()
             runner.producer = ctx.producer
+            # Faust warns ("producer buffer full") past 100 queued changelog writes, a normal burst
+            # when a batch touches hundreds of sessions; let it queue more before it flushes inline.
+            buffer = getattr(app.producer, "buffer", None)
+            if buffer is not None and getattr(buffer, "max_messages", 0) < 5000:
+                buffer.max_messages = 5000
             ctx.ingest = IngestLoop(ingestor=ingestor, consumer=ctx.consumer, producer=ctx.producer,
                                     events_topic=topics.events, dead_letter_topic=topics.dead_letter,
                                     batch_size=s.ingest.batch_size, within_s=s.ingest.batch_within_s,
@@ -159,8 +165,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
         async for event in stream.events():  # events record -> windows records
             await on_event(ctx, app, event.key, event.value, event.message.partition, event.message.offset)
 
-    @app.timer(s.sessions.sweep_every_s)
-    async def sweep_idle() -> None:
+    async def guarded_tick() -> None:
         try:
             await tick(ctx, app)
         except KafkaError as e:
@@ -168,6 +173,13 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             await app.crash(e)
         except Exception:
             log.exception("sweep failed; retrying at the next tick")
+
+    @app.timer(s.sessions.sweep_every_s)
+    async def sweep_idle() -> None:
+        # A tick waits on the broker (offsets, window acks); one still running means skip this one,
+        # instead of stacking ticks or stretching the timer.
+        if ctx.tick_task is None or ctx.tick_task.done():
+            ctx.tick_task = asyncio.ensure_future(guarded_tick())
 
     return app, ctx
 

@@ -29,6 +29,8 @@ class WorkerMetrics:
         self.drift_templates = Gauge("logad_drift_templates", "templates the drift miner found among UNK lines",
                                      registry=r)
         self.open_sessions = Gauge("logad_open_sessions", "sessions open in this worker's table", registry=r)
+        self.session_records = Counter("logad_session_records", "events records handled by the session agent",
+                                       registry=r)
         self.windows = Counter("logad_windows", "closed windows sent to the scorer", ["reason"], registry=r)
         self.duplicates = Counter("logad_duplicate_events", "re-delivered events dropped by raw position",
                                   registry=r)

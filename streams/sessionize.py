@@ -148,6 +148,10 @@ class BytesTable(MutableMapping[str, Any]):
         return len(self.table)
 
 
+def _live(value: Any) -> bool:
+    return value is not None and state_of(value) is not None
+
+
 class SessionStore(MutableMapping[str, Any]):
     """The Sessionizer's view of the session table (see the module docstring)."""
 
@@ -155,7 +159,9 @@ class SessionStore(MutableMapping[str, Any]):
         self.table = table
         self._pending: dict[str, tuple | None] = {}  # key -> wrapped value to write, None = delete
         self._wm: dict[str, dict[str, int]] = {}  # watermarks changed since the last flush
-        self._delta = 0  # live keys added - removed by pending writes (keeps len() O(1))
+        self._delta = 0  # live sessions added - removed by pending writes (keeps len() O(1))
+        self._was_tomb: dict[str, bool] = {}  # pending key -> its table value is a tombstone
+        self._tombs: int | None = None  # tombstones in the table (counted on first use, then tracked)
         self.tombstones_final = False  # True: closes delete outright (everything is committed)
         self.owned: Callable[[str], bool] | None = None  # sweep filter: keys of our partitions only
 
@@ -165,13 +171,14 @@ class SessionStore(MutableMapping[str, Any]):
             return self._pending[key]
         return self.table.get(key)
 
-    def _exists(self, key: str) -> bool:
-        return (self._pending[key] is not None) if key in self._pending else key in self.table
-
     def _put(self, key: str, value: tuple | None) -> None:
-        before = self._exists(key)
+        if key in self._pending:
+            before = self._pending[key]
+        else:
+            before = self.table.get(key)
+            self._was_tomb[key] = before is not None and state_of(before) is None
         self._pending[key] = value
-        self._delta += (value is not None) - before
+        self._delta += _live(value) - _live(before)
 
     def watermark(self, key: str) -> dict[str, int]:
         if key in self._wm:
@@ -222,13 +229,18 @@ class SessionStore(MutableMapping[str, Any]):
                 yield key
 
     def __len__(self) -> int:
-        """Keys in the table incl. tombstones (an upper bound on open sessions, O(1))."""
-        return len(self.table) + self._delta
+        """Open sessions, O(1): table keys - tombstones + pending changes. (Tombstones that a
+        rebalance brings in count as open until the next purge: an upper bound, never below.)"""
+        if self._tombs is None:
+            self._tombs = sum(1 for v in list(self.table.values()) if v is not None and state_of(v) is None)
+        return len(self.table) - self._tombs + self._delta
 
     # -- batching --------------------------------------------------------------------------------
     def flush(self) -> int:
         """Write the buffered changes to the table (one assignment per key); returns how many."""
         n = 0
+        was_tomb = self._was_tomb
+        tombs = 0
         for key, value in self._pending.items():
             if value is None:
                 if key in self.table:
@@ -237,17 +249,23 @@ class SessionStore(MutableMapping[str, Any]):
             else:
                 self.table[key] = value  # reassign: the changelog records assignments
                 n += 1
+                tombs += state_of(value) is None
+            tombs -= was_tomb.get(key, False)
+        if self._tombs is not None:
+            self._tombs += tombs
         self.discard()
         return n
 
     def discard(self) -> None:
         self._pending.clear()
         self._wm.clear()
+        self._was_tomb.clear()
         self._delta = 0
 
     def purge_tombstones(self) -> int:
         """Delete every tombstone (call only when nothing before them can be re-delivered)."""
         dead = [k for k, v in list(self.table.items()) if v is not None and state_of(v) is None]
+        self._tombs = len(dead)  # exact again (flush takes the purged ones off)
         for k in dead:
             self._put(k, None)
         return len(dead)
@@ -325,6 +343,8 @@ class SessionRunner:
                 raise
             self.proc.store.flush()
             self.processed_end[partition] = offset + 1
+            if self.metrics is not None:
+                self.metrics.session_records.inc()
             if self.metrics is not None and self.proc.duplicates != dup:
                 self.metrics.duplicates.inc(self.proc.duplicates - dup)
             return windows
