@@ -222,7 +222,7 @@ def test_store_len_and_iteration_ignore_tombstones(setup: tuple) -> None:
     _, rules = setup
     proc = SessionProcessor("hdfs", rules, {"old": {"s": None, "w": {"r/0": 5}}})
     proc.apply("a", "r/0", [(3, 1.0, 1)], now=1.0)
-    assert sorted(proc.store) == ["a"] and len(proc.store) == 2  # len: an O(1) upper bound
+    assert sorted(proc.store) == ["a"] and len(proc.store) == 1  # len: open sessions, tombstones not counted
     proc.store.owned = lambda k: k != "a"
     assert list(proc.store) == []
     assert key_partition("blk_1", 4) == key_partition("blk_1", 4) < 4
@@ -369,3 +369,29 @@ def load_rules_for_test():
     from logad.sessionizer import SessionRules
 
     return SessionRules(rule=WindowRule(8, 4))
+
+
+def test_tombstones_do_not_count_against_the_session_cap() -> None:
+    """len(store) is the number of open sessions: closed sessions kept as tombstones must not make
+    every new session evict (a full-table sort each time) once the cap is reached."""
+    import dataclasses
+
+    rules = dataclasses.replace(load_rules_for_test(), max_open_sessions=5, idle_timeout_s=1.0)
+    table: dict = {}
+    proc = SessionProcessor("hdfs", rules, table)
+    for i in range(5):
+        proc.apply(f"a{i}", "r/0", [(3, 1.0, i)], now=1.0)
+    proc.store.flush()
+    assert len(proc.sweep(now=10.0, final=False)) == 5  # -> 5 tombstones
+    proc.store.flush()
+    assert len(proc.store) == 0 and len(table) == 5
+    for i in range(5):
+        proc.apply(f"b{i}", "r/0", [(3, 1.0, 10 + i)], now=11.0)
+        proc.store.flush()
+    assert proc.sessionizer.counters["evicted"] == 0 and len(proc.store) == 5
+    proc.apply("c", "r/0", [(3, 1.0, 20)], now=12.0)  # the 6th open session evicts one
+    proc.store.flush()
+    assert proc.sessionizer.counters["evicted"] == 1 and len(proc.store) == 5 == proc.store.count_open()
+    proc.sweep(now=100.0, final=True)  # purges the tombstones: the count stays exact
+    proc.store.flush()
+    assert len(proc.store) == 0 == proc.store.count_open() and table == {}
