@@ -2,10 +2,11 @@
 
     events record (key session id, {"src", "rp", "e": [[tid, ts, pos], ...]})
       -> drop events at or below the session's raw-position watermark (re-deliveries after a crash)
-      -> Sessionizer.push per event                     -> closed windows ("max_length", "gap", ...)
-    timer every sessions.sweep_every_s, only when nothing is in flight (see `SessionRunner.tick`)
+      -> Sessionizer.push_many (the record's fresh events) -> closed windows ("max_length", "gap", ...)
+    timer every sessions.sweep_every_s, only when nothing is in flight (streams/app.py `tick`)
       -> Sessionizer.sweep(now)                          -> closed windows ("idle")
     windows -> windows topic (key session id), acknowledged BEFORE the table changes are written
+Table values are orjson bytes under the session id's bytes (`BytesTable`): co-partitioned with events.
 
 The Sessionizer is logad's, unchanged; this module only gives it a store (`SessionStore`) that
   * wraps each table value as [sessionizer state, raw partition, last applied pos, ...] (a flat
