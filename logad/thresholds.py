@@ -4,15 +4,22 @@ A window is anomalous when any enabled score exceeds its threshold (count_l1 onl
 OR when its unseen-template
 rate exceeds the hard limit (default 5%). A session is anomalous when any of its windows is.
 Thresholds are percentiles of the normal validation windows' scores (99.5th by default), stored in
-`thresholds.json` beside the model with the hash of the weights and reference they were fitted for.
+`thresholds.json` beside the model with the hash of the weights and reference they were fitted for,
+and a sha256 over the file's own content: an edited threshold (a hand-raised value silences alerts)
+is refused on load like a modified vocab, as are values that cannot be thresholds (NaN, infinite,
+an unseen-rate limit outside (0, 1], top-k < 1).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import orjson
 
 from logad.errors import ArtifactError
 
@@ -39,20 +46,41 @@ class Thresholds:
         return bool(reasons), reasons
 
     def to_dict(self) -> dict:
-        return {"values": self.values, "unseen_rate_max": self.unseen_rate_max,
-                "percentile": self.percentile, "topk": self.topk, "model_sha256": self.model_sha256,
-                "reference_sha256": self.reference_sha256, "extra": self.extra}
+        """The thresholds.json content, sealed with its sha256 (see `content_sha256`)."""
+        doc = {"values": self.values, "unseen_rate_max": self.unseen_rate_max,
+               "percentile": self.percentile, "topk": self.topk, "model_sha256": self.model_sha256,
+               "reference_sha256": self.reference_sha256, "extra": self.extra}
+        doc = orjson.loads(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))  # plain JSON values
+        return {**doc, "sha256": content_sha256(doc)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Thresholds:
+        """Parse thresholds.json content; ArtifactError if it is malformed, modified or not usable."""
+        if not isinstance(d, Mapping):
+            raise ArtifactError(f"malformed thresholds (a JSON object expected, got {type(d).__name__})")
+        claimed = d.get("sha256")
+        if claimed is None:
+            raise ArtifactError("thresholds have no sha256 (written by an older logad): run `logad calibrate` again")
+        if claimed != content_sha256({k: v for k, v in d.items() if k != "sha256"}):
+            raise ArtifactError("thresholds sha256 mismatch: the thresholds file was modified or corrupted")
         try:
             values = {str(k): float(v) for k, v in d["values"].items()}
-            return cls(values=values, unseen_rate_max=float(d["unseen_rate_max"]),
-                       percentile=float(d["percentile"]), topk=int(d["topk"]),
-                       model_sha256=str(d["model_sha256"]), reference_sha256=str(d["reference_sha256"]),
-                       extra=dict(d.get("extra", {})))
+            th = cls(values=values, unseen_rate_max=float(d["unseen_rate_max"]),
+                     percentile=float(d["percentile"]), topk=int(d["topk"]),
+                     model_sha256=str(d["model_sha256"]), reference_sha256=str(d["reference_sha256"]),
+                     extra=dict(d.get("extra", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"malformed thresholds ({type(e).__name__}: {e})") from None
+        bad = [f"{m}={v}" for m, v in th.values.items() if not math.isfinite(v)]
+        if bad or not 0.0 < th.unseen_rate_max <= 1.0 or th.topk < 1 or not 0.0 < th.percentile <= 100.0:
+            raise ArtifactError(f"unusable thresholds (values {bad or 'ok'}, unseen_rate_max {th.unseen_rate_max}, "
+                                f"topk {th.topk}, percentile {th.percentile})")
+        return th
+
+
+def content_sha256(doc: Mapping[str, Any]) -> str:
+    """sha256 of thresholds content (without its "sha256" key), over canonical JSON (sorted keys)."""
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)).hexdigest()
 
 
 def fit_thresholds(normal_scores: Sequence[Mapping[str, float]], methods: Sequence[str],

@@ -80,7 +80,15 @@ def test_thresholds_tamper_and_mismatch_refused(run, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(run / "models/hdfs", d)
     th = orjson.loads((d / "thresholds.json").read_bytes())
-    th["model_sha256"] = "0" * 64
+    th["values"]["topk_miss"] = 1e9  # a hand-edited threshold (silences alerts): the file's sha256 catches it
+    (d / "thresholds.json").write_bytes(orjson.dumps(th))
+    with pytest.raises(ArtifactError, match="thresholds file was modified"):
+        Detector.load(d, "cpu")
+    from logad.thresholds import content_sha256
+
+    th = orjson.loads((run / "models/hdfs/thresholds.json").read_bytes())
+    th["model_sha256"] = "0" * 64  # a consistent file, but fitted for other weights
+    th["sha256"] = content_sha256({k: v for k, v in th.items() if k != "sha256"})
     (d / "thresholds.json").write_bytes(orjson.dumps(th))
     with pytest.raises(ArtifactError, match="calibrated for other weights"):
         Detector.load(d, "cpu")
