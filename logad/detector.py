@@ -66,19 +66,25 @@ class SessionResult:
 
 class Detector:
     def __init__(self, bundle: Bundle, reference: Reference, thresholds: Thresholds | None,
-                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 256, cache_size: int = 0) -> None:
         self.bundle = bundle
         self.reference = reference
         self.thresholds = thresholds
         self.device = torch.device(device)
         self.batch_size = batch_size
+        # (ids, n_context) -> (model scores, surprising events): the model is a pure function of
+        # the window's ids, and real sessions repeat (the 1,454 windows of the HDFS sample have 119
+        # distinct id sequences). Cleared when full (O(1) eviction; the working set refills).
+        self.cache_size = cache_size
+        self._cache: dict[tuple, tuple[dict, list]] = {}
+        self.cache_hits = self.cache_misses = 0
         topk = thresholds.topk if thresholds else 9
         self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
                                    pad=bundle.vocab.PAD, topk=topk, device=self.device)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", require_thresholds: bool = True,
-             batch_size: int = 256) -> Detector:
+             batch_size: int = 256, cache_size: int = 0) -> Detector:
         dev = pick_device(device)
         bundle = load_bundle(model_dir, dev)
         ref, ref_sha = load_reference(model_dir, bundle.model.cfg.vocab_size)
@@ -93,7 +99,7 @@ class Detector:
             unknown = set(th.values) - set(METHODS)
             if unknown:
                 raise ArtifactError(f"{Path(model_dir) / THRESHOLDS}: unknown score methods {sorted(unknown)}")
-        return cls(bundle, ref, th, dev, batch_size)
+        return cls(bundle, ref, th, dev, batch_size, cache_size)
 
     @property
     def version(self) -> str:
@@ -110,17 +116,53 @@ class Detector:
         return max(parts)
 
     def score_windows(self, windows: Sequence[Window], details: bool = False) -> list[WindowScore]:
+        """Score windows in batches of similar length (padding is wasted compute: a batch pads to
+        its longest window), answering repeated windows from the cache when it is on."""
+        raw: list[tuple[dict, list] | None] = [None] * len(windows)
+        todo: list[int] = []  # windows to run through the model
+        cache = self._cache if self.cache_size > 0 and details else None  # (only results with details are cached)
+        same: dict[tuple, list[int]] = {}  # with the cache: repeats within this call wait for their first
+        for i, w in enumerate(windows):
+            if cache is None:
+                todo.append(i)
+                continue
+            key = (w.ids, w.n_context)
+            hit = cache.get(key)
+            if hit is not None:
+                raw[i] = hit
+                self.cache_hits += 1
+            elif key in same:
+                same[key].append(i)
+                self.cache_hits += 1
+            else:
+                same[key] = [i]
+                todo.append(i)
+                self.cache_misses += 1
+        todo.sort(key=lambda i: len(windows[i].ids))  # stable: equal lengths keep their order
+        for k in range(0, len(todo), self.batch_size):
+            idx = todo[k:k + self.batch_size]
+            scores, surprising = self.scorer.score([windows[i] for i in idx], details=details)
+            for i, sc, ev in zip(idx, scores, surprising):
+                raw[i] = (sc, ev)
+                if cache is not None:
+                    key = (windows[i].ids, windows[i].n_context)
+                    for j in same[key][1:]:
+                        raw[j] = (sc, ev)
+                    if len(cache) >= self.cache_size:
+                        cache.clear()
+                    cache[key] = (sc, ev)
         out: list[WindowScore] = []
-        for i in range(0, len(windows), self.batch_size):
-            chunk = windows[i:i + self.batch_size]
-            scores, surprising = self.scorer.score(chunk, details=details)
-            for w, s, ev in zip(chunk, scores, surprising):
-                if self.thresholds is not None:
-                    flag, reasons = self.thresholds.decide(s, complete=is_complete(w.reason))
-                else:
-                    flag, reasons = False, ()
-                s["combined"] = self.combined(s, is_complete(w.reason))
-                out.append(WindowScore(w, s, flag, reasons, tuple(self._detail(w, e) for e in ev)))
+        for w, r in zip(windows, raw):
+            assert r is not None
+            s = dict(r[0])  # a copy: "combined" depends on the window's close reason, not only its ids
+            ev = r[1] if details else []
+            complete = is_complete(w.reason)
+            if self.thresholds is not None:
+                flag, reasons = self.thresholds.decide(s, complete=complete)
+            else:
+                flag, reasons = False, ()
+            s["combined"] = self.combined(s, complete)
+            out.append(WindowScore(w, s, flag, reasons, tuple(self._detail(w, e) for e in ev)))
         return out
 
     def _detail(self, w: Window, e) -> dict:

@@ -30,6 +30,7 @@ from logad.model import IGNORE, NextTokenTransformer, autocast
 from logad.records import Window
 
 METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess")
+_SCORE_KEYS = METHODS  # the order of the per-window score dicts
 
 
 def window_example(ids: Sequence[int], n_context: int, bos: int) -> tuple[list[int], list[int]]:
@@ -126,38 +127,55 @@ class WindowScorer:
         n = mask.sum(-1).clamp(min=1).float()  # (B,)
         mean_nll = nll.sum(-1) / n
         max_nll = nll.max(-1).values
-        counts = torch.stack([
-            torch.bincount(torch.tensor(list(ids), dtype=torch.long, device=self.device),
-                           minlength=self._seen.numel()).float()
-            for ids, _ in windows])  # (B, V) count vector of each window
+        counts = self._count_vectors([ids for ids, _ in windows])  # (B, V)
         if len(self._ref_counts):
             count_l1 = torch.cdist(counts, self._ref_counts, p=1).min(-1).values  # (B,)
-            count_excess = torch.stack([  # (B,) chunked: (B, M, V) would not fit for big references
-                (c.unsqueeze(0) - self._ref_counts).clamp(min=0).sum(-1).min() for c in counts])
+            count_excess = self._count_excess(counts)  # (B,)
         else:
             count_l1 = count_excess = counts.sum(-1)
-        scores = []
-        for b in range(len(windows)):
-            scores.append({
-                "mean_nll": float(mean_nll[b]), "max_nll": float(max_nll[b]),
-                "ppl": float(torch.exp(mean_nll[b].clamp(max=50))), "topk_miss": float(miss[b].sum()),
-                "unseen_rate": float(unseen[b].sum() / n[b]), "count_l1": float(count_l1[b]),
-                "count_excess": float(count_excess[b]),
-            })
+        # One transfer per score (not one float() per window and score): the per-window loop below
+        # only builds dicts.
+        cols = [t.tolist() for t in (mean_nll, max_nll, torch.exp(mean_nll.clamp(max=50)), miss.sum(-1).float(),
+                                     unseen.sum(-1) / n, count_l1, count_excess)]
+        scores = [dict(zip(_SCORE_KEYS, row)) for row in zip(*cols)]
         surprising: list[list[EventDetail]] = [[] for _ in windows]
         if details:
-            for b, (ids, ctx) in enumerate(windows):
-                order = torch.argsort(nll[b], descending=True)[: self.n_details]
-                for t in order.tolist():
-                    if not mask[b, t]:
+            k = min(self.n_details, nll.size(1))
+            order = torch.argsort(nll, dim=-1, descending=True)[:, :k]  # (B, k) most surprising positions
+            rows = torch.arange(len(windows), device=nll.device).unsqueeze(-1)  # (B, 1)
+            top = torch.topk(logp[rows, order], k=min(3, logp.size(-1)), dim=-1)  # (B, k, 3) expected templates
+            order_l, mask_l, tgt_l = order.tolist(), mask[rows, order].tolist(), tgt[rows, order].tolist()
+            prob_l = tgt_logp[rows, order].exp().tolist()
+            top_p, top_i = top.values.exp().tolist(), top.indices.tolist()
+            for b, (_, ctx) in enumerate(windows):
+                for j, t in enumerate(order_l[b]):
+                    if not mask_l[b][j]:
                         continue
-                    top = torch.topk(logp[b, t], k=min(3, logp.size(-1)))
                     surprising[b].append(EventDetail(
-                        index=t if ctx == 0 else t + 1, template_id=int(tgt[b, t]), prob=float(tgt_logp[b, t].exp()),
-                        top=tuple((int(i), float(v.exp())) for v, i in zip(top.values, top.indices)),
+                        index=t if ctx == 0 else t + 1, template_id=tgt_l[b][j], prob=prob_l[b][j],
+                        top=tuple(zip(top_i[b][j], top_p[b][j])),
                     ))
         self.last_per_event = (nll.cpu(), miss.cpu(), unseen.cpu(), mask.cpu())  # (B, T) each, for prefix scoring
         return scores, surprising
+
+    def _count_vectors(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(B, V) template counts of each id list, in one scatter (padding goes to a dropped column)."""
+        V = self._seen.numel()
+        L = max(len(x) for x in ids)
+        idx = torch.full((len(ids), L), V, dtype=torch.long)
+        for i, x in enumerate(ids):
+            idx[i, : len(x)] = torch.tensor(list(x), dtype=torch.long)
+        counts = torch.zeros(len(ids), V + 1)
+        counts.scatter_add_(1, idx, torch.ones(len(ids), L))
+        return counts[:, :V].to(self.device)
+
+    def _count_excess(self, counts: torch.Tensor) -> torch.Tensor:
+        """(B,) min over normal windows of the summed excess counts; chunked so that (b, M, V) stays small."""
+        M, V = self._ref_counts.shape
+        step = max(1, (1 << 22) // max(1, M * V))
+        out = [(c.unsqueeze(1) - self._ref_counts.unsqueeze(0)).clamp(min=0).sum(-1).min(-1).values
+               for c in counts.split(step)]  # each (b, M, V) -> (b,)
+        return torch.cat(out)
 
     def score(self, windows: Sequence[Window], details: bool = False):
         return self.score_ids([(w.ids, w.n_context) for w in windows], details=details)

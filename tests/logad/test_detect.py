@@ -67,3 +67,28 @@ def test_flags_visible_labelled_anomalies(detected):
             visible.update(b for b in rec.session_keys if b in anomalous)
     assert visible, "the sample should contain anomalies with unseen templates"
     assert visible <= flagged
+
+
+def test_score_cache_and_length_buckets_keep_every_decision():
+    """Windows scored in length-sorted batches and answered from the (ids, n_context) cache get the
+    decisions, reasons and surprising events of plain in-order batches; repeats hit the cache."""
+    from logad.detect import session_rules, windows_from_lines
+    from logad.parse import ParseStats, open_lines
+    from logad.sessionizer import Sessionizer
+
+    plain = Detector.load(MODEL, "cpu", batch_size=1)
+    fmt = FORMATS["hdfs"]
+    windows = list(windows_from_lines(open_lines(RAW), fmt, plain, Sessionizer("hdfs", session_rules(
+        plain, fmt, SessionConfig())), ParseStats()))[:300]
+    expected = plain.score_windows(windows, details=True)  # one window per forward pass: no padding
+    cached = Detector.load(MODEL, "cpu", batch_size=64, cache_size=1000)
+    for _ in range(2):  # cold, then warm
+        got = cached.score_windows(windows, details=True)
+        assert [(g.window, g.is_anomaly, g.reasons) for g in got] == [(e.window, e.is_anomaly, e.reasons) for e in expected]
+        assert [[d["template_id"] for d in g.surprising] for g in got] == \
+            [[d["template_id"] for d in e.surprising] for e in expected]
+        for g, e in zip(got, expected):
+            assert g.scores.keys() == e.scores.keys()
+            assert all(abs(g.scores[k] - e.scores[k]) <= 1e-4 * max(1.0, abs(e.scores[k])) for k in e.scores)
+    distinct = len({(w.ids, w.n_context) for w in windows})
+    assert cached.cache_misses == distinct and cached.cache_hits == 2 * len(windows) - distinct
