@@ -1,0 +1,128 @@
+"""Memory per open session: RSS of a worker's session store at 10^5 and 10^6 open sessions.
+
+    the worker's store: streams.sessionize.SessionProcessor over BytesTable over a plain dict (what
+    the worker's Faust memory:// table keeps: session id bytes -> orjson bytes of the value), fed
+    HDFS-like sessions (12 events each, whole-second event times, block-id keys), one raw partition
+    of watermarks, all changes flushed to the table.
+
+Each size runs in a fresh child process; RSS (from /proc/self/statm) is read before the sessions
+open and after, with the sessions still open, and divided by their number. Same run, same sessions:
+the value layout of the previous version (a dict of lists per session inside {"s", "w"} dicts) is
+measured as the baseline (as Python objects, as the worker kept them before its table held bytes),
+and so is the compact layout as Python objects (what a plain-dict Sessionizer keeps). Then the open-session cap: 1.05 x 10^6 sessions against
+sessions.max_open_sessions = 10^6 must leave at most 10^6 open (the oldest are evicted).
+Bar: <= 1024 B per open session at 10^6. Usage:
+    .venv/bin/python bench/memory.py [--sizes 100000,1000000] [--events 12]
+Ends with one line: RESULT bytes_per_open_session=... (at the largest size) ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BAR = 1024
+
+
+def rss() -> int:
+    gc.collect()
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def legacy_value(key: str, ids: list[int], ts: list[float], now: float, rp: str, pos: int) -> dict:
+    """A session's table value as the previous version stored it (for the baseline)."""
+    state = {"n": len(ids), "start": 0, "ids": list(ids), "ts": list(ts), "last_ts": ts[-1], "seen": now}
+    return {"s": state, "w": {rp: pos}}
+
+
+def child(n: int, events: int, layout: str, cap: int) -> dict:
+    from logad.sessionizer import SessionRules
+    from logad.sessions import WindowRule
+    from streams.codec import position
+    from streams.sessionize import BytesTable, SessionProcessor, state_of
+
+    rules = SessionRules(rule=WindowRule(64, 32), max_open_sessions=cap)
+    table: dict = {}
+    proc = SessionProcessor("hdfs", rules, BytesTable(table) if layout == "worker" else table)
+    rp = "logs.hdfs/0"
+    base_ids = [5, 5, 5, 22, 11, 9, 11, 9, 11, 9, 26, 26, 26, 23, 23, 23][:events]
+    t0 = 1226262975.0
+    keys = [f"blk_{-1608999687919862906 + 7919 * i}" for i in range(n)]  # real-looking block ids
+    before = rss()
+    start = time.perf_counter()
+    offset = 0
+    for i, key in enumerate(keys):
+        ts = [t0 + (i % 150) + k for k in range(events)]
+        if layout == "legacy":
+            table[key] = legacy_value(key, base_ids, ts, float(i), rp, position(offset, 0))
+        else:
+            rows = [(tid, t, position(offset + k, 0)) for k, (tid, t) in enumerate(zip(base_ids, ts))]
+            proc.apply(key, rp, rows, now=float(i))
+            if i % 1000 == 999:
+                proc.store.flush()
+        offset += events
+    proc.store.flush()
+    seconds = time.perf_counter() - start
+    del keys
+    after = rss()
+    open_now = len(proc.store) if layout != "legacy" else len(table)
+    assert layout == "legacy" or open_now == sum(1 for v in proc.store.table.values() if state_of(v) is not None)
+    return {"n": n, "layout": layout, "open": open_now, "bytes": after - before,
+            "per_session": (after - before) / max(1, open_now), "seconds": seconds,
+            "evicted": proc.sessionizer.counters["evicted"], "cap": cap}
+
+
+def run_child(n: int, events: int, layout: str, cap: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), "--events", str(events), "--layout", layout,
+                          "--cap", str(cap)], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--events", type=int, default=12)
+    ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--layout", default="worker", help=argparse.SUPPRESS)
+    ap.add_argument("--cap", type=int, default=1_000_000, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.events, args.layout, args.cap)))
+        return
+    sizes = [int(x) for x in args.sizes.split(",")]
+    rows = []
+    for n in sizes:
+        cur = run_child(n, args.events, "worker", max(sizes))
+        obj = run_child(n, args.events, "objects", max(sizes))
+        old = run_child(n, args.events, "legacy", max(sizes))
+        rows.append((n, cur, old))
+        print(f"{n:>9,} open sessions ({args.events} events each): worker store {cur['per_session']:5.0f} B/session "
+              f"(filled at {n / cur['seconds']:,.0f} sessions/s); compact tuples as objects {obj['per_session']:5.0f} B; "
+              f"previous layout (dicts of lists) {old['per_session']:5.0f} B; ratio worker/previous "
+              f"{cur['per_session'] / old['per_session']:.2f}", flush=True)
+    cap = max(sizes)
+    over = run_child(cap + cap // 20, args.events, "worker", cap)
+    cap_ok = over["open"] <= cap
+    print(f"cap: {over['n']:,} sessions against max_open_sessions={cap:,}: {over['open']:,} open, "
+          f"{over['evicted']:,} evicted -> {'holds' if cap_ok else 'BROKEN'}")
+    n, cur, old = rows[-1]
+    ok = cur["per_session"] <= BAR
+    print(f"bar: <= {BAR} B per open session at {n:,}: {cur['per_session']:.0f} B -> {'met' if ok else 'NOT met'}")
+    small = rows[0][1]["per_session"]
+    print(f"RESULT bytes_per_open_session={cur['per_session']:.0f} bytes_per_open_session_{rows[0][0]}={small:.0f} "
+          f"legacy_bytes_per_open_session={old['per_session']:.0f} ratio={cur['per_session'] / old['per_session']:.2f} "
+          f"cap_holds={int(cap_ok)} bar_met={int(ok)}")
+
+
+if __name__ == "__main__":
+    main()
