@@ -54,6 +54,17 @@ def parse_line(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = No
     Rejected reasons: "empty", "unparseable" (header does not match), "bad_timestamp",
     "no_session_key" (nothing to attach the event to).
     """
+    fields = parse_fields(raw, fmt, max_line_bytes)
+    if type(fields) is Rejected:
+        return fields
+    return LogRecord(fmt.name, *fields)
+
+
+def parse_fields(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None
+                 ) -> tuple[float | None, str, str, str, tuple[str, ...], bool] | Rejected:
+    """parse_line without the LogRecord: (timestamp, level, component, content, session_keys,
+    truncated), in LogRecord's field order, or Rejected. The streaming ingest's hot path (a tuple
+    is several times cheaper to build than the dataclass)."""
     limit = fmt.max_line_bytes if max_line_bytes is None else max_line_bytes
     if type(raw) is bytes and len(raw) <= limit:  # the common case, inlined
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -91,7 +102,7 @@ def parse_line(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = No
             ts = fmt.parse_timestamp(ts_text)
             if ts is None:
                 return Rejected("bad_timestamp", text[:DETAIL_CHARS])
-    return LogRecord(fmt.name, ts, level, component, content, keys, truncated)
+    return ts, level, component, content, keys, truncated
 
 
 def content_of(line: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None) -> str | None:

@@ -1,6 +1,6 @@
 """The worker's Faust app: ingest service + session agent + idle-sweep timer, wired to logad/.
 
-    raw topic --(IngestLoop: aiokafka batches)--> events topic      key = session id
+    raw topic --(IngestLoop: aiokafka batches)--> events topic      one bundle per partition per batch
     events    --(agent `sessions`, concurrency 1, table "sessions")--> windows topic
     timer every sessions.sweep_every_s: close idle sessions when nothing is in flight -> windows
 
@@ -34,7 +34,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
 from logad.templates import DriftMiner
-from streams.codec import CodecError, decode_events, encode_dead_letter
+from streams.codec import CodecError, decode_events_record, encode_dead_letter, encode_events
 from streams.ingest import IngestLoop, Ingestor
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics
@@ -106,7 +106,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
                       key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)
     ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
-                        max_line_bytes=s.ingest.max_line_bytes, drift=drift)
+                        max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts)
     runner = SessionRunner(SessionProcessor(fmt.name, rules, BytesTable(table)), None, topics.windows, metrics)
     ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
 
@@ -202,12 +202,14 @@ async def handle_record(ctx: WorkerContext, app: faust.App, key: bytes | None, v
     """Every failure is caught here (an agent that raises acks the record and loses it)."""
     topic = ctx.topics.events
     try:
-        if not key:
-            raise CodecError("events record without a session id key")
-        src, rp, events = decode_events(value)
+        src, rp, sessions = decode_events_record(key, value)  # a bundle, or an older one-session record
         if src != ctx.source:
             raise CodecError(f"events of source {src!r} reached the {ctx.source!r} worker")
-        await ctx.runner.on_record(key.decode("utf-8", "replace"), rp, events, partition, offset)
+        _, failures = await ctx.runner.on_bundle(rp, sessions, partition, offset)
+        for sid, events, e in failures:  # the rest of the bundle was applied; these sessions were not
+            ctx.metrics.dead.labels("sessions", "error").inc()
+            await ctx.producer.send_and_wait(ctx.topics.dead_letter, key=sid.encode(), value=encode_dead_letter(
+                "error", topic, partition, offset, encode_events(src, rp, events), detail=f"{type(e).__name__}: {e}"))
     except KafkaError as e:  # windows not acknowledged: state untouched; crash, the restart redoes it
         log.critical("cannot produce windows: %s", e)
         await app.crash(e)

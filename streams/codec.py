@@ -3,7 +3,11 @@
 Every topic carries plain JSON bytes that any Kafka client can read (no pickle, no Faust envelope):
 
     raw        b"<line>" or b"<line>\\n<line>..."   key optional      (written by shippers / `logad replay`)
-    events     {"src": "hdfs", "rp": "logs.hdfs/0", "e": [[tid, ts, pos], ...]}   key = session id
+    events     {"src": "hdfs", "rp": "logs.hdfs/0", "s": [[session id, [[tid, ts, pos], ...]], ...]}
+               no key, partition = the sessions' key partition: ONE record per events partition per
+               ingest batch (a bundle), so the session agent's per-record cost is paid per batch,
+               not per session. (Older workers wrote one record per session,
+               {"src", "rp", "e": [[tid, ts, pos], ...]} with key = session id; still read.)
     windows    {"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
                 "reason", "final", "n_lines"}  (the Window fields)                key = session id
     scores     logad.alerts.make_event(...) envelope, type io.logad.score or io.logad.anomaly
@@ -68,14 +72,76 @@ def decode_events(data: bytes | None) -> tuple[str, str, list[tuple[int, float |
         src, rp, rows = doc["src"], doc["rp"], doc["e"]
         if not isinstance(src, str) or not isinstance(rp, str) or not isinstance(rows, list):
             raise TypeError("wrong field types")
-        out = []
-        for tid, ts, pos in rows:
-            if type(tid) is not int or type(pos) is not int or not (ts is None or isinstance(ts, (int, float))):
-                raise TypeError(f"bad event {[tid, ts, pos]!r}")
-            out.append((tid, None if ts is None else float(ts), pos))
+        out = _rows(rows)
     except (KeyError, TypeError, ValueError) as e:
         raise CodecError(f"events record: {e}") from None
     return src, rp, out
+
+
+def _rows(rows: list) -> list[tuple[int, float | None, int]]:
+    out = []
+    for tid, ts, pos in rows:
+        if type(tid) is not int or type(pos) is not int:
+            raise TypeError(f"bad event {[tid, ts, pos]!r}")
+        if type(ts) is not float:
+            if not (ts is None or isinstance(ts, int)) or isinstance(ts, bool):
+                raise TypeError(f"bad event {[tid, ts, pos]!r}")
+            ts = None if ts is None else float(ts)
+        out.append((tid, ts, pos))
+    return out
+
+
+MAX_BUNDLE_EVENTS = 10_000  # events per bundle record (~300 KB of JSON: well below 1 MB records)
+
+
+def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple[str, Sequence[Sequence[Any]]]],
+                   max_events: int = MAX_BUNDLE_EVENTS) -> list[bytes]:
+    """Sessions (id, events in arrival order) of one events partition and one raw partition, as
+    bundle records of at most ~max_events events each (a session's events stay in order across them)."""
+    out: list[bytes] = []
+    part: list[tuple[str, Sequence[Sequence[Any]]]] = []
+    n = 0
+    for sid, rows in sessions:
+        i = 0
+        while i < len(rows):
+            take = rows[i:i + max_events - n]
+            part.append((sid, take))
+            n += len(take)
+            i += len(take)
+            if n >= max_events:
+                out.append(orjson.dumps({"src": src, "rp": raw_partition, "s": part}))
+                part, n = [], 0
+    if part:
+        out.append(orjson.dumps({"src": src, "rp": raw_partition, "s": part}))
+    return out
+
+
+def decode_events_record(key: bytes | None, data: bytes | None
+                         ) -> tuple[str, str, list[tuple[str, list[tuple[int, float | None, int]]]]]:
+    """A bundle or an older one-session record -> (source, raw partition, [(session id, events)])."""
+    doc = _loads(data, "events record")
+    try:
+        src, rp = doc["src"], doc["rp"]
+        if not isinstance(src, str) or not isinstance(rp, str):
+            raise TypeError("wrong field types")
+        if "s" in doc:
+            sessions = doc["s"]
+            if not isinstance(sessions, list):
+                raise TypeError("sessions must be a list")
+            out = []
+            for sid, rows in sessions:
+                if not isinstance(sid, str) or not sid or not isinstance(rows, list):
+                    raise TypeError(f"bad session entry for {sid!r}")
+                out.append((sid, _rows(rows)))
+            return src, rp, out
+        if not key:
+            raise TypeError("one-session events record without a session id key")
+        rows = doc["e"]
+        if not isinstance(rows, list):
+            raise TypeError("wrong field types")
+        return src, rp, [(key.decode("utf-8", "replace"), _rows(rows))]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CodecError(f"events record: {e}") from None
 
 
 # ------------------------------------------------------------------------------------ windows

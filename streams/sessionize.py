@@ -1,8 +1,10 @@
 """Sessions in the stream: events records -> logad.sessionizer.Sessionizer over a Faust table -> windows.
 
-    events record (key session id, {"src", "rp", "e": [[tid, ts, pos], ...]})
-      -> drop events at or below the session's raw-position watermark (re-deliveries after a crash)
-      -> Sessionizer.push_many (the record's fresh events) -> closed windows ("max_length", "gap", ...)
+    events bundle ({"src", "rp", "s": [[session id, [[tid, ts, pos], ...]], ...]}, see streams/codec.py)
+      -> per session: drop events at or below its raw-position watermark (re-deliveries after a crash)
+      -> Sessionizer.push_many (the session's fresh events) -> closed windows ("max_length", "gap", ...)
+      -> the whole bundle is one unit: windows produced and acknowledged, then ONE table write per
+         changed session (SessionRunner.on_bundle)
     timer every sessions.sweep_every_s, only when nothing is in flight (streams/app.py `tick`)
       -> Sessionizer.sweep(now)                          -> closed windows ("idle")
     windows -> windows topic (key session id), acknowledged BEFORE the table changes are written
@@ -351,6 +353,55 @@ class SessionRunner:
             if self.metrics is not None and self.proc.duplicates != dup:
                 self.metrics.duplicates.inc(self.proc.duplicates - dup)
             return windows
+
+    async def on_bundle(self, rp: str, sessions: list[tuple[str, list]], partition: int, offset: int,
+                        now: float | None = None) -> tuple[list[Window], list[tuple[str, list, Exception]]]:
+        """A bundle record (every session of one events partition from one ingest batch) as ONE unit:
+        apply all -> produce the windows -> await acks -> write each changed session once.
+
+        Returns (windows, failures). If applying raises (a bug, or input we did not foresee), the
+        unit is dropped and redone session by session, so one bad session cannot sink the others;
+        failures are (session id, its events, the error) for the caller to dead-letter."""
+        async with self.lock:
+            dup = self.proc.duplicates
+            t = time.time() if now is None else now
+            windows: list[Window] = []
+            failures: list[tuple[str, list, Exception]] = []
+            try:
+                apply = self.proc.apply
+                for sid, events in sessions:
+                    windows += apply(sid, rp, events, t)
+            except Exception:
+                self.proc.store.discard()
+                self.proc.duplicates = dup
+                log.exception("events bundle %d@%d failed; applying it session by session", partition, offset)
+                windows = []
+                for sid, events in sessions:
+                    try:
+                        ws = self.proc.apply(sid, rp, events, t)
+                    except Exception as e:  # noqa: PERF203 (rare path)
+                        self.proc.store.discard()
+                        failures.append((sid, events, e))
+                        continue
+                    await self._unit(ws)
+                    windows += ws
+            else:
+                await self._unit(windows)
+            self.processed_end[partition] = offset + 1
+            if self.metrics is not None:
+                self.metrics.session_records.inc()
+                if self.proc.duplicates != dup:
+                    self.metrics.duplicates.inc(self.proc.duplicates - dup)
+            return windows, failures
+
+    async def _unit(self, windows: list[Window]) -> None:
+        """Produce `windows`, await their acks, then write the buffered state (nothing on failure)."""
+        try:
+            await self._emit(windows)
+        except BaseException:
+            self.proc.store.discard()  # nothing persisted: a re-delivery redoes it all
+            raise
+        self.proc.store.flush()
 
     def mark_processed(self, partition: int, offset: int) -> None:
         self.processed_end[partition] = max(self.processed_end.get(partition, 0), offset + 1)

@@ -395,3 +395,80 @@ def test_tombstones_do_not_count_against_the_session_cap() -> None:
     proc.sweep(now=100.0, final=True)  # purges the tombstones: the count stays exact
     proc.store.flush()
     assert len(proc.store) == 0 == proc.store.count_open() and table == {}
+
+
+# ------------------------------------------------------------------------- bundled events records
+def test_bundles_equal_offline_windows_and_stay_co_partitioned(setup: tuple) -> None:
+    """What the worker produces: one bundle per (raw partition, events partition) per batch. Fed the
+    sample in random batches, bundles -> SessionProcessor close exactly the offline windows."""
+    from streams.codec import decode_events_record
+
+    vocab, rules = setup
+    expected = offline_windows(vocab, rules)
+    rng = random.Random(5)
+    records = raw_records(LINES, rng)
+    ing = Ingestor(HDFS, vocab, max_record_bytes=1 << 20, max_line_bytes=65536, partitions=4)
+    proc = SessionProcessor("hdfs", rules, {})
+    got: list[Window] = []
+    i = n_bundles = 0
+    while i < len(records):
+        n = rng.randint(1, 900)
+        out = ing.process(records[i:i + n])
+        i += n
+        assert len(out.bundles) <= 4 and out.sessions == len(out.events)
+        for part, value in out.bundles:
+            n_bundles += 1
+            src, rp, sessions = decode_events_record(None, value)
+            assert (src, rp) == ("hdfs", "logs.hdfs/0")
+            assert all(key_partition(sid, 4) == part for sid, _ in sessions)
+            for sid, events in sessions:
+                got += proc.apply(sid, rp, events, now=1.0)
+        proc.store.flush()
+    got += proc.sessionizer.close_all("end")
+    assert sorted(map(key_of, got)) == sorted(map(key_of, expected))
+    assert n_bundles < len(records) // 10  # far fewer records than one per session per batch
+
+
+def test_bundle_split_keeps_each_session_in_order() -> None:
+    from streams.codec import decode_events_record, encode_bundles
+
+    sessions = [("a", [[3, 1.0, p] for p in range(7)]), ("b", [[4, None, 100]]), ("c", [[5, 2.0, p] for p in range(5)])]
+    records = encode_bundles("hdfs", "r/0", sessions, max_events=3)
+    assert len(records) == 5
+    seen: dict[str, list] = {}
+    for v in records:
+        _, _, part = decode_events_record(None, v)
+        assert sum(len(e) for _, e in part) <= 3
+        for sid, events in part:
+            seen.setdefault(sid, []).extend(events)
+    assert {k: [list(e) for e in v] for k, v in seen.items()} == dict(sessions)
+    legacy = encode_events("hdfs", "r/0", [[3, 1.0, 7]])  # one-session records of older workers still read
+    assert decode_events_record(b"blk_9", legacy) == ("hdfs", "r/0", [("blk_9", [(3, 1.0, 7)])])
+    for bad_key, bad in ((None, legacy), (None, b'{"src":"h","rp":"x","s":[[1,[]]]}'), (None, b"[]")):
+        with pytest.raises(CodecError):
+            decode_events_record(bad_key, bad)
+
+
+def test_on_bundle_applies_once_and_isolates_a_failing_session(setup: tuple) -> None:
+    from streams.sessionize import SessionRunner
+
+    _, rules = setup
+
+    class Flaky(SessionProcessor):
+        def apply(self, session_id, rp, events, now):
+            if session_id == "bad":
+                raise RuntimeError("boom")
+            return super().apply(session_id, rp, events, now)
+
+    table: dict = {}
+    producer = FakeProducer()
+    runner = SessionRunner(Flaky("hdfs", rules, table), producer, "W")
+    full = [(3 + k % 4, 1.0 + k, k) for k in range(9)]  # 9 events: one sliding window closes (length 8)
+    ok = [("a", full), ("b", [(3, 1.0, 0)])]
+    windows, failures = asyncio.run(runner.on_bundle("r/0", ok, partition=1, offset=7))
+    assert not failures and [w.session_id for w in windows] == ["a"] and len(producer.sent) == 1
+    assert sorted(table) == ["a", "b"] and runner.processed_end == {1: 8}
+    windows, failures = asyncio.run(runner.on_bundle("r/0", [("c", full), ("bad", [(3, 1.0, 0)]), ("d", [(3, 1.0, 0)])],
+                                                     partition=1, offset=8))
+    assert [f[0] for f in failures] == ["bad"] and [w.session_id for w in windows] == ["c"]
+    assert sorted(table) == ["a", "b", "c", "d"] and runner.processed_end == {1: 9}
