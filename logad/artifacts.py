@@ -17,17 +17,18 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from logad.errors import ArtifactError, ConfigError, LogadError
-from logad.model import ModelConfig, NextTokenTransformer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: the streaming worker reads
+    import torch  # manifests and vocabs only and must not pay ~500 MB of RSS for a module it never uses
+
+    from logad.model import NextTokenTransformer
 
 FORMAT = "logad-model/1"
 WEIGHTS = "weights.safetensors"
@@ -72,6 +73,8 @@ def save_bundle(
     extra: dict | None = None,
 ) -> dict:
     """Write weights + vocab + manifest; returns the manifest."""
+    from safetensors.torch import save_file
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "head.weight"}
@@ -111,6 +114,12 @@ class Bundle:
 
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     """Load and verify a bundle; any inconsistency raises ArtifactError (one line)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from logad.model import ModelConfig, NextTokenTransformer
+
     p = Path(path)
     if not p.is_dir():
         raise ArtifactError(f"model folder {p} does not exist")

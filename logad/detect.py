@@ -14,17 +14,19 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
 from logad.alerts import make_event
 from logad.config import SessionConfig
-from logad.detector import Detector
 from logad.formats import LogFormat, load_format
 from logad.parse import ParseStats, open_lines, parse_line
 from logad.records import LogRecord, Window
 from logad.sessionizer import SessionRules, Sessionizer
+
+if TYPE_CHECKING:  # the model (torch) loads only in detect_file: the worker imports session_rules
+    from logad.detector import Detector
 
 
 def session_rules(detector: Detector, fmt: LogFormat, cfg: SessionConfig) -> SessionRules:
@@ -55,6 +57,8 @@ def windows_from_lines(lines: Iterable[bytes | str], fmt: LogFormat, detector: D
 def detect_file(file: str | Path, model_dir: str | Path, log_format: str | None, out: str | Path | None,
                 session_cfg: SessionConfig = SessionConfig(), device: str = "auto", batch: int = 512) -> dict:
     """Write one alert JSON per line for every anomalous window; return a summary."""
+    from logad.detector import Detector
+
     det = Detector.load(model_dir, device)
     fmt = load_format(log_format or det.bundle.vocab.format_name or "hdfs")
     sz = Sessionizer(fmt.name, session_rules(det, fmt, session_cfg))
