@@ -21,7 +21,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not kafka and not slow"
 
 test-reliability: install kafka-jars
-	$(PY) -m pytest -q -m reliability
+	$(PY) -m pytest -q -s -m reliability  # -s: each scenario prints its figures (RELIABILITY {...})
 
 bench: install kafka-jars
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
