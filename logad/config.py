@@ -77,6 +77,8 @@ class ScorerConfig:
     max_wait_ms: float = 20.0  # longest a window waits for its batch to fill
     queue_size: int = 4096  # bounded queue between the consumer and the model
     early_alerts: bool = False  # score open sessions incrementally and send `early: true` alerts
+    cache_size: int = 65536  # scores kept per distinct window (ids, n_context); repeats skip the model; 0 = off
+    torch_threads: int = 1  # CPU threads of the model (0 = torch's default); scale out with scorer processes
 
 
 @dataclass(frozen=True)

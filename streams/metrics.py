@@ -2,7 +2,9 @@
 
 The worker's metrics are served by Faust's web server at http://<web.host>:<web.port>/metrics (with
 Faust's own stream/table metrics); the scorer serves its own at <web.host>:<web.scorer_port>.
-Both bind to 127.0.0.1 by default. Names are prefixed `logad_`.
+Both bind to 127.0.0.1 by default. Names are prefixed `logad_`; WORKER_METRICS / SCORER_METRICS
+list them (tests check that the endpoints serve them; deploy/grafana-dashboard.json and the PromQL
+in README.md use them).
 """
 
 from __future__ import annotations
@@ -13,24 +15,49 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536, 262144)
+
+WORKER_METRICS = (
+    "logad_ingest_raw_records", "logad_ingest_lines", "logad_ingest_events", "logad_ingest_unk_lines",
+    "logad_parse_failures", "logad_dead_letters", "logad_ingest_batch_seconds", "logad_ingest_batch_lines",
+    "logad_unk_line_ratio", "logad_drift_templates", "logad_open_sessions", "logad_session_records",
+    "logad_session_closes", "logad_evictions", "logad_windows", "logad_duplicate_events",
+    "logad_backfilled_events_records", "logad_caught_up", "logad_consumer_lag", "logad_input_clock_lag_seconds",
+)
+SCORER_METRICS = (
+    "logad_scorer_windows", "logad_scorer_alerts", "logad_scorer_batch_size", "logad_scorer_batch_seconds",
+    "logad_scoring_latency_seconds", "logad_scorer_queue", "logad_scorer_dead_letters", "logad_scorer_retries",
+    "logad_scorer_cache_hits", "logad_scorer_cache_misses", "logad_consumer_lag",
+)
 
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         r = registry
         self.raw_records = Counter("logad_ingest_raw_records", "raw records consumed", registry=r)
-        self.lines = Counter("logad_ingest_lines", "raw lines parsed", registry=r)
+        self.lines = Counter("logad_ingest_lines", "raw lines read, per source (log format) and raw topic",
+                             ["source", "topic"], registry=r)
+        self.parse_failures = Counter("logad_parse_failures", "raw lines that could not be parsed, by reason",
+                                      ["reason"], registry=r)
         self.events = Counter("logad_ingest_events", "templated events produced (per session key)", registry=r)
         self.unk = Counter("logad_ingest_unk_lines", "lines no template of the vocab matched", registry=r)
         self.dead = Counter("logad_dead_letters", "records or lines sent to the dead-letter topic",
                             ["stage", "reason"], registry=r)
         self.batch_seconds = Histogram("logad_ingest_batch_seconds", "parse+produce+commit time per raw batch",
                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_lines = Histogram("logad_ingest_batch_lines", "raw lines per ingest batch", buckets=SIZE_BUCKETS,
+                                     registry=r)
+        self.unk_ratio = Gauge("logad_unk_line_ratio", "share of the last ingest batch's lines with an unseen "
+                               "template (UNK)", registry=r)
         self.drift_templates = Gauge("logad_drift_templates", "templates the drift miner found among UNK lines",
                                      registry=r)
         self.open_sessions = Gauge("logad_open_sessions", "sessions open in this worker's table", registry=r)
         self.session_records = Counter("logad_session_records", "events records handled by the session agent",
                                        registry=r)
+        self.closes = Counter("logad_session_closes", "sessions closed, by reason (idle, gap, terminal, evicted, ...)",
+                              ["reason"], registry=r)
+        self.evictions = Counter("logad_evictions", "sessions closed early because the open-session cap was reached",
+                                 registry=r)
         self.windows = Counter("logad_windows", "closed windows sent to the scorer", ["reason"], registry=r)
         self.duplicates = Counter("logad_duplicate_events", "re-delivered events dropped by raw position",
                                   registry=r)
@@ -38,12 +65,28 @@ class WorkerMetrics:
                                   "events records Faust skipped that the worker read directly", registry=r)
         self.caught_up = Gauge("logad_caught_up", "1 when ingest and sessions have no lag (idle sweeps run)",
                                registry=r)
+        self.lag = lag_gauge(r)
+        self.clock_lag = Gauge("logad_input_clock_lag_seconds", "wall time - the input clock idle sessions are "
+                               "closed on (0 when caught up): how far behind the worker's decisions are", registry=r)
         self._seen: dict[str, int] = {}
+        self._closes: dict[str, int] = {}
+        self._rejected: dict[str, int] = {}
 
     def ingest_batch(self, n_records: int, out: Any, seconds: float, ingestor: Any) -> None:
         self.raw_records.inc(n_records)
-        self.lines.inc(out.lines)
+        source = getattr(out, "source", "") or ingestor.fmt.name
+        for topic, n in getattr(out, "lines_by_topic", {}).items():
+            self.lines.labels(source, topic).inc(n)
         self.batch_seconds.observe(seconds)
+        self.batch_lines.observe(out.lines)
+        unk_before = self._seen.get("unk", 0)
+        for reason, n in list(ingestor.stats.rejected.items()):
+            delta = n - self._rejected.get(reason, 0)
+            if delta:
+                self._rejected[reason] = n
+                self.parse_failures.labels(reason).inc(delta)
+        if out.lines:
+            self.unk_ratio.set((ingestor.counters.get("unk", 0) - unk_before) / out.lines)
         # The ingestor keeps running totals; export what changed since the last batch.
         for name, value in list(ingestor.counters.items()):
             delta = value - self._seen.get(name, 0)
@@ -60,6 +103,18 @@ class WorkerMetrics:
     def drift(self, summary: dict) -> None:
         self.drift_templates.set(summary.get("templates", 0))
 
+    def sessions(self, counters: Any) -> None:
+        """Export the Sessionizer's running totals (closed_<reason>, evicted) as counters."""
+        for name, value in list(counters.items()):
+            delta = value - self._closes.get(name, 0)
+            if not delta:
+                continue
+            self._closes[name] = value
+            if name.startswith("closed_"):
+                self.closes.labels(name[7:]).inc(delta)
+            elif name == "evicted":
+                self.evictions.inc(delta)
+
 
 class ScorerMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
@@ -75,6 +130,16 @@ class ScorerMetrics:
                             registry=r)
         self.retries = Counter("logad_scorer_retries", "batches re-scored window by window after a failure",
                                registry=r)
+        self.latency = Histogram("logad_scoring_latency_seconds", "window produced by the worker -> its score "
+                                 "published and acknowledged", buckets=LATENCY_BUCKETS, registry=r)
+        self.cache_hits = Counter("logad_scorer_cache_hits", "windows answered from the score cache", registry=r)
+        self.cache_misses = Counter("logad_scorer_cache_misses", "windows run through the model", registry=r)
+        self.lag = lag_gauge(r)
+
+
+def lag_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge("logad_consumer_lag", "records behind the partition's end (high-water mark), per stage",
+                 ["stage", "topic", "partition"], registry=registry)
 
 
 def scrape(url: str, timeout_s: float = 2.0) -> dict[str, float]:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from logad.records import Window, WindowScore
 from streams.codec import CodecError, decode_window, encode_dead_letter, encode_json
 
 log = logging.getLogger("logad.scorer")
+
+MAX_IN_FLIGHT = 4  # batches scored and sent whose acks (and commit) are still pending
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Scorer:
         self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
         self.scored = 0
         self.alerts = 0
+        self._last: asyncio.Task | None = None  # the latest batch's ack-and-commit task
 
     async def consume(self) -> None:
         """Fetch windows into the bounded queue (blocks when the model falls behind: backpressure)."""
@@ -77,6 +81,17 @@ class Scorer:
                     await self.queue.put(r)
             if self.metrics is not None:
                 self.metrics.queue.set(self.queue.qsize())
+                await self._observe_lag()
+
+    async def _observe_lag(self) -> None:
+        try:
+            for tp in self.consumer.assignment():
+                hw = self.consumer.highwater(tp)
+                if hw is not None:
+                    lag = max(0, hw - await self.consumer.position(tp))
+                    self.metrics.lag.labels("scorer", tp.topic, str(tp.partition)).set(lag)
+        except Exception as e:  # metrics only
+            log.debug("lag metrics: %s", e)
 
     async def next_batch(self) -> list[Any]:
         """The first waiting window, plus whatever arrives within max_wait_ms, up to max_batch."""
@@ -96,10 +111,22 @@ class Scorer:
         return items
 
     async def run(self) -> None:
-        while True:
-            await self.handle(await self.next_batch())
+        """Score batch after batch; up to MAX_IN_FLIGHT batches wait for their acks (and commit, in
+        order) while the next ones are scored: a produce round trip per batch no longer stalls the
+        model. The first failure (a produce that cannot be acknowledged) ends run()."""
+        in_flight: deque[asyncio.Task] = deque()
+        try:
+            while True:
+                in_flight.append(await self.handle(await self.next_batch(), wait=False))
+                while in_flight and (len(in_flight) > MAX_IN_FLIGHT or in_flight[0].done()):
+                    await in_flight.popleft()
+        finally:
+            for t in in_flight:
+                t.cancel()  # not acknowledged/committed: those windows are re-delivered (same alert ids)
 
-    async def handle(self, records: list[Any]) -> None:
+    async def handle(self, records: list[Any], wait: bool = True) -> asyncio.Task:
+        """Decode, score and send one batch; a task awaits the acks, then commits past the batch
+        (after the previous batch's commit). `wait`: return only once that is done."""
         t0 = time.perf_counter()
         outcomes = []
         for r in records:
@@ -109,13 +136,36 @@ class Scorer:
                 outcomes.append(Outcome(r, None, error=f"bad_window: {e}"))
         todo = [o for o in outcomes if o.window is not None]
         if todo:
+            hits, misses = getattr(self.det, "cache_hits", 0), getattr(self.det, "cache_misses", 0)
             results = await asyncio.to_thread(score_batch, self.det, [o.window for o in todo])
+            if self.metrics is not None:
+                self.metrics.cache_hits.inc(getattr(self.det, "cache_hits", 0) - hits)
+                self.metrics.cache_misses.inc(getattr(self.det, "cache_misses", 0) - misses)
             for o, res in zip(todo, results):
                 if isinstance(res, Exception):
                     o.error = f"score_failed: {type(res).__name__}: {res}"
                 else:
                     o.score = res
-        await self.publish(outcomes)
+        futures = await self.send(outcomes)
+        task = asyncio.ensure_future(self._settle(outcomes, futures, self._last, t0))
+        self._last = task
+        if wait:
+            await task
+        return task
+
+    async def _settle(self, outcomes: list[Outcome], futures: list[asyncio.Future], previous: asyncio.Task | None,
+                      t0: float) -> None:
+        await asyncio.gather(*futures)  # every score / alert / dead letter of the batch acknowledged
+        if previous is not None:
+            await previous  # commits stay in batch order (a failed one raises here too)
+        if self.metrics is not None:
+            self.metrics.windows.inc(sum(o.score is not None for o in outcomes))
+            self.metrics.alerts.inc(sum(o.score is not None and o.score.is_anomaly for o in outcomes))
+            done = time.time()  # window produced by the worker -> its score acknowledged here
+            for o in outcomes:
+                ts = getattr(o.record, "timestamp", None)
+                if isinstance(ts, int) and ts > 0:
+                    self.metrics.latency.observe(max(0.0, done - ts / 1000.0))
         # Everything is acknowledged: commit past the batch (records of a partition arrive in order).
         offsets: dict[Any, int] = {}
         for o in outcomes:
@@ -126,11 +176,12 @@ class Scorer:
         except Exception as e:  # e.g. partitions moved in a rebalance: they will be scored again
             log.warning("commit failed (%s); those windows will be re-delivered (same alert ids)", e)
         if self.metrics is not None:
-            self.metrics.batch_size.observe(len(records))
+            self.metrics.batch_size.observe(len(outcomes))
             self.metrics.batch_seconds.observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.queue.qsize())
 
-    async def publish(self, outcomes: list[Outcome]) -> None:
+    async def send(self, outcomes: list[Outcome]) -> list[asyncio.Future]:
+        """Queue every score (+ alert) and dead letter of the batch; returns the delivery futures."""
         futures = []
         now = time.time()
         version = self.det.version
@@ -151,10 +202,11 @@ class Scorer:
                             o.record.offset, o.error)
                 futures.append(await self.producer.send(self.topics.dead_letter, key=key, value=encode_dead_letter(
                     reason, o.record.topic, o.record.partition, o.record.offset, o.record.value, detail=detail)))
-        await asyncio.gather(*futures)
-        if self.metrics is not None:
-            self.metrics.windows.inc(sum(o.score is not None for o in outcomes))
-            self.metrics.alerts.inc(sum(o.score is not None and o.score.is_anomaly for o in outcomes))
+        return futures
+
+    async def publish(self, outcomes: list[Outcome]) -> None:
+        """Send and wait for the acks (no commit)."""
+        await asyncio.gather(*await self.send(outcomes))
 
 
 def _tp(record: Any) -> Any:
@@ -209,7 +261,12 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
 
     setup_logging(settings.logging)
     banner("scorer", settings, model=str(model_dir), group=group, device=device)
-    detector = Detector.load(model_dir, device, batch_size=settings.scorer.max_batch)
+    if settings.scorer.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.scorer.torch_threads)
+    detector = Detector.load(model_dir, device, batch_size=settings.scorer.max_batch,
+                             cache_size=settings.scorer.cache_size)
     metrics = ScorerMetrics()
     try:
         start_http_server(settings.web.scorer_port, addr=settings.web.host)

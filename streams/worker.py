@@ -22,13 +22,21 @@ def setup_logging(cfg: LoggingConfig) -> None:
     """Plain or one-JSON-object-per-line logs on stderr, at cfg.level."""
     import orjson
 
+    standard = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
     class JsonFormatter(logging.Formatter):
+        """{"time", "level", "logger", "msg", "process", [exc], [any `extra=` fields]} per line."""
+
         def format(self, record: logging.LogRecord) -> str:
-            doc = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                   "msg": record.getMessage()}
+            doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+                   "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
+                   "process": record.process}
+            for k, v in vars(record).items():
+                if k not in standard and not k.startswith("_"):
+                    doc[k] = v
             if record.exc_info:
                 doc["exc"] = self.formatException(record.exc_info)
-            return orjson.dumps(doc).decode()
+            return orjson.dumps(doc, default=str).decode()
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if cfg.json else
