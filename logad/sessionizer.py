@@ -18,6 +18,7 @@ one state read and one write, deciding exactly as the same `push` calls would.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ class Sessionizer:
         self.rules = rules
         self.store: MutableMapping[str, Any] = {} if store is None else store
         self.counters: Counter[str] = Counter()  # closes by reason, late events, evictions
+        # Activity index for sweep(): a heap of (last activity, key) with lazy deletion, and each
+        # open session's last activity. Built by the first sweep (one scan), kept by _save/_close,
+        # so a sweep costs O(sessions it closes), not O(open sessions). Offline runs never sweep.
+        self._heap: list[tuple[float, str]] | None = None
+        self._seen: dict[str, float] = {}
 
     def _windower(self, key: str, state: Any) -> SessionWindower:
         if state is None:
@@ -67,13 +73,29 @@ class Sessionizer:
     def _save(self, key: str, w: SessionWindower, last_ts: float | None, seen: float) -> tuple:
         state = (*w.to_state(), last_ts, seen)
         self.store[key] = state  # reassign: tables persist assignments, not mutation
+        if self._heap is not None and self._seen.get(key) != seen:
+            self._seen[key] = seen
+            heapq.heappush(self._heap, (seen, key))
         return state
 
     def _close(self, key: str, state: Any, reason: str) -> Window | None:
         self.counters[f"closed_{reason}"] += 1
         window = self._windower(key, state).close(reason)
         del self.store[key]
+        if self._heap is not None:
+            self._seen.pop(key, None)
         return window
+
+    def reindex(self) -> None:
+        """(Re)build the activity index from the store: after a restart or a rebalance brought in
+        sessions this object did not write (streams call `invalidate_index`; the next sweep rebuilds)."""
+        self._seen = {k: seen_of(s, 0.0) for k, s in list(self.store.items())}
+        self._heap = [(t, k) for k, t in self._seen.items()]
+        heapq.heapify(self._heap)
+
+    def invalidate_index(self) -> None:
+        self._heap = None
+        self._seen = {}
 
     def push(self, key: str, template_id: int, ts: float | None, now: float) -> list[Window]:
         """One event of session `key` at event time `ts` (wall-clock `now`); returns closed windows."""
@@ -139,13 +161,33 @@ class Sessionizer:
         return out
 
     def sweep(self, now: float) -> list[Window]:
-        """Close sessions idle (wall clock) for longer than idle_timeout_s."""
-        idle = [(k, s) for k, s in list(self.store.items()) if now - seen_of(s, now) > self.rules.idle_timeout_s]
+        """Close sessions idle for longer than idle_timeout_s at time `now` (of the clock `push`
+        was given: wall clock, or the stream's input clock), oldest activity first."""
+        if self._heap is None:
+            self.reindex()
+        heap, seen, store, idle = self._heap, self._seen, self.store, self.rules.idle_timeout_s
+        assert heap is not None
+        owned = getattr(store, "owned", None)
         out = []
-        for key, state in idle:
+        while heap and now - heap[0][0] > idle:
+            t, key = heapq.heappop(heap)
+            if seen.get(key) != t:
+                continue  # stale entry: the session was active again, or closed
+            state = store.get(key)
+            if state is None or (owned is not None and not owned(key)):
+                seen.pop(key, None)  # gone from the store (another close path, a rebalance)
+                continue
+            actual = seen_of(state, now)
+            if now - actual <= idle:  # the store knows later activity (a discarded write): re-index it
+                seen[key] = actual
+                heapq.heappush(heap, (actual, key))
+                continue
             w = self._close(key, state, "idle")
             if w is not None:
                 out.append(w)
+        if len(heap) > 2 * len(seen) + 1024:  # too many stale entries: compact
+            self._heap = [(t, k) for k, t in seen.items()]
+            heapq.heapify(self._heap)
         return out
 
     def close_all(self, reason: str = "end") -> list[Window]:

@@ -3,11 +3,15 @@
 Every topic carries plain JSON bytes that any Kafka client can read (no pickle, no Faust envelope):
 
     raw        b"<line>" or b"<line>\\n<line>..."   key optional      (written by shippers / `logad replay`)
-    events     {"src": "hdfs", "rp": "logs.hdfs/0", "s": [[session id, [[tid, ts, pos], ...]], ...]}
+    events     {"src": "hdfs", "rp": "logs.hdfs/0", "t": clock,
+                "s": [[session id, [[tid, ts, pos], ...], arrival of its last event], ...]}
                no key, partition = the sessions' key partition: ONE record per events partition per
                ingest batch (a bundle), so the session agent's per-record cost is paid per batch,
-               not per session. (Older workers wrote one record per session,
-               {"src", "rp", "e": [[tid, ts, pos], ...]} with key = session id; still read.)
+               not per session. Arrival times are the raw records' Kafka timestamps (seconds);
+               `t`, the input clock, is the time up to which the raw partition has been read (see
+               streams/sessionize.py: idle sessions are closed on this clock). (Older workers wrote
+               one record per session, {"src", "rp", "e": [[tid, ts, pos], ...]} with key =
+               session id; still read.)
     windows    {"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
                 "reason", "final", "n_lines"}  (the Window fields)                key = session id
     scores     logad.alerts.make_event(...) envelope, type io.logad.score or io.logad.anomaly
@@ -94,54 +98,70 @@ def _rows(rows: list) -> list[tuple[int, float | None, int]]:
 MAX_BUNDLE_EVENTS = 10_000  # events per bundle record (~300 KB of JSON: well below 1 MB records)
 
 
-def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple[str, Sequence[Sequence[Any]]]],
-                   max_events: int = MAX_BUNDLE_EVENTS) -> list[bytes]:
-    """Sessions (id, events in arrival order) of one events partition and one raw partition, as
-    bundle records of at most ~max_events events each (a session's events stay in order across them)."""
-    out: list[bytes] = []
-    part: list[tuple[str, Sequence[Sequence[Any]]]] = []
+def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple], max_events: int = MAX_BUNDLE_EVENTS,
+                   clock: float | None = None) -> list[bytes]:
+    """Sessions (id, events in arrival order[, arrival time of the last one]) of one events partition
+    and one raw partition, as bundle records of at most ~max_events events each (a session's events
+    stay in order across them). `clock`, the input time the raw partition has been read up to, goes
+    on the last record only (applying it means the whole batch is applied). No sessions and a clock:
+    one clock-only record."""
+    out: list[dict] = []
+    part: list[tuple] = []
     n = 0
-    for sid, rows in sessions:
+    for sid, rows, *t in sessions:
         i = 0
         while i < len(rows):
             take = rows[i:i + max_events - n]
-            part.append((sid, take))
+            part.append((sid, take, *t))
             n += len(take)
             i += len(take)
             if n >= max_events:
-                out.append(orjson.dumps({"src": src, "rp": raw_partition, "s": part}))
+                out.append({"src": src, "rp": raw_partition, "s": part})
                 part, n = [], 0
-    if part:
-        out.append(orjson.dumps({"src": src, "rp": raw_partition, "s": part}))
-    return out
+    if part or (clock is not None and not out):
+        out.append({"src": src, "rp": raw_partition, "s": part})
+    if clock is not None:
+        out[-1]["t"] = clock
+    return [orjson.dumps(doc) for doc in out]
 
 
 def decode_events_record(key: bytes | None, data: bytes | None
-                         ) -> tuple[str, str, list[tuple[str, list[tuple[int, float | None, int]]]]]:
-    """A bundle or an older one-session record -> (source, raw partition, [(session id, events)])."""
+                         ) -> tuple[str, str, list[tuple[str, list[tuple[int, float | None, int]], float | None]],
+                                    float | None]:
+    """A bundle or an older one-session record -> (source, raw partition, [(session id, events,
+    arrival time of its last event | None)], input clock | None)."""
     doc = _loads(data, "events record")
     try:
         src, rp = doc["src"], doc["rp"]
         if not isinstance(src, str) or not isinstance(rp, str):
             raise TypeError("wrong field types")
         if "s" in doc:
-            sessions = doc["s"]
-            if not isinstance(sessions, list):
-                raise TypeError("sessions must be a list")
+            sessions, clock = doc["s"], doc.get("t")
+            if not isinstance(sessions, list) or not (clock is None or _number(clock)):
+                raise TypeError("sessions must be a list, t a number")
             out = []
-            for sid, rows in sessions:
-                if not isinstance(sid, str) or not sid or not isinstance(rows, list):
+            for entry in sessions:
+                if not isinstance(entry, list) or len(entry) not in (2, 3):
+                    raise TypeError(f"bad session entry {str(entry)[:80]}")
+                sid, rows, *t = entry
+                arrival = t[0] if t else None
+                if not isinstance(sid, str) or not sid or not isinstance(rows, list) or \
+                        not (arrival is None or _number(arrival)):
                     raise TypeError(f"bad session entry for {sid!r}")
-                out.append((sid, _rows(rows)))
-            return src, rp, out
+                out.append((sid, _rows(rows), None if arrival is None else float(arrival)))
+            return src, rp, out, None if clock is None else float(clock)
         if not key:
             raise TypeError("one-session events record without a session id key")
         rows = doc["e"]
         if not isinstance(rows, list):
             raise TypeError("wrong field types")
-        return src, rp, [(key.decode("utf-8", "replace"), _rows(rows))]
+        return src, rp, [(key.decode("utf-8", "replace"), _rows(rows), None)], None
     except (KeyError, TypeError, ValueError) as e:
         raise CodecError(f"events record: {e}") from None
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # ------------------------------------------------------------------------------------ windows

@@ -52,6 +52,7 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int | None = None  # Kafka timestamp (ms): when the line arrived (raw topics use LogAppendTime)
 
 
 @dataclass
@@ -63,6 +64,8 @@ class IngestOutput:
     lines_by_topic: Counter[str] = field(default_factory=Counter)  # raw topic -> lines
     source: str = ""
     groups: dict[str, dict[str, list[tuple]]] = field(default_factory=dict)  # raw partition -> session -> events
+    arrival: dict[str, dict[str, float]] = field(default_factory=dict)  # raw partition -> session -> last arrival
+    clocks: dict[str, float] = field(default_factory=dict)  # raw partition -> input clock after this batch
 
     @property
     def events(self) -> list[tuple[bytes, bytes]]:
@@ -73,6 +76,7 @@ class IngestOutput:
 
 
 PARTITION_CACHE = 200_000  # session id -> events partition (murmur2 in Python costs ~4 us a call)
+CLOCK_EVERY_S = 0.05  # an events partition with no sessions in a batch still gets the clock this often
 
 
 class Ingestor:
@@ -90,6 +94,8 @@ class Ingestor:
         self.counters: Counter[str] = Counter()  # records, events, unk, non_utf8, dead_<reason>
         self._rp: dict[tuple[str, int], str] = {}  # (topic, partition) -> "topic/partition", one str each
         self._part: dict[str, int] = {}  # session id -> events partition
+        self._clock_sent: dict[tuple[str, int], float] = {}  # (raw partition, events partition) -> wall time
+        self._now = 0.0  # wall time of the batch being processed
 
     def partition_of(self, session_id: str) -> int:
         """The events partition of a session: Kafka's default partitioner on the id's UTF-8 bytes
@@ -106,10 +112,23 @@ class Ingestor:
         self.counters[f"dead_{reason}"] += 1
         out.dead.append((r.key, encode_dead_letter(reason, r.topic, r.partition, r.offset, value, line, detail)))
 
-    def process(self, records: Iterable[RawRecord]) -> IngestOutput:
-        """A batch of raw records -> one bundle per (raw partition, events partition) + dead letters."""
+    def rp_name(self, topic: str, partition: int) -> str:
+        rp = self._rp.get((topic, partition))
+        if rp is None:
+            rp = self._rp[(topic, partition)] = f"{topic}/{partition}"
+        return rp
+
+    def process(self, records: Iterable[RawRecord], clocks: dict[str, float] | None = None,
+                now: float | None = None) -> IngestOutput:
+        """A batch of raw records -> one bundle per (raw partition, events partition) + dead letters.
+
+        Each bundle carries the input clock of its raw partition: `clocks[rp]` when given (the
+        caller read rp to its end: the wall time), else the latest arrival time in the batch.
+        Events partitions without sessions get a clock-only bundle (at most every CLOCK_EVERY_S)."""
+        now = time.time() if now is None else now
         out = IngestOutput(source=self.fmt.name)
         groups = out.groups  # raw partition -> session -> [(tid, ts, pos)]
+        self._now = now
         for r in records:
             try:
                 self._record(r, out, groups)
@@ -119,19 +138,41 @@ class Ingestor:
                 if n <= 5 or n % 1000 == 0:  # bounded logs when every record fails the same way
                     log.exception("ingest failed on %s/%d@%d (%d records so far)", r.topic, r.partition, r.offset, n)
         src, part_of = self.fmt.name, self.partition_of
+        for rp, clock in (clocks or {}).items():
+            out.clocks[rp] = max(clock, out.clocks.get(rp, clock))
         for rp, sessions in groups.items():
-            by_part: dict[int, list[tuple[str, list]]] = {}
+            arrival = out.arrival[rp]
+            by_part: dict[int, list[tuple[str, list, float]]] = {}
             for sid, rows in sessions.items():
                 p = part_of(sid)
                 lst = by_part.get(p)
                 if lst is None:
-                    by_part[p] = [(sid, rows)]
+                    by_part[p] = [(sid, rows, arrival[sid])]
                 else:
-                    lst.append((sid, rows))
+                    lst.append((sid, rows, arrival[sid]))
             out.sessions += len(sessions)
+            clock = out.clocks[rp]
             for p, items in by_part.items():
-                out.bundles += [(p, v) for v in encode_bundles(src, rp, items)]
+                out.bundles += [(p, v) for v in encode_bundles(src, rp, items, clock=clock)]
+                self._clock_sent[(rp, p)] = now
+            out.bundles += self.clock_bundles({rp: clock}, now, skip=set(by_part))
+        out.bundles += self.clock_bundles({rp: c for rp, c in out.clocks.items() if rp not in groups}, now)
         self.counters["events_records"] += len(out.bundles)
+        return out
+
+    def clock_bundles(self, clocks: dict[str, float], now: float, skip: set[int] | None = None
+                      ) -> list[tuple[int, bytes]]:
+        """Clock-only bundles for the events partitions not in `skip` whose clock is older than
+        CLOCK_EVERY_S: the session agents close idle sessions on this clock, so it must advance
+        in every partition that data arrives for, or not. (A silent input sends nothing: the worker
+        is then caught up and closes idle sessions on the wall clock.)"""
+        out = []
+        for rp, clock in clocks.items():
+            for p in range(self.partitions):
+                if (skip and p in skip) or now - self._clock_sent.get((rp, p), 0.0) < CLOCK_EVERY_S:
+                    continue
+                self._clock_sent[(rp, p)] = now
+                out += [(p, v) for v in encode_bundles(self.fmt.name, rp, [], clock=clock)]
         return out
 
     def _record(self, r: RawRecord, out: IngestOutput, groups: dict[str, dict[str, list[tuple]]]) -> None:
@@ -150,12 +191,18 @@ class Ingestor:
         if len(lines) > MAX_LINES_PER_RECORD:
             self._dead(out, r, "too_many_lines", value, detail=f"{len(lines)} lines > {MAX_LINES_PER_RECORD}")
             return
-        rp = self._rp.get((r.topic, r.partition))
-        if rp is None:
-            rp = self._rp[(r.topic, r.partition)] = f"{r.topic}/{r.partition}"
+        rp = self.rp_name(r.topic, r.partition)
         sessions = groups.get(rp)
         if sessions is None:
             sessions = groups[rp] = {}
+            out.arrival[rp] = {}
+        seen = out.arrival[rp]
+        # Arrival time: the record's Kafka timestamp, never later than now (a producer's fast clock).
+        t_arr = r.timestamp / 1000.0 if r.timestamp is not None and r.timestamp > 0 else self._now
+        if t_arr > self._now:
+            t_arr = self._now
+        if t_arr > out.clocks.get(rp, 0.0):
+            out.clocks[rp] = t_arr
         # The per-line loop: locals only, counters added once per record (not per line).
         fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
         base = r.offset << LINE_BITS
@@ -186,6 +233,7 @@ class Ingestor:
                     sessions[key] = [ev]
                 else:
                     rows.append(ev)
+                seen[key] = t_arr
             events += len(keys)
         n = len(lines)
         out.lines += n
@@ -236,8 +284,11 @@ class IngestLoop:
         if not assigned:
             return False
         for tp in assigned:
-            hw = self.consumer.highwater(tp)
-            if hw is None or await self.consumer.position(tp) < hw:
+            end = self.consumer.highwater(tp)
+            lso = getattr(self.consumer, "last_stable_offset", lambda _: None)(tp)
+            if lso is not None and lso >= 0:  # read_committed: an open transaction is not readable yet
+                end = lso
+            if end is None or await self.consumer.position(tp) < end:
                 return False
         return True
 
@@ -256,6 +307,7 @@ class IngestLoop:
         """One poll; returns the number of raw records handled."""
         batch = await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size)
         records = [r for recs in batch.values() for r in recs]
+        now = time.time()
         if not records:
             self._idle_polls += 1
             self._maybe_report_drift()
@@ -264,7 +316,13 @@ class IngestLoop:
         self.busy = True
         try:
             t0 = time.perf_counter()
-            out = self.ingestor.process(RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in records)
+            clocks = {}  # raw partitions read to their end: nothing unread, the clock is the wall time
+            for tp, recs in batch.items():
+                end = self._end(tp)
+                if recs and end is not None and recs[-1].offset + 1 >= end:
+                    clocks[self.ingestor.rp_name(tp.topic, tp.partition)] = now
+            out = self.ingestor.process((RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                                         for r in records), clocks, now)
             futures = [await self.producer.send(self.events_topic, value=v, partition=p) for p, v in out.bundles]
             futures += [await self.producer.send(self.dead_letter_topic, key=k, value=v) for k, v in out.dead]
             for md in await asyncio.gather(*futures):  # every record acknowledged before the commit
@@ -277,6 +335,15 @@ class IngestLoop:
             self.busy = False
         self._maybe_report_drift()
         return len(records)
+
+    def _end(self, tp: Any) -> int | None:
+        """The readable end of a raw partition from the last fetch (LSO under read_committed)."""
+        try:
+            end = self.consumer.highwater(tp)
+            lso = getattr(self.consumer, "last_stable_offset", lambda _: None)(tp)
+        except AssertionError:  # not assigned any more (rebalance)
+            return None
+        return lso if lso is not None and lso >= 0 else end
 
     def _maybe_report_drift(self) -> None:
         drift = self.ingestor.drift

@@ -1,12 +1,12 @@
 """Sessions in the stream: events records -> logad.sessionizer.Sessionizer over a Faust table -> windows.
 
-    events bundle ({"src", "rp", "s": [[session id, [[tid, ts, pos], ...]], ...]}, see streams/codec.py)
+    events bundle ({"src", "rp", "t", "s": [[session id, [[tid, ts, pos], ...], arrival], ...]}, streams/codec.py)
       -> per session: drop events at or below its raw-position watermark (re-deliveries after a crash)
       -> Sessionizer.push_many (the session's fresh events) -> closed windows ("max_length", "gap", ...)
       -> the whole bundle is one unit: windows produced and acknowledged, then ONE table write per
          changed session (SessionRunner.on_bundle)
-    timer every sessions.sweep_every_s, only when nothing is in flight (streams/app.py `tick`)
-      -> Sessionizer.sweep(now)                          -> closed windows ("idle")
+    timer every sessions.sweep_every_s (streams/app.py `tick`)
+      -> Sessionizer.sweep(input clock)                  -> closed windows ("idle")
     windows -> windows topic (key session id), acknowledged BEFORE the table changes are written
 Table values are orjson bytes under the session id's bytes (`BytesTable`): co-partitioned with events.
 
@@ -17,15 +17,21 @@ The Sessionizer is logad's, unchanged; this module only gives it a store (`Sessi
     its events are at or below the watermark. Values of older versions, {"s": state, "w": {rp: pos}},
     are still read;
   * keeps a tombstone [null, rp, pos, ...] for a closed session until every event before the close
-    is committed everywhere, so a late re-delivery cannot re-open it with old events;
+    is committed everywhere (or, on a stream that never pauses, for TOMBSTONE_TTL_S of input time),
+    so a late re-delivery cannot re-open it with old events;
   * buffers writes until `flush()`: windows are produced and acknowledged first, then the state is
     written, so a crash in between re-emits the same windows (same alert ids, deduped downstream)
     instead of losing them.
 Values are reassigned, never mutated in place (a Faust table persists assignments only).
 
-Idle sessions are closed only when ingest and the session agent have no lag. Idleness then means
-"the input was silent", not "this worker was slow or down": a worker that restarts after a crash
-first catches up, then closes what is really idle, and decides like one that never crashed.
+Idleness is measured on the INPUT clock, not on the worker's: a session's last activity is the
+arrival time (Kafka timestamp; raw topics use LogAppendTime) of its last line, and the sweep
+closes sessions idle at the time up to which every raw partition has been applied in every events
+partition of this worker (the bundles carry it; `SessionRunner.input_clock`). Idle then means "the
+input was silent", never "this worker was slow or down": a worker that restarts after a crash, or
+lags behind a burst, decides like one that kept up, and a stream that never pauses still has its
+idle sessions closed (within sweep_every_s of the clock passing them). When everything is read and
+handled (caught up), the clock is the wall clock.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,6 +60,12 @@ from logad.templates import TemplateVocab
 from streams.codec import encode_window
 
 log = logging.getLogger("logad.sessions")
+
+# A tombstone keeps a closed session closed against re-delivered events (see the module docstring).
+# Re-delivery replays what was not committed; commits trail processing by about a commit interval
+# (1 s). On a stream that is never completely quiet the "everything committed" purge of a caught-up
+# tick never comes, so tombstones also go once their close is this old in input time.
+TOMBSTONE_TTL_S = 60.0
 
 
 # ----------------------------------------------------------------------------- model bundle, lite
@@ -169,6 +182,9 @@ class SessionStore(MutableMapping[str, Any]):
         self._tombs: int | None = None  # tombstones in the table (counted on first use, then tracked)
         self.tombstones_final = False  # True: closes delete outright (everything is committed)
         self.owned: Callable[[str], bool] | None = None  # sweep filter: keys of our partitions only
+        self.clock = 0.0  # input time of the change being made (set by SessionProcessor)
+        self._tomb_times: deque[tuple[float, str]] = deque()  # (input time of the close, key), oldest first
+        self._tombs_scanned = False  # tombstones recovered from the changelog are queued at the first purge
 
     # -- raw access ------------------------------------------------------------------------------
     def _raw(self, key: str) -> Any:
@@ -219,7 +235,11 @@ class SessionStore(MutableMapping[str, Any]):
         if self._raw(key) is None:
             raise KeyError(key)
         wm = self.watermark(key)
-        self._put(key, wrap(None, wm) if wm and not self.tombstones_final else None)
+        if wm and not self.tombstones_final:
+            self._put(key, wrap(None, wm))
+            self._tomb_times.append((self.clock, key))
+        else:
+            self._put(key, None)
 
     def __iter__(self) -> Iterator[str]:
         owned = self.owned
@@ -275,6 +295,23 @@ class SessionStore(MutableMapping[str, Any]):
             self._put(k, None)
         return len(dead)
 
+    def purge_tombstones_before(self, t: float) -> int:
+        """Delete tombstones whose session closed before input time `t` (see TOMBSTONE_TTL_S)."""
+        if not self._tombs_scanned:  # recovered ones: their close time is unknown, count it as now
+            self._tombs_scanned = True
+            known = {k for _, k in self._tomb_times}
+            self._tomb_times.extend((self.clock, k) for k, v in list(self.table.items())
+                                    if k not in known and v is not None and state_of(v) is None)
+        n = 0
+        q = self._tomb_times
+        while q and q[0][0] < t:
+            _, key = q.popleft()
+            raw = self._raw(key)
+            if raw is not None and state_of(raw) is None:  # still a tombstone (not re-opened, not purged)
+                self._put(key, None)
+                n += 1
+        return n
+
     def count_open(self) -> int:
         return sum(1 for _ in self)
 
@@ -290,7 +327,9 @@ class SessionProcessor:
 
     def apply(self, session_id: str, rp: str, events: list[tuple[int, float | None, int]],
               now: float) -> list[Window]:
-        """One events record -> the windows it closes. Changes stay buffered until flush()."""
+        """One session's events from one record -> the windows they close. `now`: when they arrived
+        (the input clock of the session's last activity). Changes stay buffered until flush()."""
+        self.store.clock = now
         last = self.store.watermark(session_id).get(rp, -1)
         fresh = [e for e in events if e[2] > last]  # positions rise within a record
         self.duplicates += len(events) - len(fresh)
@@ -300,12 +339,16 @@ class SessionProcessor:
         return self.sessionizer.push_many(session_id, [(tid, ts) for tid, ts, _pos in fresh], now)
 
     def sweep(self, now: float, final: bool) -> list[Window]:
-        """Close idle sessions. `final`: everything is committed, so closes need no tombstone."""
+        """Close sessions idle at input time `now`. `final`: everything is committed, so closes need
+        no tombstone and every tombstone goes; otherwise tombstones older than TOMBSTONE_TTL_S go."""
         self.store.tombstones_final = final
+        self.store.clock = now
         try:
             out = self.sessionizer.sweep(now)
             if final:
                 self.store.purge_tombstones()
+            else:
+                self.store.purge_tombstones_before(now - TOMBSTONE_TTL_S)
             return out
         finally:
             self.store.tombstones_final = False
@@ -326,6 +369,7 @@ class SessionRunner:
         self.metrics = metrics
         self.lock = asyncio.Lock()
         self.processed_end: dict[int, int] = {}  # events partition -> offset after the last record handled
+        self.clocks: dict[tuple[str, int], float] = {}  # (raw partition, events partition) -> input clock applied
 
     async def _emit(self, windows: list[Window]) -> None:
         if windows:
@@ -354,14 +398,18 @@ class SessionRunner:
                 self.metrics.duplicates.inc(self.proc.duplicates - dup)
             return windows
 
-    async def on_bundle(self, rp: str, sessions: list[tuple[str, list]], partition: int, offset: int,
-                        now: float | None = None) -> tuple[list[Window], list[tuple[str, list, Exception]]]:
+    async def on_bundle(self, rp: str, sessions: list[tuple], partition: int, offset: int,
+                        now: float | None = None, clock: float | None = None
+                        ) -> tuple[list[Window], list[tuple[str, list, Exception]]]:
         """A bundle record (every session of one events partition from one ingest batch) as ONE unit:
         apply all -> produce the windows -> await acks -> write each changed session once.
 
         Returns (windows, failures). If applying raises (a bug, or input we did not foresee), the
         unit is dropped and redone session by session, so one bad session cannot sink the others;
-        failures are (session id, its events, the error) for the caller to dead-letter."""
+        failures are (session id, its events, the error) for the caller to dead-letter.
+
+        Sessions are (id, events[, arrival time of the last one]); the arrival time is the session's
+        last activity (else `now`, else the wall clock). `clock`: the bundle's input clock."""
         async with self.lock:
             dup = self.proc.duplicates
             t = time.time() if now is None else now
@@ -369,16 +417,16 @@ class SessionRunner:
             failures: list[tuple[str, list, Exception]] = []
             try:
                 apply = self.proc.apply
-                for sid, events in sessions:
-                    windows += apply(sid, rp, events, t)
+                for sid, events, *arrival in sessions:
+                    windows += apply(sid, rp, events, arrival[0] if arrival and arrival[0] is not None else t)
             except Exception:
                 self.proc.store.discard()
                 self.proc.duplicates = dup
                 log.exception("events bundle %d@%d failed; applying it session by session", partition, offset)
                 windows = []
-                for sid, events in sessions:
+                for sid, events, *arrival in sessions:
                     try:
-                        ws = self.proc.apply(sid, rp, events, t)
+                        ws = self.proc.apply(sid, rp, events, arrival[0] if arrival and arrival[0] is not None else t)
                     except Exception as e:  # noqa: PERF203 (rare path)
                         self.proc.store.discard()
                         failures.append((sid, events, e))
@@ -388,6 +436,8 @@ class SessionRunner:
             else:
                 await self._unit(windows)
             self.processed_end[partition] = offset + 1
+            if clock is not None and clock > self.clocks.get((rp, partition), float("-inf")):
+                self.clocks[(rp, partition)] = clock
             if self.metrics is not None:
                 self.metrics.session_records.inc()
                 if self.proc.duplicates != dup:
@@ -402,6 +452,15 @@ class SessionRunner:
             self.proc.store.discard()  # nothing persisted: a re-delivery redoes it all
             raise
         self.proc.store.flush()
+
+    def input_clock(self, partitions: list[int]) -> float | None:
+        """The input time up to which every raw partition has been applied in every events partition
+        of `partitions` (min over them); None until each of them has a clock."""
+        rps = {rp for rp, _ in self.clocks}
+        if not partitions or not rps:
+            return None
+        clocks = [self.clocks.get((rp, p)) for rp in rps for p in partitions]
+        return None if any(c is None for c in clocks) else min(clocks)  # type: ignore[type-var]
 
     def mark_processed(self, partition: int, offset: int) -> None:
         self.processed_end[partition] = max(self.processed_end.get(partition, 0), offset + 1)

@@ -29,6 +29,9 @@ RAW_PARTITIONS = 1
 # Raw topics accept records up to this size (broker default ~1 MiB), so that a record larger than
 # ingest.max_record_bytes reaches us and is dead-lettered visibly instead of failing at the shipper.
 RAW_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# The broker stamps each raw record with its arrival time (LogAppendTime): idle sessions are closed
+# on that clock (streams/sessionize.py), whatever the shippers' clocks say.
+RAW_TOPIC_CONFIG = {"max.message.bytes": str(RAW_MAX_MESSAGE_BYTES), "message.timestamp.type": "LogAppendTime"}
 SESSIONS_TABLE = "sessions"  # Faust table name; its changelog topic is "<app id>-sessions-changelog"
 
 
@@ -102,8 +105,7 @@ async def _ensure_raw(settings: Settings, raws: dict[str, int]) -> list[str]:
         missing = [k for k in raws if k not in existing]
         if missing:
             resp = await admin.create_topics(
-                [NewTopic(n, raws[n], settings.topics.replication,
-                          topic_configs={"max.message.bytes": str(RAW_MAX_MESSAGE_BYTES)}) for n in missing],
+                [NewTopic(n, raws[n], settings.topics.replication, topic_configs=RAW_TOPIC_CONFIG) for n in missing],
                 timeout_ms=10_000)
             for topic, code, *rest in resp.topic_errors:
                 err = for_code(code) if code else None

@@ -107,3 +107,27 @@ def test_push_many_decides_like_one_push_per_event():
     assert got == expected and one.counters == many.counters
     assert one.counters["evicted"] and one.counters["closed_gap"] and one.counters["closed_terminal"]
     assert one.counters["closed_max_events"] and one.counters["late_events"]
+
+
+def test_sweep_index_closes_exactly_the_idle_sessions():
+    """The activity index (heap + lazy deletion) closes the same sessions as a full scan would."""
+    from logad.sessionizer import SessionRules, Sessionizer, seen_of
+
+    rng = random.Random(3)
+    rules = SessionRules(rule=WindowRule(6, 2), idle_timeout_s=5.0, max_open_sessions=50)
+    sz = Sessionizer("hdfs", rules)
+    now = 0.0
+    for step in range(4000):
+        now += rng.choice([0.0, 0.1, 0.5, 2.0])
+        if rng.random() < 0.05:
+            expected = sorted(k for k, s in sz.store.items() if now - seen_of(s, now) > rules.idle_timeout_s)
+            got = sz.sweep(now)
+            assert sorted(w.session_id for w in got) == expected
+            assert all(now - seen_of(s, now) <= rules.idle_timeout_s for s in sz.store.values())
+        else:
+            key = f"s{rng.randrange(80)}"
+            sz.push_many(key, [(rng.choice([3, 4, 5]), float(step))], now)
+    assert sz.counters["closed_idle"] > 100 and sz.counters["evicted"] > 0
+    sz.store["x"] = sz.store.pop(next(iter(sz.store)))  # written behind the index's back ...
+    sz.invalidate_index()  # ... as a rebalance does: rebuilt from the store by the next sweep
+    assert {w.session_id for w in sz.sweep(now + 100)} >= {"x"} and not sz.store

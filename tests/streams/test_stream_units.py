@@ -418,10 +418,10 @@ def test_bundles_equal_offline_windows_and_stay_co_partitioned(setup: tuple) -> 
         assert len(out.bundles) <= 4 and out.sessions == len(out.events)
         for part, value in out.bundles:
             n_bundles += 1
-            src, rp, sessions = decode_events_record(None, value)
-            assert (src, rp) == ("hdfs", "logs.hdfs/0")
-            assert all(key_partition(sid, 4) == part for sid, _ in sessions)
-            for sid, events in sessions:
+            src, rp, sessions, clock = decode_events_record(None, value)
+            assert (src, rp) == ("hdfs", "logs.hdfs/0") and clock is not None
+            assert all(key_partition(sid, 4) == part for sid, _, _ in sessions)
+            for sid, events, _arrival in sessions:
                 got += proc.apply(sid, rp, events, now=1.0)
         proc.store.flush()
     got += proc.sessionizer.close_all("end")
@@ -437,13 +437,19 @@ def test_bundle_split_keeps_each_session_in_order() -> None:
     assert len(records) == 5
     seen: dict[str, list] = {}
     for v in records:
-        _, _, part = decode_events_record(None, v)
-        assert sum(len(e) for _, e in part) <= 3
-        for sid, events in part:
+        _, _, part, _ = decode_events_record(None, v)
+        assert sum(len(e) for _, e, _ in part) <= 3
+        for sid, events, _ in part:
             seen.setdefault(sid, []).extend(events)
     assert {k: [list(e) for e in v] for k, v in seen.items()} == dict(sessions)
+    clocked = encode_bundles("hdfs", "r/0", [("a", [[3, 1.0, 1]] * 5, 17.5)], max_events=3, clock=20.0)
+    decoded = [decode_events_record(None, v) for v in clocked]
+    assert [d[3] for d in decoded] == [None, 20.0]  # the clock rides on the last record of the batch only
+    assert [d[2][0][2] for d in decoded] == [17.5, 17.5]  # arrival of the session's last event
+    (only_clock,) = encode_bundles("hdfs", "r/0", [], clock=21.0)
+    assert decode_events_record(None, only_clock) == ("hdfs", "r/0", [], 21.0)
     legacy = encode_events("hdfs", "r/0", [[3, 1.0, 7]])  # one-session records of older workers still read
-    assert decode_events_record(b"blk_9", legacy) == ("hdfs", "r/0", [("blk_9", [(3, 1.0, 7)])])
+    assert decode_events_record(b"blk_9", legacy) == ("hdfs", "r/0", [("blk_9", [(3, 1.0, 7)], None)], None)
     for bad_key, bad in ((None, legacy), (None, b'{"src":"h","rp":"x","s":[[1,[]]]}'), (None, b"[]")):
         with pytest.raises(CodecError):
             decode_events_record(bad_key, bad)
@@ -472,3 +478,43 @@ def test_on_bundle_applies_once_and_isolates_a_failing_session(setup: tuple) -> 
                                                      partition=1, offset=8))
     assert [f[0] for f in failures] == ["bad"] and [w.session_id for w in windows] == ["c"]
     assert sorted(table) == ["a", "b", "c", "d"] and runner.processed_end == {1: 9}
+
+
+def test_idle_sessions_close_on_the_input_clock(setup: tuple) -> None:
+    """Idle = silent in INPUT time (Kafka arrival times carried by the bundles), so a worker that is
+    behind, or never quite caught up on a busy stream, still closes idle sessions, and decides as
+    one that kept up would."""
+    import dataclasses
+
+    from streams.sessionize import TOMBSTONE_TTL_S, SessionRunner
+
+    _, rules = setup
+    rules = dataclasses.replace(rules, idle_timeout_s=0.3)
+    table: dict = {}
+    runner = SessionRunner(SessionProcessor("hdfs", rules, table), FakeProducer(), "W")
+    ev = [(3, 1.0, 1)]
+    asyncio.run(runner.on_bundle("r/0", [("a", ev, 10.0), ("b", [(3, 1.0, 2)], 10.35)], 0, 0, clock=10.4))
+    assert runner.input_clock([0, 1]) is None  # partition 1 has no clock yet: no sweep
+    asyncio.run(runner.on_bundle("r/0", [], 1, 0, clock=10.5))
+    assert runner.input_clock([0, 1]) == 10.4 and runner.input_clock([1]) == 10.5
+    closed = asyncio.run(runner.sweep(runner.input_clock([0, 1]), final=False))
+    assert [w.session_id for w in closed] == ["a"] and state_of(table["a"]) is None  # "b" arrived 50 ms ago
+    asyncio.run(runner.sweep(10.4 + TOMBSTONE_TTL_S + 1, final=False))  # b idle too; a's tombstone expired
+    assert "a" not in table and state_of(table["b"]) is None
+
+
+def test_ingest_carries_arrival_times_and_the_input_clock(setup: tuple) -> None:
+    from streams.codec import decode_events_record
+
+    vocab, _ = setup
+    ing = Ingestor(HDFS, vocab, max_record_bytes=1 << 20, max_line_bytes=65536, partitions=2)
+    recs = [RawRecord("logs.hdfs", 0, i, None, LINES[i], timestamp=1_000_000 + 100 * i) for i in range(40)]
+    out = ing.process(recs, now=2000.0)
+    decoded = [(p, decode_events_record(None, v)) for p, v in out.bundles]
+    assert sorted(p for p, _ in decoded) == [0, 1] and all(d[3] == 1000 + 0.1 * 39 for _, d in decoded)
+    arrivals = {sid: t for _, d in decoded for sid, _, t in d[2]}
+    assert arrivals == out.arrival["logs.hdfs/0"] and max(arrivals.values()) <= 1003.9
+    out2 = ing.process(recs[:1], clocks={"logs.hdfs/0": 1999.0}, now=2000.0)  # read to the end: wall clock
+    assert {decode_events_record(None, v)[3] for _, v in out2.bundles} == {1999.0}
+    future = ing.process([RawRecord("logs.hdfs", 0, 50, None, LINES[50], timestamp=9_999_999_999_999)], now=2001.0)
+    assert {decode_events_record(None, v)[3] for _, v in future.bundles} == {2001.0}  # clamped to now
