@@ -459,8 +459,10 @@ def evaluate_stream(
     app_id: AppIdOpt = "logad",
     scorer_group: Annotated[str, typer.Option(help="the scorer's consumer group (for --wait)")] = "logad-scorer",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    raw_topic: Annotated[Optional[str], typer.Option(help="raw topic for the detection delay (default: topics.raw_<format>)")] = None,
+    delay: Annotated[bool, typer.Option(help="detection delay of alerted anomalous sessions (reads the raw topic)")] = True,
 ) -> None:
-    """Session-level precision/recall/F1 of the stream's alerts; agreement with offline detection."""
+    """Session-level precision/recall/F1 of the stream's alerts, detection delay, agreement with offline detection."""
     import asyncio
 
     from streams.evaluate_stream import evaluate, print_report, wait_drained
@@ -469,7 +471,7 @@ def evaluate_stream(
     if wait > 0:
         asyncio.run(wait_drained(s, app_id=app_id, scorer_group=scorer_group, timeout_s=wait))
     report = evaluate(s, labels, alerts_topic=alerts_topic, scores_topic=scores_topic, offline=offline,
-                      model_dir=_model_dir(s, model))
+                      model_dir=_model_dir(s, model), raw_topic=raw_topic, delay=delay)
     if as_json:
         _print_json(report)
     else:

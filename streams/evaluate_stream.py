@@ -6,6 +6,8 @@
                      "not alerted", and is reported)
     --offline FILE -> logad.detect.detect_file on the same file: alert-id sets compared (equal when
                      stream and offline decide identically, which is the design goal)
+    raw topic     -> detection delay of every alerted anomalous session (`detection_delay`):
+                     lines and seconds from its first anomalous event to its first alert
 `wait_drained` is what the demo and the tests wait on: every raw record ingested, every events
 record handled, no session open in the worker, every window scored.
 """
@@ -44,16 +46,92 @@ def read_labels(path: str | Path) -> dict[str, int]:
     return out
 
 
-async def read_events(settings: Settings, topic: str) -> list[dict]:
+async def read_events(settings: Settings, topic: str, *, with_time: bool = False) -> list[dict]:
+    """Decoded JSON records of a topic; `with_time`: each also gets "_kafka_ts" (record timestamp, s)."""
     from streams.alerts_cli import read_topic
 
     out = []
     async for r in read_topic(settings, topic, from_beginning=True, follow=False):
         try:
-            out.append(orjson.loads(r.value))
+            doc = orjson.loads(r.value)
         except orjson.JSONDecodeError:
             continue
+        if with_time and isinstance(doc, dict):
+            doc["_kafka_ts"] = r.timestamp / 1000.0
+        out.append(doc)
     return out
+
+
+# --------------------------------------------------------------------------- detection delay
+DELAY_DEFINITION = (
+    "per alerted anomalous session: its first anomalous event is the first event whose template never "
+    "occurred in normal training sessions (UNK or unseen); for a session without one (anomalous by counts or "
+    "order), the first scored event of its first alerting window. Lines = the session's events after that "
+    "one, up to the last event of the first alerting window; seconds = the first alert's Kafka timestamp "
+    "minus the Kafka arrival time of the raw record holding that event (includes the idle timeout that "
+    "closes the window)")
+
+
+async def session_events(settings: Settings, topic: str, model_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Session -> [(template id, arrival time of its raw record)] in stream order, from the raw topic."""
+    from logad.formats import load_format
+    from logad.parse import parse_line
+    from logad.records import LogRecord
+    from streams.alerts_cli import read_topic
+    from streams.sessionize import load_session_rules
+
+    vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
+    fmt = fmt or load_format("hdfs")
+    out: dict[str, list[tuple[int, float]]] = {}
+    async for r in read_topic(settings, topic, from_beginning=True, follow=False):
+        if not r.value or len(r.value) > settings.ingest.max_record_bytes:
+            continue  # dead-lettered by ingest
+        t = r.timestamp / 1000.0
+        for line in r.value.split(b"\n"):
+            rec = parse_line(line, fmt, settings.ingest.max_line_bytes)
+            if not isinstance(rec, LogRecord):
+                continue
+            tid = vocab.match(rec.content)
+            for key in rec.session_keys:
+                out.setdefault(key, []).append((tid, t))
+    return out
+
+
+def detection_delay(alerts: dict[str, dict], truth: dict[str, int], events: dict[str, list[tuple[int, float]]],
+                    unseen: set[int]) -> dict[str, Any]:
+    """See DELAY_DEFINITION. `unseen`: template ids never seen in normal training (incl. UNK)."""
+    first_alert: dict[str, dict] = {}
+    for a in alerts.values():
+        sid = a.get("subject")
+        if truth.get(sid) != 1 or sid not in events:
+            continue
+        if sid not in first_alert or a.get("_kafka_ts", 0.0) < first_alert[sid].get("_kafka_ts", 0.0):
+            first_alert[sid] = a
+    rows = []
+    for sid, a in first_alert.items():
+        evs = events[sid]
+        win = a["data"]["window"]
+        first = next((i for i, (tid, _) in enumerate(evs) if tid in unseen), None)
+        how = "unseen_template"
+        if first is None or first >= win["end"]:
+            first, how = win["start"] + win["n_context"], "window_start"
+        first = min(first, len(evs) - 1)
+        rows.append({"session": sid, "first_anomalous_event": first, "by": how, "alert_window_end": win["end"],
+                     "lines": max(0, win["end"] - 1 - first),
+                     "seconds": round(a.get("_kafka_ts", float("nan")) - evs[first][1], 3)})
+    rows.sort(key=lambda r: r["session"])
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        if not xs:
+            return {}
+        xs = sorted(xs)
+        pick = lambda q: xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]  # noqa: E731
+        return {"median": pick(0.5), "p90": pick(0.9), "max": xs[-1], "mean": round(sum(xs) / len(xs), 3)}
+
+    return {"definition": DELAY_DEFINITION, "sessions": len(rows),
+            "by_unseen_template": sum(r["by"] == "unseen_template" for r in rows),
+            "lines": stats([r["lines"] for r in rows]), "seconds": stats([r["seconds"] for r in rows]),
+            "examples": rows[:10]}
 
 
 def dedupe(events: list[dict]) -> dict[str, dict]:
@@ -84,10 +162,10 @@ def compare(stream: dict[str, dict], offline: dict[str, dict]) -> dict[str, Any]
 
 def evaluate(settings: Settings, labels: str | Path, *, alerts_topic: str | None = None,
              scores_topic: str | None = None, offline: str | Path | None = None,
-             model_dir: str | Path | None = None) -> dict[str, Any]:
+             model_dir: str | Path | None = None, raw_topic: str | None = None, delay: bool = True) -> dict[str, Any]:
     alerts_t = alerts_topic or settings.topics.alerts
     scores_t = scores_topic or settings.topics.scores
-    alert_records = asyncio.run(read_events(settings, alerts_t))
+    alert_records = asyncio.run(read_events(settings, alerts_t, with_time=True))
     score_records = asyncio.run(read_events(settings, scores_t))
     alerts, scores = dedupe(alert_records), dedupe(score_records)
     truth = read_labels(labels)
@@ -108,7 +186,24 @@ def evaluate(settings: Settings, labels: str | Path, *, alerts_topic: str | None
         if model_dir is None:
             raise BrokerError("--offline needs the model (--model)")
         report["offline"] = compare(alerts, offline_alerts(offline, model_dir, settings))
+    if delay and model_dir is not None:
+        report["delay"] = delay_report(settings, alerts, truth, model_dir, raw_topic)
     return report
+
+
+def delay_report(settings: Settings, alerts: dict[str, dict], truth: dict[str, int], model_dir: str | Path,
+                 raw_topic: str | None) -> dict[str, Any]:
+    from logad.detector import load_reference
+    from logad.templates import TemplateVocab
+    from streams.sessionize import load_session_rules
+    from streams.topics import raw_topic as raw_topic_of
+
+    vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
+    topic = raw_topic or raw_topic_of(settings, fmt.name)
+    ref, _ = load_reference(model_dir, len(vocab))
+    unseen = {i for i, seen in enumerate(ref.seen.tolist()) if not seen} | {TemplateVocab.UNK}
+    events = asyncio.run(session_events(settings, topic, model_dir))
+    return {"raw_topic": topic, **detection_delay(alerts, truth, events, unseen)}
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -132,6 +227,15 @@ def print_report(report: dict[str, Any]) -> None:
                       f"alerted sessions {'identical' if off['sessions_equal'] else 'different'}")
         if not off["alerts_equal"]:
             console.print(f"  only in stream: {off['only_stream'][:5]}  only offline: {off['only_offline'][:5]}")
+    d = report.get("delay")
+    if d and d.get("sessions"):
+        li, se = d["lines"], d["seconds"]
+        console.print(f"detection delay over {d['sessions']} alerted anomalous sessions ({d['by_unseen_template']} "
+                      f"by an unseen template): lines median {li['median']} (p90 {li['p90']}, max {li['max']}); "
+                      f"seconds median {se['median']:.2f} (p90 {se['p90']:.2f}, max {se['max']:.2f})")
+        console.print(f"  (definition: {d['definition']})", style="dim")
+    elif d is not None:
+        console.print("detection delay: no alerted anomalous session to measure")
 
 
 # --------------------------------------------------------------------------------- draining
