@@ -73,7 +73,7 @@ class SessionConfig:
 class ScorerConfig:
     model_dir: str = "artifacts/models/hdfs"  # model bundle used by the scoring worker
     device: str = "auto"  # auto | cpu | cuda
-    max_batch: int = 256  # windows per forward pass
+    max_batch: int = 1024  # windows per scoring batch (model forward passes are length-sorted chunks of it)
     max_wait_ms: float = 20.0  # longest a window waits for its batch to fill
     queue_size: int = 4096  # bounded queue between the consumer and the model
     early_alerts: bool = False  # score open sessions incrementally and send `early: true` alerts

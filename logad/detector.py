@@ -77,6 +77,7 @@ class Detector:
         # distinct id sequences). Cleared when full (O(1) eviction; the working set refills).
         self.cache_size = cache_size
         self._cache: dict[tuple, tuple[dict, list]] = {}
+        self._details: dict[int, tuple[object, dict]] = {}  # id(EventDetail) -> (it, its alert dict)
         self.cache_hits = self.cache_misses = 0
         topk = thresholds.topk if thresholds else 9
         self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
@@ -166,10 +167,22 @@ class Detector:
         return out
 
     def _detail(self, w: Window, e) -> dict:
-        v = self.bundle.vocab
-        return {"index": w.start + e.index, "template_id": e.template_id, "template_key": v.key_of(e.template_id),
-                "template": v.text_of(e.template_id), "prob": e.prob,
-                "expected": [{"template_key": v.key_of(i), "template": v.text_of(i), "prob": p} for i, p in e.top]}
+        # The texts of an event's detail depend on the event only; with the score cache the same
+        # EventDetail objects come back for every repeat of a window, so build them once (by id,
+        # checked: the memo holds the object) and copy with this window's index.
+        hit = self._details.get(id(e))
+        if hit is None or hit[0] is not e:
+            v = self.bundle.vocab
+            base = {"index": e.index, "template_id": e.template_id, "template_key": v.key_of(e.template_id),
+                    "template": v.text_of(e.template_id), "prob": e.prob,
+                    "expected": [{"template_key": v.key_of(i), "template": v.text_of(i), "prob": p} for i, p in e.top]}
+            if len(self._details) >= 4 * max(1024, self.cache_size):
+                self._details.clear()
+            hit = self._details[id(e)] = (e, base)
+        d = dict(hit[1])
+        d["index"] = w.start + e.index
+        d["expected"] = [dict(x) for x in d["expected"]]
+        return d
 
     def session_windows(self, session_id: str, ids: Sequence[int], source: str = "",
                         complete: bool = True) -> list[Window]:

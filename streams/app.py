@@ -6,7 +6,8 @@
 
 Faust carries no payload codec here: every topic is value_serializer="raw" and streams/codec.py
 turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table has
-bytes keys and values (orjson written by sessionize.BytesTable), `use_partitioner=True` (its
+bytes keys and values (orjson; sessionize.ChangelogTable writes the store and the changelog
+itself, acked before each events record is returned to Faust), `use_partitioner=True` (its
 changelog partition is the key's murmur2 partition, exactly the events topic's partition for that
 key, so the timer can write it outside an event), an in-memory store rebuilt from the changelog,
 and no standby replicas (a memory store would mix standby keys into the active dict).
@@ -38,8 +39,8 @@ from streams.codec import CodecError, decode_events_record, encode_dead_letter, 
 from streams.ingest import IngestLoop, Ingestor
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics
-from streams.sessionize import BytesTable, SessionProcessor, SessionRunner, key_partition, load_session_rules
-from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, topics_for
+from streams.sessionize import ChangelogTable, SessionProcessor, SessionRunner, key_partition, load_session_rules
+from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, changelog_topic, topics_for
 
 log = logging.getLogger("logad.worker")
 
@@ -116,7 +117,9 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
     drift = DriftMiner(fmt)
     ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
                         max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts)
-    runner = SessionRunner(SessionProcessor(fmt.name, rules, BytesTable(table)), None, topics.windows, metrics)
+    changelog = ChangelogTable(table, changelog_topic(app_id), parts)  # we write the changelog (see there)
+    runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog), None, topics.windows, metrics,
+                           windows_partitions=parts)
     ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
 
     @app.service
@@ -138,6 +141,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             ctx.admin = AIOKafkaAdminClient(**admin_kwargs(k))
             await ctx.admin.start()
             runner.producer = ctx.producer
+            changelog.producer = ctx.producer
             # Faust warns ("producer buffer full") past 100 queued changelog writes, a normal burst
             # when a batch touches hundreds of sessions; let it queue more before it flushes inline.
             buffer = getattr(app.producer, "buffer", None)

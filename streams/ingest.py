@@ -250,6 +250,26 @@ class Ingestor:
             c["non_utf8"] += non_utf8
 
 
+CHUNK_BYTES = 1 << 20  # raw bytes parsed per chunk of a batch (~8k HDFS lines)
+
+
+def chunked(records: list[Any], limit: int) -> list[list[Any]]:
+    """Consecutive runs of records of at most `limit` value bytes (at least one record each)."""
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    size = 0
+    for r in records:
+        n = len(r.value or b"")
+        if cur and size + n > limit:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(r)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
 class IngestLoop:
     """The raw-topic consumer of a worker: getmany -> Ingestor.process -> produce -> commit.
 
@@ -321,16 +341,28 @@ class IngestLoop:
                 end = self._end(tp)
                 if recs and end is not None and recs[-1].offset + 1 >= end:
                     clocks[self.ingestor.rp_name(tp.topic, tp.partition)] = now
-            out = self.ingestor.process((RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                                         for r in records), clocks, now)
-            futures = [await self.producer.send(self.events_topic, value=v, partition=p) for p, v in out.bundles]
-            futures += [await self.producer.send(self.dead_letter_topic, key=k, value=v) for k, v in out.dead]
+            # Chunks of ~CHUNK_BYTES: the bundles of a chunk go out (and the session agent, on this
+            # event loop, can take them) while the next chunk is parsed. One commit for the batch.
+            chunks = chunked(records, CHUNK_BYTES)
+            futures = []
+            outs = []
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                out = self.ingestor.process((RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                                             for r in chunk), clocks if last else None, now)
+                outs.append((len(chunk), out))
+                futures += [await self.producer.send(self.events_topic, value=v, partition=p) for p, v in out.bundles]
+                futures += [await self.producer.send(self.dead_letter_topic, key=k, value=v) for k, v in out.dead]
+                if not last:
+                    await asyncio.sleep(0)
             for md in await asyncio.gather(*futures):  # every record acknowledged before the commit
                 if md.topic == self.events_topic:
                     self.produced_end[md.partition] = max(self.produced_end.get(md.partition, 0), md.offset + 1)
             await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
             if self.metrics is not None:
-                self.metrics.ingest_batch(len(records), out, time.perf_counter() - t0, self.ingestor)
+                seconds = time.perf_counter() - t0
+                for n, out in outs:
+                    self.metrics.ingest_batch(n, out, seconds / len(outs), self.ingestor)
         finally:
             self.busy = False
         self._maybe_report_drift()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +255,40 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
             return counts
         await asyncio.sleep(0.05)
     return counts
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key bytes), as the producers and Faust use it."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def send_batched(producer: Any, topic: str, records: Iterable[tuple[int, bytes | None, bytes | None]]
+                       ) -> list[Any]:
+    """Send (partition, key, value) records as one BatchBuilder per partition (a new one whenever
+    it is full) instead of one `send()` each: `send()` costs ~40 us of Python per record (a future,
+    a partition lookup, an accumulator append), a batch append a few. Order within a partition is
+    kept. Returns the batches' delivery futures (await them all: every record acknowledged)."""
+    by_part: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+    for p, k, v in records:
+        lst = by_part.get(p)
+        if lst is None:
+            by_part[p] = [(k, v)]
+        else:
+            lst.append((k, v))
+    futures = []
+    if not hasattr(producer, "create_batch"):  # a producer without batches (test fakes): one send each
+        for p, items in by_part.items():
+            futures += [await producer.send(topic, key=k, value=v, partition=p) for k, v in items]
+        return futures
+    for p, items in by_part.items():
+        batch = producer.create_batch()
+        for k, v in items:
+            if batch.append(key=k, value=v, timestamp=None) is None:  # full: send it, start another
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+                batch = producer.create_batch()
+                if batch.append(key=k, value=v, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(v or b'')} bytes does not fit a producer batch")
+        futures.append(await producer.send_batch(batch, topic, partition=p))
+    return futures

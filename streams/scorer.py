@@ -32,7 +32,7 @@ from streams.codec import CodecError, decode_window, encode_dead_letter, encode_
 
 log = logging.getLogger("logad.scorer")
 
-MAX_IN_FLIGHT = 4  # batches scored and sent whose acks (and commit) are still pending
+MAX_IN_FLIGHT = 8  # batches scored and sent whose acks (and commit) are still pending
 
 
 @dataclass
@@ -182,17 +182,23 @@ class Scorer:
 
     async def send(self, outcomes: list[Outcome]) -> list[asyncio.Future]:
         """Queue every score (+ alert) and dead letter of the batch; returns the delivery futures."""
+        from streams.kafka_clients import key_partition, send_batched
+
         futures = []
         now = time.time()
         version = self.det.version
+        n = self.topics.partitions
+        scores: list[tuple[int, bytes | None, bytes]] = []
+        alerts: list[tuple[int, bytes | None, bytes]] = []
         for o in outcomes:
             key = o.record.key
             if o.score is not None:
                 event = encode_json(make_event(o.score, version, self.thresholds, now=now))
-                futures.append(await self.producer.send(self.topics.scores, key=key, value=event))
+                part = key_partition(key, n) if key else 0  # as the default partitioner places keyed records
+                scores.append((part, key, event))
                 self.scored += 1
                 if o.score.is_anomaly:
-                    futures.append(await self.producer.send(self.topics.alerts, key=key, value=event))
+                    alerts.append((part, key, event))
                     self.alerts += 1
             else:
                 reason, _, detail = o.error.partition(": ")
@@ -202,6 +208,8 @@ class Scorer:
                             o.record.offset, o.error)
                 futures.append(await self.producer.send(self.topics.dead_letter, key=key, value=encode_dead_letter(
                     reason, o.record.topic, o.record.partition, o.record.offset, o.record.value, detail=detail)))
+        futures += await send_batched(self.producer, self.topics.scores, scores)  # one batch per partition
+        futures += await send_batched(self.producer, self.topics.alerts, alerts)
         return futures
 
     async def publish(self, outcomes: list[Outcome]) -> None:

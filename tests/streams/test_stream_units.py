@@ -248,7 +248,8 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
-    async def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> asyncio.Future:
+    async def send(self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int | None = None
+                   ) -> asyncio.Future:
         self.sent.append((topic, key, value))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
@@ -518,3 +519,45 @@ def test_ingest_carries_arrival_times_and_the_input_clock(setup: tuple) -> None:
     assert {decode_events_record(None, v)[3] for _, v in out2.bundles} == {1999.0}
     future = ing.process([RawRecord("logs.hdfs", 0, 50, None, LINES[50], timestamp=9_999_999_999_999)], now=2001.0)
     assert {decode_events_record(None, v)[3] for _, v in future.bundles} == {2001.0}  # clamped to now
+
+
+def test_detection_delay_counts_from_the_first_unseen_template() -> None:
+    from streams.evaluate_stream import detection_delay
+
+    def alert(sid: str, start: int, end: int, ctx: int, t: float, aid: str) -> dict:
+        return {"id": aid, "subject": sid, "_kafka_ts": t,
+                "data": {"window": {"start": start, "end": end, "n_context": ctx, "reason": "idle", "final": True}}}
+
+    events = {"a": [(3, 10.0), (4, 10.1), (9, 10.2), (4, 10.3), (4, 10.4)],  # 9 is unseen at index 2
+              "b": [(3, 20.0), (4, 20.5), (4, 21.0)],  # anomalous by counts only
+              "c": [(9, 30.0)]}  # labelled normal: not counted
+    alerts = {"1": alert("a", 0, 5, 0, 12.0, "1"), "0": alert("a", 0, 5, 0, 15.0, "0"),  # the first alert counts
+              "2": alert("b", 0, 3, 0, 22.0, "2"), "3": alert("c", 0, 1, 0, 31.0, "3")}
+    d = detection_delay(alerts, {"a": 1, "b": 1, "c": 0}, events, unseen={1, 9})
+    rows = {r["session"]: r for r in d["examples"]}
+    assert d["sessions"] == 2 and d["by_unseen_template"] == 1
+    assert (rows["a"]["first_anomalous_event"], rows["a"]["lines"], rows["a"]["seconds"]) == (2, 2, 1.8)
+    assert (rows["b"]["by"], rows["b"]["lines"], rows["b"]["seconds"]) == ("window_start", 2, 2.0)
+
+
+def test_changelog_table_writes_store_and_changelog_itself() -> None:
+    from streams.sessionize import ChangelogTable, SessionRunner
+
+    class Producer(FakeProducer):
+        async def send(self, topic: str, key: bytes | None = None, value: bytes | None = b"", partition=None):
+            self.sent.append((topic, key, value, partition))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    faust_table = SimpleNamespace(data=SimpleNamespace(data={}))  # Table.data = memory Store; .data = its dict
+    t = ChangelogTable(faust_table, "app-sessions-changelog", 4)
+    t.producer = producer = Producer()
+    runner = SessionRunner(SessionProcessor("hdfs", load_rules_for_test(), t), producer, "W")
+    asyncio.run(runner.on_bundle("r/0", [("blk_1", [(3, 1.0, 5)], 1.0)], 0, 0))
+    (topic, key, value, part), = [x for x in producer.sent if x[0] != "W"]
+    assert (topic, key, part) == ("app-sessions-changelog", b"blk_1", key_partition("blk_1", 4))
+    assert faust_table.data.data[b"blk_1"] == value and orjson.loads(value)[1:] == ["r/0", 5]
+    assert not t.queued  # drained (acked) before on_bundle returned
+    asyncio.run(runner.sweep(100.0, final=True))
+    assert producer.sent[-1][1:3] == (b"blk_1", None) and faust_table.data.data == {}  # delete = tombstone record
