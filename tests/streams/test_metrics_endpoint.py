@@ -100,3 +100,17 @@ def test_json_logs_are_one_object_per_line(monkeypatch) -> None:
     doc = orjson.loads(buf.getvalue().strip().splitlines()[-1])
     assert doc["msg"] == "hello world" and doc["level"] == "INFO" and doc["logger"] == "logad.test"
     assert doc["session"] == "blk_1"  # `extra` fields travel as keys
+
+
+def test_dashboard_queries_only_served_metrics() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana-dashboard.json").read_text())
+    names = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"logad_\w+", t["expr"])}
+    known = set(WORKER_METRICS) | set(SCORER_METRICS)
+    for n in names:
+        base = re.sub(r"_(total|bucket|count|sum)$", "", n)
+        assert base in known, n
+    assert len(dash["panels"]) >= 12
