@@ -35,7 +35,6 @@ from logad.parse import open_lines  # noqa: E402
 SAMPLE = ROOT / "data/hdfs/HDFS_head20k.log.gz"
 MODEL = ROOT / "artifacts/models/hdfs"
 _BLK = re.compile(rb"blk_(-?)(\d+)")
-BROKER: dict[str, int] = {"pid": 0}  # the running broker's JVM (for CPU accounting)
 
 
 def log(msg: str) -> None:
@@ -63,12 +62,6 @@ def broker() -> Iterator[str]:
     if out.returncode != 0:
         raise SystemExit(f"kafka-local start failed: {out.stderr.strip() or out.stdout.strip()}")
     addr = out.stdout.strip().splitlines()[-1]
-    try:
-        import json
-
-        BROKER["pid"] = int(json.loads((state / "state.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        BROKER["pid"] = 0
     log(f"broker {addr} started in {time.perf_counter() - t0:.1f} s (state {state})")
     try:
         yield addr

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from types import SimpleNamespace
 import subprocess
 import sys
 import tempfile
@@ -150,7 +149,6 @@ def run_e2e(bootstrap: str, lines: list[bytes], per_record: int, n_windows: int,
             "last_window_s": t_last_window - t0, "first_score_s": t_first_score - t0,
             "events_records": len(events),
             "worker_cpu_s": cpu1["workers"] - cpu0["workers"], "scorer_cpu_s": cpu1["scorer"] - cpu0["scorer"],
-            "broker_cpu_s": cpu1["broker"] - cpu0["broker"],
             "cache_hits": sm.get("logad_scorer_cache_hits_total", 0.0),
             "cache_misses": sm.get("logad_scorer_cache_misses_total", 0.0),
         }
@@ -170,10 +168,7 @@ def cpu_seconds(p: Pipeline) -> dict[str, float]:
         except psutil.Error:
             return float("nan")
 
-    from _common import BROKER
-
-    broker = cpu(SimpleNamespace(proc=SimpleNamespace(pid=BROKER["pid"]))) if BROKER["pid"] else float("nan")
-    return {"workers": sum(cpu(w) for w in p.workers), "scorer": cpu(p.scorer), "broker": broker}
+    return {"workers": sum(cpu(w) for w in p.workers), "scorer": cpu(p.scorer)}
 
 
 def main() -> None:
@@ -211,7 +206,7 @@ def main() -> None:
                 f"{r['cache_misses']:.0f} misses)")
             log(f"   CPU: worker {r['worker_cpu_s']:.1f} s ({r['lines'] / r['worker_cpu_s']:,.0f} lines per worker "
                 f"CPU-second), scorer {r['scorer_cpu_s']:.1f} s ({r['windows'] / r['scorer_cpu_s']:,.0f} windows per "
-                f"scorer CPU-second), broker {r['broker_cpu_s']:.1f} s; wall {r['seconds']:.1f} s on 2 cores")
+                f"scorer CPU-second)")
             if r["windows"] != n_windows or r["scores"] < n_windows:
                 log(f"  WARNING: {r['windows']} windows / {r['scores']} scores, expected {n_windows}")
         two = None
