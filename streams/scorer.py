@@ -33,7 +33,6 @@ from streams.codec import CodecError, decode_window, encode_dead_letter, encode_
 log = logging.getLogger("logad.scorer")
 
 MAX_IN_FLIGHT = 8  # batches scored and sent whose acks (and commit) are still pending
-FORWARD_BATCH = 64  # windows per model forward pass (see run_scorer)
 
 
 @dataclass
@@ -274,9 +273,7 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
         import torch
 
         torch.set_num_threads(settings.scorer.torch_threads)
-    # Forward passes of FORWARD_BATCH length-sorted windows: on CPU (1 thread) 64 scores ~1.5x more
-    # windows/s than 256 (less padding per pass; bench/scorer.py); a scoring batch is max_batch.
-    detector = Detector.load(model_dir, device, batch_size=min(settings.scorer.max_batch, FORWARD_BATCH),
+    detector = Detector.load(model_dir, device, batch_size=settings.scorer.max_batch,
                              cache_size=settings.scorer.cache_size)
     metrics = ScorerMetrics()
     try:
