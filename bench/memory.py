@@ -3,7 +3,8 @@
     the worker's store: streams.sessionize.SessionProcessor over BytesTable over a plain dict (what
     the worker's Faust memory:// table keeps: session id bytes -> orjson bytes of the value), fed
     HDFS-like sessions (12 events each, whole-second event times, block-id keys), one raw partition
-    of watermarks, all changes flushed to the table.
+    of watermarks, all changes flushed to the table, and a sweep run (it builds the sessionizer's
+    activity index: last activity per open session + a heap, part of the per-session cost).
 
 Each size runs in a fresh child process; RSS (from /proc/self/statm) is read before the sessions
 open and after, with the sessions still open, and divided by their number. Same run, same sessions:
@@ -72,6 +73,9 @@ def child(n: int, events: int, layout: str, cap: int) -> dict:
                 proc.store.flush()
         offset += events
     proc.store.flush()
+    if layout != "legacy":  # a sweep (nothing idle yet) builds the sessionizer's activity index, as in the worker
+        proc.sweep(now=0.0, final=False)  # earlier than every activity: closes nothing
+        proc.store.flush()
     seconds = time.perf_counter() - start
     del keys
     after = rss()

@@ -61,10 +61,22 @@ async def prepare(settings: Settings, raw_topic: str) -> list[str]:
     return await create_topics(settings, raw_topics=[raw_topic])
 
 
+def use_uvloop() -> bool:
+    """uvloop's event loop for the process (a dependency; measured ~20% more records/s through a Faust
+    agent on this box, NOTES.md). Before any loop exists; False where it is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
 def run_worker(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
                datadir: str | Path | None = None) -> None:
     from streams.app import build_app
 
+    use_uvloop()
     setup_logging(settings.logging)
     app, ctx = build_app(settings, app_id=app_id, model_dir=model_dir, raw_topic=raw_topic, datadir=datadir)
     banner("worker", settings, app_id=app_id, model=str(model_dir), source=ctx.source, topics=vars(ctx.topics),
