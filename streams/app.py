@@ -142,6 +142,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             await ctx.admin.start()
             runner.producer = ctx.producer
             changelog.producer = ctx.producer
+            gate_commits_on_changelog(app, changelog)
             # Faust warns ("producer buffer full") past 100 queued changelog writes, a normal burst
             # when a batch touches hundreds of sessions; let it queue more before it flushes inline.
             buffer = getattr(app.producer, "buffer", None)
@@ -201,6 +202,26 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
 
 def _no_op(*_args: Any, **_kwargs: Any) -> None:
     return None
+
+
+def gate_commits_on_changelog(app: faust.App, changelog: ChangelogTable) -> None:
+    """Faust commits events offsets through Consumer._commit_offsets, after flushing ITS producer.
+    The session changelog goes through ours (ChangelogTable), so every commit first waits until
+    all changelog writes sent so far are acknowledged; if one failed, the worker crashes instead of
+    committing past state that is not in the changelog (the restart recovers and re-reads)."""
+    consumer = app.consumer
+    commit = consumer._commit_offsets
+
+    async def commit_after_changelog(offsets: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            await changelog.settled()
+        except Exception as e:
+            log.critical("session changelog write failed (%s); not committing, stopping", e)
+            await app.crash(e)
+            raise
+        return await commit(offsets, *args, **kwargs)
+
+    consumer._commit_offsets = commit_after_changelog  # type: ignore[method-assign]
 
 
 async def on_event(ctx: WorkerContext, app: faust.App, key: bytes | None, value: bytes | None, partition: int,

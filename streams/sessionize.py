@@ -171,12 +171,13 @@ class ChangelogTable(BytesTable):
 
     Faust's own path costs ~50-100 us per changed key (changelog record built through its Topic,
     buffer and sensors: measured ~40% of the worker at 100 lines per record). Here a write sets the
-    in-memory store directly and queues (key, value) for `drain()`, which sends them with the
-    worker's aiokafka producer to the table's changelog topic (same key bytes, same partition as
-    Faust would choose, None = delete) and awaits the acks. SessionRunner drains after every unit,
-    BEFORE the agent returns the events record to Faust, so an events offset is never committed
-    ahead of the state it produced: the guarantee Faust's flush-before-commit gives. Recovery is
-    Faust's, unchanged (it replays the changelog topic into the memory store)."""
+    in-memory store directly and queues (key, value); `drain()` sends the queue with the worker's
+    aiokafka producer to the table's changelog topic (same key bytes, same partition as Faust would
+    choose, None = delete), in per-partition batches, without waiting; `settled()` waits for every
+    send so far and raises if one failed. The worker gates Faust's offset commits on `settled()`
+    (streams/app.py), so an events offset is never committed ahead of the state it produced: the
+    guarantee Faust's own flush-before-commit gives. Recovery is Faust's, unchanged (it replays the
+    changelog topic into the memory store)."""
 
     def __init__(self, table: Any, topic: str, partitions: int) -> None:
         super().__init__(table)
@@ -186,6 +187,7 @@ class ChangelogTable(BytesTable):
         self.partitions = partitions
         self.producer: Any = None
         self.queued: list[tuple[bytes, bytes | None]] = []
+        self.in_flight: list[Any] = []  # delivery futures of changelog batches not yet known acknowledged
 
     def __getitem__(self, key: str) -> Any:
         return orjson.loads(self.raw[key.encode()])
@@ -215,15 +217,27 @@ class ChangelogTable(BytesTable):
         return len(self.raw)
 
     async def drain(self) -> None:
-        """Send every queued change to the changelog and await the acks (KafkaError propagates)."""
+        """Send every queued change to the changelog (acks are awaited by `settled`)."""
         if not self.queued:
             return
         from streams.kafka_clients import send_batched
 
         queued, self.queued = self.queued, []
         n = self.partitions
-        await asyncio.gather(*await send_batched(self.producer, self.topic,
-                                                 (((murmur2(k) & 0x7FFFFFFF) % n, k, v) for k, v in queued)))
+        self.in_flight += await send_batched(self.producer, self.topic,
+                                             (((murmur2(k) & 0x7FFFFFFF) % n, k, v) for k, v in queued))
+        if len(self.in_flight) > 256:  # keep the list short: drop what is already acknowledged
+            failed = [f for f in self.in_flight if f.done() and (f.cancelled() or f.exception() is not None)]
+            self.in_flight = failed + [f for f in self.in_flight if not f.done()]
+
+    async def settled(self) -> None:
+        """Every changelog write sent so far is acknowledged (raises the first failure)."""
+        pending, self.in_flight = self.in_flight, []
+        try:
+            await asyncio.gather(*pending)
+        except BaseException:
+            self.in_flight = pending + self.in_flight  # still unsettled: the next call raises again
+            raise
 
 
 def _live(value: Any) -> bool:
@@ -526,7 +540,7 @@ class SessionRunner:
         await self._drain()
 
     async def _drain(self) -> None:
-        drain = getattr(self.proc.store.table, "drain", None)  # ChangelogTable: changelog acks
+        drain = getattr(self.proc.store.table, "drain", None)  # ChangelogTable: send the changelog writes
         if drain is not None:
             await drain()
 

@@ -554,10 +554,17 @@ def test_changelog_table_writes_store_and_changelog_itself() -> None:
     t = ChangelogTable(faust_table, "app-sessions-changelog", 4)
     t.producer = producer = Producer()
     runner = SessionRunner(SessionProcessor("hdfs", load_rules_for_test(), t), producer, "W")
-    asyncio.run(runner.on_bundle("r/0", [("blk_1", [(3, 1.0, 5)], 1.0)], 0, 0))
-    (topic, key, value, part), = [x for x in producer.sent if x[0] != "W"]
+
+    async def go() -> None:
+        await runner.on_bundle("r/0", [("blk_1", [(3, 1.0, 5)], 1.0)], 0, 0)
+        assert not t.queued and t.in_flight  # sent with the bundle; acks awaited by settled() (commit gate)
+        await t.settled()
+        assert not t.in_flight
+        await runner.sweep(100.0, final=True)
+        await t.settled()
+
+    asyncio.run(go())
+    (topic, key, value, part), (_, key2, value2, _) = [x for x in producer.sent if x[0] != "W"]
     assert (topic, key, part) == ("app-sessions-changelog", b"blk_1", key_partition("blk_1", 4))
-    assert faust_table.data.data[b"blk_1"] == value and orjson.loads(value)[1:] == ["r/0", 5]
-    assert not t.queued  # drained (acked) before on_bundle returned
-    asyncio.run(runner.sweep(100.0, final=True))
-    assert producer.sent[-1][1:3] == (b"blk_1", None) and faust_table.data.data == {}  # delete = tombstone record
+    assert orjson.loads(value)[1:] == ["r/0", 5]
+    assert (key2, value2) == (b"blk_1", None) and faust_table.data.data == {}  # delete = tombstone record
