@@ -23,8 +23,9 @@ test-fast: install
 test-reliability: install kafka-jars
 	$(PY) -m pytest -q -s -m reliability  # -s: each scenario prints its figures (RELIABILITY {...})
 
+# Every bench/*.py (bench/_*.py are their shared helpers); the Kafka benches start their own broker.
 bench: install kafka-jars
-	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+	@set -e; for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b; done
 
 models: install
 	@bash scripts/build-models.sh

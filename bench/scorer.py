@@ -1,0 +1,187 @@
+"""The scoring worker: windows/s by batch size and device, and latency from window emitted to score published.
+
+    model:  Detector.score_windows on the windows of the bundled HDFS sample (their real length mix),
+            score cache off, by batch size 1/16/64/256, on cpu (1 torch thread, as `logad scorer`
+            runs by default, and torch's default) and cuda when present
+    stream: streams.scorer on a real local Kafka: --windows windows (from the sample repeated, block
+            ids rewritten) pre-filled in the windows topic, then the scorer started; windows/s from
+            its first to its last score record, by scorer.max_batch, score cache on (the default)
+            and off. Then a steady --rate windows/s: p50/p99 of (score record time - window record
+            time), both Kafka CreateTime stamps from the same clock.
+
+Usage: .venv/bin/python bench/scorer.py [--windows 20000] [--rate 1000]
+Ends with one line: RESULT scorer_windows_per_s=... (stream, max_batch 1024 = the default, cache on) ...
+scorer_p99_ms=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import MODEL, broker, hdfs_lines, log, percentile, produce, read_topic, settings_for  # noqa: E402
+
+
+def sample_windows(n_lines: int) -> list:
+    from logad.config import SessionConfig
+    from logad.detect import session_rules, windows_from_lines
+    from logad.detector import Detector
+    from logad.formats import load_format
+    from logad.parse import ParseStats
+    from logad.sessionizer import Sessionizer
+
+    det = Detector.load(MODEL, "cpu")
+    fmt = load_format("hdfs")
+    return list(windows_from_lines(hdfs_lines(n_lines), fmt, det,
+                                   Sessionizer(fmt.name, session_rules(det, fmt, SessionConfig())), ParseStats()))
+
+
+def model_rates(windows: list, devices: list[str]) -> dict[tuple[str, int, int], float]:
+    import torch
+
+    from logad.detector import Detector
+
+    out = {}
+    default_threads = torch.get_num_threads()
+    for device in devices:
+        for threads in ([1, default_threads] if device == "cpu" else [default_threads]):
+            torch.set_num_threads(threads)
+            det = Detector.load(MODEL, device)
+            det.score_windows(windows[:64], details=True)  # warm-up
+            for b in (1, 16, 64, 256):
+                det.batch_size = b
+                ws = windows[: 300 if b == 1 else len(windows)]
+                best = 0.0
+                for _ in range(2):
+                    t = time.perf_counter()
+                    det.score_windows(ws, details=True)
+                    best = max(best, len(ws) / (time.perf_counter() - t))
+                out[(device, threads, b)] = best
+                log(f"model  {device:>4} threads={threads} batch {b:>3}: {best:10,.0f} windows/s")
+    torch.set_num_threads(default_threads)
+    return out
+
+
+async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cache: int, rate: float | None = None,
+                     n_rate: int = 0) -> dict:
+    """Scorer in this process on fresh topics. Without `rate`: pre-fill, then score everything.
+    With `rate`: start the scorer first, then produce n_rate windows at `rate` per second."""
+    import torch
+
+    from logad.detector import Detector
+    from streams.kafka_clients import ensure_topics
+    from streams.scorer import serve
+
+    torch.set_num_threads(1)
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    env, settings = settings_for(bootstrap, prefix, LOGAD_SCORER_MAX_BATCH=str(max_batch),
+                                 LOGAD_SCORER_CACHE_SIZE=str(cache))
+    t = settings.topics
+    await ensure_topics(settings.kafka, {x: t.partitions for x in (t.windows, t.scores, t.alerts, t.dead_letter)})
+    from streams.scorer import FORWARD_BATCH
+
+    det = Detector.load(MODEL, "cpu", batch_size=min(max_batch, FORWARD_BATCH), cache_size=cache)  # as run_scorer
+    n = len(values) if rate is None else n_rate
+    if rate is None:
+        await produce(bootstrap, t.windows, values, partition=range(t.partitions))
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import ScorerMetrics
+
+    metrics = ScorerMetrics(CollectorRegistry())
+    task = asyncio.create_task(serve(settings, det, f"{prefix}-scorer", metrics))
+    if rate is not None:
+        await asyncio.sleep(3.0)  # consumer group joined
+        from aiokafka import AIOKafkaProducer
+
+        from streams.kafka_clients import producer_kwargs
+        producer = AIOKafkaProducer(**producer_kwargs(settings.kafka, linger_ms=0))
+        await producer.start()
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(t.windows, value=values[i % len(values)], partition=i % t.partitions)
+        await producer.stop()
+    while not task.done() and metrics.windows._value.get() < n:  # published and acknowledged
+        await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    scores = await read_topic(bootstrap, t.scores)
+    windows = await read_topic(bootstrap, t.windows)
+    ts = sorted(r.timestamp for r in scores) or [0]
+    seconds = max(1e-9, (ts[-1] - ts[0]) / 1000.0)
+    out = {"max_batch": max_batch, "cache": cache, "scores": len(scores), "windows_per_s": len(scores) / seconds,
+           "hits": det.cache_hits, "misses": det.cache_misses}
+    if rate is not None:
+        import orjson
+
+        # score -> its window: the alert id covers (session, range, first_ts); map via the window record
+        from logad.alerts import alert_id
+        from streams.codec import decode_window
+
+        by_id = {}
+        for w in windows:
+            win = decode_window(w.value)
+            by_id[alert_id(win.source, win.session_id, win.start, win.end, win.first_ts, det.version)] = w.timestamp
+        lat = [(r.timestamp - by_id[orjson.loads(r.value)["id"]]) for r in scores
+               if orjson.loads(r.value)["id"] in by_id]
+        out.update(p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99), n_latency=len(lat))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=20_000, help="windows for the stream throughput runs")
+    ap.add_argument("--rate", type=float, default=1000.0, help="windows/s of the latency run")
+    ap.add_argument("--no-model", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    from streams.codec import encode_window
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    sample = sample_windows(16_252)
+    log(f"{len(sample):,} windows of the HDFS sample (mean {sum(len(w.ids) for w in sample) / len(sample):.1f} ids); "
+        f"devices {devices}")
+    rates = {} if args.no_model else model_rates(sample, devices)
+    lines = int(args.windows / len(sample) * 16_252) + 1
+    windows = sample_windows(lines)[: args.windows]
+    values = [encode_window(w) for w in windows]
+    distinct = len({(w.ids, w.n_context) for w in windows})
+    log(f"stream runs: {len(values):,} windows ({distinct} distinct id sequences)")
+    stream = {}
+    with broker() as boot:
+        for max_batch, cache in ((1, 65536), (16, 65536), (64, 65536), (256, 65536), (1024, 65536), (1024, 0)):
+            n = len(values) if (max_batch > 1 or cache) else len(values) // 4
+            r = asyncio.run(stream_run(boot, values[:n], max_batch=max_batch, cache=cache))
+            stream[(max_batch, cache)] = r
+            log(f"stream max_batch {max_batch:>3} cache {'on ' if cache else 'off'}: {r['windows_per_s']:10,.0f} windows/s "
+                f"({r['scores']:,} scores; cache {r['hits']:,} hits / {r['misses']:,} misses)")
+        lat = asyncio.run(stream_run(boot, values, max_batch=1024, cache=65536, rate=args.rate,
+                                     n_rate=int(args.rate * 10)))
+        log(f"latency at {args.rate:,.0f} windows/s (window record -> score record): p50 {lat['p50_ms']:.0f} ms, "
+            f"p99 {lat['p99_ms']:.0f} ms ({lat['n_latency']:,} windows)")
+    best = stream[(1024, 65536)]["windows_per_s"]
+    nocache = stream[(1024, 0)]["windows_per_s"]
+    model_cpu = rates.get(("cpu", 1, 256), float("nan"))
+    log(f"ratios: stream cache on / off {best / nocache:.1f}x; stream (cache off, max_batch 1024) / model alone "
+        f"(cpu, 1 thread, batch 256) {nocache / model_cpu:.2f}; batch 256 / batch 1 (model) "
+        f"{model_cpu / rates.get(('cpu', 1, 1), float('nan')):.1f}x")
+    cuda = f" model_cuda_b256_windows_per_s={rates[('cuda', torch.get_num_threads(), 256)]:.0f}" if "cuda" in devices else ""
+    print(f"RESULT scorer_windows_per_s={best:.0f} scorer_nocache_windows_per_s={nocache:.0f} "
+          f"model_cpu_b1_windows_per_s={rates.get(('cpu', 1, 1), float('nan')):.0f} "
+          f"model_cpu_b256_windows_per_s={model_cpu:.0f}{cuda} scorer_p50_ms={lat['p50_ms']:.0f} "
+          f"scorer_p99_ms={lat['p99_ms']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
