@@ -261,39 +261,10 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, partit
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, *, values: bool = True) -> list[Any]:
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
     """Every record of `topic` up to its current end offsets (no consumer group)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from logad.config import KafkaConfig
-    from streams.kafka_clients import consumer_kwargs
+    from streams.alerts_cli import read_topic as records
 
-    c = AIOKafkaConsumer(**consumer_kwargs(KafkaConfig(bootstrap_servers=bootstrap), group_id=None,
-                                           max_partition_fetch_bytes=8 << 20))
-    await c.start()
-    try:
-        parts = c.partitions_for_topic(topic) or set()
-        for _ in range(50):
-            if parts:
-                break
-            await asyncio.sleep(0.1)
-            await c._client.force_metadata_update()  # noqa: SLF001 (topic just created)
-            parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        end = await c.end_offsets(tps)
-        out: list[Any] = []
-        left = {tp for tp in tps if end[tp] > 0}
-        while left:
-            batch = await c.getmany(*left, timeout_ms=1000, max_records=20_000)
-            for tp, recs in batch.items():
-                out += recs
-                if recs and recs[-1].offset >= end[tp] - 1:
-                    left.discard(tp)
-            for tp in list(left):
-                if await c.position(tp) >= end[tp]:
-                    left.discard(tp)
-        return out
-    finally:
-        await c.stop()
+    settings = Settings(kafka=KafkaConfig(bootstrap_servers=bootstrap))
+    return [r async for r in records(settings, topic, from_beginning=True, follow=False)]

@@ -32,13 +32,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from logad.formats import LogFormat
 from logad.parse import ParseStats, parse_fields
 from logad.records import Rejected
 from logad.templates import UNK, DriftMiner, TemplateVocab
 from streams.codec import LINE_BITS, MAX_LINES_PER_RECORD, encode_bundles, encode_dead_letter, encode_events
+from streams.kafka_clients import key_partition
 
 log = logging.getLogger("logad.ingest")
 
@@ -104,7 +103,7 @@ class Ingestor:
         if p is None:
             if len(self._part) >= PARTITION_CACHE:
                 self._part.clear()
-            p = self._part[session_id] = (murmur2(session_id.encode()) & 0x7FFFFFFF) % self.partitions
+            p = self._part[session_id] = key_partition(session_id.encode(), self.partitions)
         return p
 
     def _dead(self, out: IngestOutput, r: RawRecord, reason: str, value: bytes | None, line: int | None = None,
@@ -304,10 +303,7 @@ class IngestLoop:
         if not assigned:
             return False
         for tp in assigned:
-            end = self.consumer.highwater(tp)
-            lso = getattr(self.consumer, "last_stable_offset", lambda _: None)(tp)
-            if lso is not None and lso >= 0:  # read_committed: an open transaction is not readable yet
-                end = lso
+            end = self._end(tp)
             if end is None or await self.consumer.position(tp) < end:
                 return False
         return True
@@ -369,7 +365,8 @@ class IngestLoop:
         return len(records)
 
     def _end(self, tp: Any) -> int | None:
-        """The readable end of a raw partition from the last fetch (LSO under read_committed)."""
+        """The readable end of a raw partition from the last fetch: the high-water mark, or under
+        read_committed the last stable offset (an open transaction is not readable yet)."""
         try:
             end = self.consumer.highwater(tp)
             lso = getattr(self.consumer, "last_stable_offset", lambda _: None)(tp)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import murmur2
 
 from logad.config import KafkaConfig
 from logad.errors import BrokerError, ConfigError
@@ -259,8 +260,6 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
 
 def key_partition(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key bytes), as the producers and Faust use it."""
-    from aiokafka.partitioner import murmur2
-
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 

@@ -46,7 +46,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from logad.artifacts import MANIFEST, read_json, sha256_file
 from logad.config import SessionConfig
@@ -58,6 +57,7 @@ from logad.sessionizer import SessionRules, Sessionizer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
 from streams.codec import encode_window
+from streams.kafka_clients import key_partition as partition_of, send_batched
 
 log = logging.getLogger("logad.sessions")
 
@@ -99,7 +99,7 @@ def load_session_rules(model_dir: str | Path, fmt: LogFormat | None, cfg: Sessio
 
 def key_partition(key: str, n: int) -> int:
     """The partition Kafka's default partitioner gives `key` (what events and the table use)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % n
+    return partition_of(key.encode(), n)
 
 
 # ------------------------------------------------------------------------------------ the store
@@ -220,12 +220,10 @@ class ChangelogTable(BytesTable):
         """Send every queued change to the changelog (acks are awaited by `settled`)."""
         if not self.queued:
             return
-        from streams.kafka_clients import send_batched
-
         queued, self.queued = self.queued, []
         n = self.partitions
         self.in_flight += await send_batched(self.producer, self.topic,
-                                             (((murmur2(k) & 0x7FFFFFFF) % n, k, v) for k, v in queued))
+                                             ((partition_of(k, n), k, v) for k, v in queued))
         if len(self.in_flight) > 256:  # keep the list short: drop what is already acknowledged
             failed = [f for f in self.in_flight if f.done() and (f.cancelled() or f.exception() is not None)]
             self.in_flight = failed + [f for f in self.in_flight if not f.done()]
@@ -451,11 +449,9 @@ class SessionRunner:
         if windows:
             n = self.windows_partitions
             if n:
-                from streams.kafka_clients import send_batched
-
                 keys = [w.session_id.encode() for w in windows]
                 futures = await send_batched(self.producer, self.windows_topic, (
-                    ((murmur2(k) & 0x7FFFFFFF) % n, k, encode_window(w)) for k, w in zip(keys, windows)))
+                    (partition_of(k, n), k, encode_window(w)) for k, w in zip(keys, windows)))
             else:
                 futures = [await self.producer.send(self.windows_topic, key=w.session_id.encode(),
                                                     value=encode_window(w)) for w in windows]
