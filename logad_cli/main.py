@@ -301,6 +301,39 @@ def early(
     _print_json(rep)
 
 
+@app.command("learning-curve")
+def learning_curve(
+    fractions: Annotated[str, typer.Option(help="comma-separated fractions of the normal training sessions, each in (0, 1]")] = "0.01,0.1,1",
+    budget_samples: Annotated[int, typer.Option(help="training windows per run, the same for every run")] = 25_000,
+    seed: Annotated[int, typer.Option(help="subset draw, data order and init")] = 1337,
+    eval_seed: Annotated[int, typer.Option(help="perturbation seed of the test split")] = 0,
+    instability: Annotated[float, typer.Option(help="R of the perturbed evaluation")] = 0.02,
+    out: Annotated[Path, typer.Option(help="learning_curve.{json,md,png} go here")] = ART / "metrics" / "openstack",
+    data: Annotated[Path, typer.Option(help="prepared OpenStack dataset")] = ART / "openstack_finetune",
+    init: Annotated[Path, typer.Option(help="pretrained (HDFS) model bundle")] = ART / "models" / "hdfs",
+    work: Annotated[Path, typer.Option(help="run folders (subsets, checkpoints, models)")] = ART / "checkpoints" / "learning_curve",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Fine-tune from HDFS vs train from scratch on 1/10/100% of the OpenStack normal training sessions."""
+    from training.learning_curve import CurveConfig, learning_curve as run
+
+    try:
+        fracs = tuple(float(f) for f in fractions.split(",") if f.strip())
+    except ValueError:
+        raise LogadError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
+    cfg = CurveConfig(fractions=fracs, budget_samples=budget_samples, seed=seed, eval_seed=eval_seed,
+                      instability=instability, device=device)
+    report = run(data, init, out, work, cfg)
+    table = Table(title=f"OpenStack learning curve ({budget_samples:,} samples per run)")
+    for col in ("fraction", "sessions", "init", "best val loss", "F1 clean", f"F1 R={instability:g}"):
+        table.add_column(col)
+    for r in report["rows"]:
+        table.add_row(f"{r['fraction']:.0%}", f"{r['train_sessions']}", r["init"], f"{r['best_val_loss']:.4f}",
+                      f"{r['clean']['f1']:.3f}", f"{r['perturbed']['f1']:.3f}")
+    Console().print(table)
+    Console().print(report["verdict"])
+
+
 @app.command()
 def score(
     model: Annotated[Path, typer.Option()],
