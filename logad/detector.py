@@ -22,7 +22,7 @@ from logad.artifacts import Bundle, load_bundle, read_json, sha256_file, write_j
 from logad.errors import ArtifactError
 from logad.model import pick_device
 from logad.records import Window, WindowScore
-from logad.scoring import METHODS, Reference, WindowScorer
+from logad.scoring import COMPLETE_ONLY, METHODS, Reference, WindowScorer
 from logad.sessions import is_complete, windows_of
 from logad.thresholds import Thresholds
 
@@ -81,7 +81,8 @@ class Detector:
         self.cache_hits = self.cache_misses = 0
         topk = thresholds.topk if thresholds else 9
         self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
-                                   pad=bundle.vocab.PAD, topk=topk, device=self.device)
+                                   pad=bundle.vocab.PAD, topk=topk, device=self.device,
+                                   instability=thresholds.instability if thresholds else 0.0)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", require_thresholds: bool = True,
@@ -112,7 +113,7 @@ class Detector:
             return scores["mean_nll"]
         scales = th.extra.get("scales", {})
         parts = [(scores[m] - t) / max(scales.get(m, 1.0), 1e-6) for m, t in th.values.items()
-                 if complete or m != "count_l1"]
+                 if complete or m not in COMPLETE_ONLY]
         parts.append((scores["unseen_rate"] - th.unseen_rate_max) / max(th.unseen_rate_max, 1e-6))
         return max(parts)
 

@@ -16,6 +16,13 @@ Per window we compute (higher = more anomalous):
     count_excess the same, counting only templates the window has MORE of than the nearest normal
                 window: zero for any prefix of a normal trace, so it is safe on sessions that may
                 have been cut short (idle timeout, end of input) and monotone as a session grows
+    count_tail  count_l1 made tolerant of log instability: -log10 of the probability that random
+                per-event drops and duplicates (rate rho = 2R/3 for an instability R: a swap leaves
+                counts alone) turn some normal window u into one at this L1 distance d, i.e.
+                -log10 max_u P(K >= d), K ~ Poisson(rho * |u|). One lost line in a long window is
+                expected; two in a four-line window is not. A template never seen in normal
+                training is never explained by instability (TAIL_CAP). With R = 0 it is the exact
+                lookup (0 on a match, TAIL_CAP otherwise)
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ import torch.nn.functional as F
 
 from logad.model import IGNORE, NextTokenTransformer, autocast
 from logad.records import Window
+from logad.thresholds import COMPLETE_ONLY  # noqa: F401 (re-exported: the scores' semantics live here)
 
-METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess")
+METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess", "count_tail")
 _SCORE_KEYS = METHODS  # the order of the per-window score dicts
+TAIL_CAP = 300.0  # -log10 of probabilities below float64's range (and of "impossible": rho = 0)
 
 
 def window_example(ids: Sequence[int], n_context: int, bos: int) -> tuple[list[int], list[int]]:
@@ -98,13 +107,18 @@ class WindowScorer:
     """Scores batches of windows with one model; pure function of (model, reference, windows)."""
 
     def __init__(self, model: NextTokenTransformer, reference: Reference, bos: int, pad: int,
-                 topk: int = 9, device: torch.device | str = "cpu", n_details: int = 3) -> None:
+                 topk: int = 9, device: torch.device | str = "cpu", n_details: int = 3,
+                 instability: float = 0.0) -> None:
         self.model = model.eval()
         self.last_per_event: tuple[torch.Tensor, ...] | None = None  # per-event tensors of the last batch
         self.reference = reference
         self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
         self.device = torch.device(device)
         self._ref_counts = reference.counts.to(self.device)
+        if not 0.0 <= instability < 1.0:
+            raise ValueError(f"instability must be in [0, 1), got {instability}")
+        # (M,) expected count-changing events in each normal window: drops + duplicates, 2/3 of the ops
+        self._ref_lambda = (2.0 * instability / 3.0) * self._ref_counts.sum(-1).clamp(min=1.0).double()
         self._seen = reference.seen.to(self.device)
 
     @torch.no_grad()
@@ -129,14 +143,20 @@ class WindowScorer:
         max_nll = nll.max(-1).values
         counts = self._count_vectors([ids for ids, _ in windows])  # (B, V)
         if len(self._ref_counts):
-            count_l1 = torch.cdist(counts, self._ref_counts, p=1).min(-1).values  # (B,)
+            dist = torch.cdist(counts, self._ref_counts, p=1).round()  # (B, M) L1 to each normal window
+            count_l1 = dist.min(-1).values  # (B,)
             count_excess = self._count_excess(counts)  # (B,)
+            # Drops and duplicates only change counts of templates already there: a template no normal
+            # window has is never explained by instability.
+            novel = (counts[:, ~self._seen] > 0).any(-1)  # (B,)
+            count_tail = self._tail(dist).masked_fill(novel, TAIL_CAP)  # (B,)
         else:
             count_l1 = count_excess = counts.sum(-1)
+            count_tail = torch.full_like(count_l1, TAIL_CAP)
         # One transfer per score (not one float() per window and score): the per-window loop below
         # only builds dicts.
         cols = [t.tolist() for t in (mean_nll, max_nll, torch.exp(mean_nll.clamp(max=50)), miss.sum(-1).float(),
-                                     unseen.sum(-1) / n, count_l1, count_excess)]
+                                     unseen.sum(-1) / n, count_l1, count_excess, count_tail)]
         scores = [dict(zip(_SCORE_KEYS, row)) for row in zip(*cols)]
         surprising: list[list[EventDetail]] = [[] for _ in windows]
         if details:
@@ -168,6 +188,15 @@ class WindowScorer:
         counts = torch.zeros(len(ids), V + 1)
         counts.scatter_add_(1, idx, torch.ones(len(ids), L))
         return counts[:, :V].to(self.device)
+
+    def _tail(self, dist: torch.Tensor) -> torch.Tensor:
+        """(B, M) L1 distances -> (B,) -log10 max_u P(Poisson(lambda_u) >= d_u).
+        P(K >= d) is the regularised lower incomplete gamma P(d, lambda) for d >= 1, and 1 for d = 0."""
+        d = dist.double()
+        lam = self._ref_lambda.unsqueeze(0).expand_as(d)  # (B, M)
+        p = torch.where(d > 0, torch.special.gammainc(d.clamp(min=1.0), lam), torch.ones_like(d))
+        best = p.max(-1).values  # (B,) the most plausible origin
+        return (-torch.log10(best.clamp(min=1e-300))).clamp(max=TAIL_CAP).float()
 
     def _count_excess(self, counts: torch.Tensor) -> torch.Tensor:
         """(B,) min over normal windows of the summed excess counts; chunked so that (b, M, V) stays small."""

@@ -1,8 +1,7 @@
 """Thresholds: fitted on normal validation windows, one per score; the decision rule.
 
-A window is anomalous when any enabled score exceeds its threshold (count_l1 only for whole traces),
-OR when its unseen-template
-rate exceeds the hard limit (default 5%). A session is anomalous when any of its windows is.
+A window is anomalous when any enabled score exceeds its threshold (count_l1 and count_tail only for
+whole traces), OR when its unseen-template rate exceeds the hard limit (default 5%). A session is anomalous when any of its windows is.
 Thresholds are percentiles of the normal validation windows' scores (99.5th by default), stored in
 `thresholds.json` beside the model with the hash of the weights and reference they were fitted for,
 and a sha256 over the file's own content: an edited threshold (a hand-raised value silences alerts)
@@ -23,6 +22,11 @@ import orjson
 
 from logad.errors import ArtifactError
 
+# Two-sided count scores (logad.scoring) read a missing event as evidence: they apply only to windows
+# whose trace is whole (logad.sessions.COMPLETE_REASONS); a session cut by an idle timeout or the end
+# of input would be flagged for having stopped. count_excess is their cut-safe counterpart.
+COMPLETE_ONLY = frozenset({"count_l1", "count_tail"})
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -32,14 +36,15 @@ class Thresholds:
     topk: int = 9  # DeepLog top-k used by the topk_miss score
     model_sha256: str = ""  # weights these thresholds were fitted for
     reference_sha256: str = ""  # count reference they were fitted with
+    instability: float = 0.0  # per-event drop/duplicate/swap rate R that count_tail tolerates (0: exact counts)
     extra: dict = field(default_factory=dict)  # calibration facts (n windows, per-percentile table)
 
     def decide(self, scores: Mapping[str, float], complete: bool = True) -> tuple[bool, tuple[str, ...]]:
         """`complete`: the window's trace is whole (see logad.sessions.COMPLETE_REASONS). For a trace
-        that may have been cut, the two-sided count_l1 is not applied (count_excess still is)."""
+        that may have been cut, the two-sided count scores are not applied (count_excess still is)."""
         reasons = tuple(
             f"{m} {scores[m]:.3g} > {t:.3g}" for m, t in self.values.items()
-            if scores[m] > t and (complete or m != "count_l1")
+            if scores[m] > t and (complete or m not in COMPLETE_ONLY)
         )
         if scores["unseen_rate"] > self.unseen_rate_max:
             reasons += (f"unseen_rate {scores['unseen_rate']:.3g} > {self.unseen_rate_max:.3g}",)
@@ -49,7 +54,7 @@ class Thresholds:
         """The thresholds.json content, sealed with its sha256 (see `content_sha256`)."""
         doc = {"values": self.values, "unseen_rate_max": self.unseen_rate_max,
                "percentile": self.percentile, "topk": self.topk, "model_sha256": self.model_sha256,
-               "reference_sha256": self.reference_sha256, "extra": self.extra}
+               "reference_sha256": self.reference_sha256, "instability": self.instability, "extra": self.extra}
         doc = orjson.loads(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))  # plain JSON values
         return {**doc, "sha256": content_sha256(doc)}
 
@@ -68,13 +73,14 @@ class Thresholds:
             th = cls(values=values, unseen_rate_max=float(d["unseen_rate_max"]),
                      percentile=float(d["percentile"]), topk=int(d["topk"]),
                      model_sha256=str(d["model_sha256"]), reference_sha256=str(d["reference_sha256"]),
-                     extra=dict(d.get("extra", {})))
+                     instability=float(d.get("instability", 0.0)), extra=dict(d.get("extra", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"malformed thresholds ({type(e).__name__}: {e})") from None
         bad = [f"{m}={v}" for m, v in th.values.items() if not math.isfinite(v)]
-        if bad or not 0.0 < th.unseen_rate_max <= 1.0 or th.topk < 1 or not 0.0 < th.percentile <= 100.0:
+        if (bad or not 0.0 < th.unseen_rate_max <= 1.0 or th.topk < 1 or not 0.0 < th.percentile <= 100.0
+                or not 0.0 <= th.instability < 1.0):
             raise ArtifactError(f"unusable thresholds (values {bad or 'ok'}, unseen_rate_max {th.unseen_rate_max}, "
-                                f"topk {th.topk}, percentile {th.percentile})")
+                                f"topk {th.topk}, percentile {th.percentile}, instability {th.instability})")
         return th
 
 

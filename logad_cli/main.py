@@ -203,18 +203,22 @@ def calibrate(
     model: Annotated[Path, typer.Option(help="model folder")] = ART / "models" / "hdfs",
     data: Annotated[Optional[Path], typer.Option(help="dataset the model was trained on")] = None,
     percentile: Annotated[float, typer.Option()] = 99.5,
-    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold")] = "topk_miss,count_l1,count_excess",
+    methods: Annotated[str, typer.Option(help="comma-separated score methods with a threshold "
+                                         "(default topk_miss,count_l1,count_excess; count_tail for count_l1 "
+                                         "when --instability > 0)")] = "",
     unseen_rate_max: Annotated[float, typer.Option(help="hard rule: unseen-template rate above this is anomalous")] = 0.05,
     topk: Annotated[int, typer.Option(help="DeepLog top-k for topk_miss")] = 9,
-    instability: Annotated[float, typer.Option(help="calibrate on validation sessions perturbed at this rate")] = 0.0,
+    instability: Annotated[float, typer.Option(help="log instability R to tolerate: count_tail expects drops/"
+                                               "duplicates at this rate; thresholds fitted on validation "
+                                               "sessions perturbed at R as well as clean ones")] = 0.0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Fit thresholds on normal validation windows; writes thresholds.json into the model folder."""
     from training.calibrate import calibrate as run
 
     data = data or _default_data(model)
-    th = run(model, data, percentile, [m.strip() for m in methods.split(",") if m.strip()], unseen_rate_max, topk,
-             device, instability=instability)
+    th = run(model, data, percentile, [m.strip() for m in methods.split(",") if m.strip()] or None, unseen_rate_max,
+             topk, device, instability=instability)
     table = Table(title=f"validation sessions by threshold percentile (chosen: {percentile})")
     for col in ("percentile", "FPR", "precision", "recall", "F1", "F1 @2.93%"):
         table.add_column(col)

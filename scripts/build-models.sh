@@ -8,9 +8,9 @@ LOGAD=${LOGAD:-.venv/bin/logad}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 $LOGAD prepare all
 $LOGAD pretrain --max-samples 200000 --checkpoint-every 50000 --eval-every 25000 --warmup-samples 10000
-$LOGAD calibrate --model artifacts/models/hdfs
+$LOGAD calibrate --model artifacts/models/hdfs --instability 0.02
 $LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000 --warmup-samples 5000
-$LOGAD calibrate --model artifacts/models/openstack
+$LOGAD calibrate --model artifacts/models/openstack --instability 0.02
 $LOGAD evaluate --model artifacts/models/hdfs
 $LOGAD evaluate --model artifacts/models/openstack
 $LOGAD robustness --model artifacts/models/hdfs

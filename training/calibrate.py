@@ -26,7 +26,11 @@ from logad.thresholds import Thresholds, fit_thresholds
 from training.data import SessionRow, load_split, session_windows
 from training.perturb import perturb_rows
 
-DEFAULT_METHODS = ("topk_miss", "count_l1", "count_excess")  # max_nll is reported, opt-in: it fires on rare-but-normal orderings
+# max_nll is reported, opt-in: it fires on rare-but-normal orderings. With an instability R > 0 the
+# exact count lookup (count_l1) gives way to its instability-tolerant form (count_tail).
+DEFAULT_METHODS = ("topk_miss", "count_l1", "count_excess")
+TOLERANT_METHODS = ("topk_miss", "count_tail", "count_excess")
+INSTABILITY_DRAWS = 5  # perturbed copies of the validation split: 5 x ~1k normal sessions puts ~25 above the 99.5th
 PERCENTILES = (90.0, 95.0, 97.5, 99.0, 99.5, 99.8, 99.9, 100.0)
 
 
@@ -50,11 +54,16 @@ def session_flags(scores: list[dict], owner: np.ndarray, n_sessions: int, th: Th
 
 
 def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 99.5,
-              methods: Sequence[str] = DEFAULT_METHODS, unseen_rate_max: float = 0.05, topk: int = 9,
+              methods: Sequence[str] | None = None, unseen_rate_max: float = 0.05, topk: int = 9,
               device: str = "auto", prevalence: float = 0.0293, instability: float = 0.0,
-              instability_seed: int = 20240) -> dict:
-    """`instability` > 0 calibrates on perturbed validation sessions (drop/duplicate/swap at that rate,
-    seeded by `instability_seed`, never a test seed), so thresholds tolerate that much log drift."""
+              instability_seed: int = 20240, instability_draws: int = INSTABILITY_DRAWS) -> dict:
+    """`instability` R > 0 makes the detector tolerate that much log drift: count_tail expects drops and
+    duplicates at rate R, and the thresholds are fitted on the clean validation sessions plus
+    `instability_draws` perturbed copies of them (drop/duplicate/swap at rate R, seeded from
+    `instability_seed`, never a test seed). `methods` None: TOLERANT_METHODS if R > 0 else DEFAULT_METHODS."""
+    if not 0.0 <= instability < 1.0:
+        raise ArtifactError(f"instability must be in [0, 1), got {instability}")
+    methods = tuple(methods or (TOLERANT_METHODS if instability > 0 else DEFAULT_METHODS))
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     bundle = load_bundle(model_dir, pick_device(device))
     ds_vocab = data_dir / "template_vocab.json"
@@ -62,14 +71,15 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 9
         raise ArtifactError(f"{ds_vocab} differs from the model's vocab: calibrate on the dataset the model was trained on")
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
     if instability > 0:
-        val = perturb_rows(val, instability, instability_seed)
+        val = val + [r for k in range(instability_draws) for r in perturb_rows(val, instability, instability_seed + k)]
     normal_val = [r for r in val if r.label == 0]
     if not normal_val:
         raise ArtifactError(f"{data_dir}/val.parquet has no normal sessions to calibrate on")
     train_windows = [w for r in train if r.label == 0 for w, _ in session_windows(r.ids, bundle.rule)]
     ref = build_reference(train_windows, bundle.model.cfg.vocab_size, bundle.vocab.UNK)
     ref_sha = save_reference(model_dir, ref)
-    det = Detector(bundle, ref, Thresholds({}, unseen_rate_max, percentile, topk), pick_device(device))
+    det = Detector(bundle, ref, Thresholds({}, unseen_rate_max, percentile, topk, instability=instability),
+                   pick_device(device))
     scores, owner = window_scores(det, val)
     labels = np.array([r.label for r in val])
     # One value per normal session (its max window score): a single long normal session cut into many
@@ -85,7 +95,7 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 9
 
     def at(p: float) -> Thresholds:
         return Thresholds(fit_thresholds(normal_scores, methods, p), unseen_rate_max, p, topk,
-                          bundle.weights_sha256, ref_sha, {"scales": scales})
+                          bundle.weights_sha256, ref_sha, instability, {"scales": scales})
 
     table = []
     for p in sorted(set(PERCENTILES) | {percentile}):
@@ -94,10 +104,11 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 9
         table.append({"percentile": p, **{k: m[k] for k in ("fpr", "precision", "recall", "f1")},
                       "f1_at_prevalence": f1_at_prevalence(m["recall"], m["fpr"], prevalence)})
     chosen = at(percentile)
-    th = Thresholds(chosen.values, unseen_rate_max, percentile, topk, bundle.weights_sha256, ref_sha, {
+    th = Thresholds(chosen.values, unseen_rate_max, percentile, topk, bundle.weights_sha256, ref_sha, instability, {
         "scales": scales, "normal_val_windows": int(np.sum(labels[owner] == 0)),
         "normal_val_sessions": len(normal_val), "calibrated_on": "max window score of each normal val session",
         "percentile_table": table, "methods": list(methods), "calibration_instability": instability,
+        "calibration_draws": instability_draws if instability > 0 else 0,
         "note": "percentile table measured on the labelled validation sessions; "
                 f"f1_at_prevalence re-weights precision to {prevalence:.2%} anomalies",
     })
