@@ -298,7 +298,8 @@ def early(
     from training.early import early_report
 
     det = Detector.load(model, device)
-    rep = early_report(det, load_split(data or _default_data(model), "test"))
+    data = data or _default_data(model)
+    rep = early_report(det, load_split(data, "test"), normal_train=load_split(data, "train"))
     out = ART / "metrics" / (name or model.name)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "early_detection.json", rep)

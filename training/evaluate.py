@@ -58,6 +58,24 @@ def baseline_metrics(train: list[SessionRow], val: list[SessionRow], test: list[
     return out
 
 
+# The detector's parts, for ablations: which evidence catches what (each with the unseen-template rule).
+COMPONENTS = {"sequence_model": ("topk_miss", "max_nll", "mean_nll", "ppl"),
+              "counts": ("count_l1", "count_tail", "count_excess")}
+
+
+def component_metrics(results: Sequence[SessionResult], thresholds: dict) -> dict:
+    """Metrics of each part of the detector alone, from the per-session max scores (on whole traces
+    "any window over a threshold" equals "the session max over it")."""
+    labels = [r.label for r in results]
+    out = {}
+    for name, methods in COMPONENTS.items():
+        used = {m: t for m, t in thresholds["values"].items() if m in methods}
+        flags = [bool(r.scores) and (any(r.scores[m] > t for m, t in used.items())
+                                     or r.scores["unseen_rate"] > thresholds["unseen_rate_max"]) for r in results]
+        out[name] = {"methods": sorted(used), **metrics_block(labels, flags, [float(f) for f in flags])}
+    return out
+
+
 def recommendations(diag: dict, results: dict, thresholds: dict) -> list[str]:
     """Rules of thumb turned into sentences an operator can act on."""
     recs = []
@@ -129,7 +147,8 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, name: str, metrics_dir
     results = {
         "dataset": name, "split": "test", "instability": instability, "seed": seed,
         "model_version": det.version, "thresholds": th["values"], "percentile": th["percentile"],
-        "unseen_rate_max": th["unseen_rate_max"], "model": model, "baselines": base, "best_baseline": best,
+        "unseen_rate_max": th["unseen_rate_max"], "calibration_instability": th.get("instability", 0.0),
+        "model": model, "components": component_metrics(res, th), "baselines": base, "best_baseline": best,
         "gap_to_best_baseline_f1": model["f1"] - base[best]["f1"],
         "statement": (f"model F1 {model['f1']:.4f} vs best baseline ({best}) {base[best]['f1']:.4f}: "
                       + ("model >= best baseline" if model["f1"] >= base[best]["f1"] else "model is below the best baseline")),

@@ -26,13 +26,19 @@ def robustness(model_dir: str | Path, data_dir: str | Path, name: str, seed: int
     rows = []
     for r in rates:
         res = evaluate(model_dir, data_dir, name, instability=r, seed=seed, device=device, write=False)
-        for det, m in [("model", res["model"])] + list(res["baselines"].items()):
+        parts = [(f"model: {k} only", m) for k, m in res["components"].items()]
+        for det, m in [("model", res["model"])] + parts + list(res["baselines"].items()):
             rows.append({"R": r, "detector": det, **{k: m[k] for k in ("precision", "recall", "f1", "fpr",
                                                                        "f1_at_hdfs_prevalence", "pr_auc")}})
     out = Path(metrics_dir or Path("artifacts/metrics") / name)
     out.mkdir(parents=True, exist_ok=True)
+    cal = res["calibration_instability"]
     report = {"dataset": name, "seed": seed, "rates": list(rates), "rows": rows,
-              "note": "perturbed test sessions; thresholds calibrated on clean normal validation sessions"}
+              "calibration_instability": cal,
+              "note": ("perturbed test sessions (seed above; calibration never uses test seeds or sessions); "
+                       + (f"thresholds calibrated on clean + perturbed (R={cal}) normal validation sessions" if cal
+                          else "thresholds calibrated on clean normal validation sessions")
+                       + "; 'model: X only' rows are the detector's parts alone, each with the unseen-template rule")}
     write_json(out / "instability.json", report)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for det in dict.fromkeys(r["detector"] for r in rows):

@@ -101,10 +101,23 @@ def test_early_detection_report(run):
     det = Detector.load(run / "models/hdfs", "cpu")
     rows = load_split(run / "hdfs_pretrain", "test")[:200]
     rows += [r for r in load_split(run / "hdfs_pretrain", "test") if r.label == 0][:50]
-    rep = early_report(det, rows)
+    rows += [r for r in load_split(run / "hdfs_pretrain", "test") if r.label == 1][:50]
+    rep = early_report(det, rows, normal_train=load_split(run / "hdfs_pretrain", "train"))
+    assert 0.0 < rep["oracle_bound_share"]["median"] <= 1.0
     assert 0.0 <= rep["incremental_false_alarm_rate"] <= 1.0
     # Prefix-monotone rules: an early alarm on a normal session implies the full-session alarm.
     assert rep["incremental_false_alarm_rate"] <= rep["final_decision_at_close"]["fpr"] + 1e-9
+
+
+def test_oracle_bound_is_where_a_prefix_leaves_every_normal_prefix():
+    from training.data import SessionRow
+    from training.early import oracle_shares
+
+    normal = [SessionRow("n1", (5, 6, 7, 8), 0), SessionRow("n2", (5, 9), 0)]
+    anomalous = [SessionRow("a1", (5, 6, 9, 8), 1),  # leaves at event 3 of 4
+                 SessionRow("a2", (5, 6), 1),  # a normal prefix throughout: only its end tells
+                 SessionRow("a3", (4, 6, 7, 8, 9), 1)]  # leaves at the first event
+    assert oracle_shares(anomalous, normal) == [0.75, 1.0, 0.2]
 
 
 def test_finetune_from_pretrained_checkpoint(run):
