@@ -115,15 +115,15 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
         await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    scores = await read_topic(bootstrap, t.scores)
+    from streams.codec import decode_scores
+
+    scores = [(r.timestamp, s) for r in await read_topic(bootstrap, t.scores) for s in decode_scores(r.value)]
     windows = await read_topic(bootstrap, t.windows)
-    ts = sorted(r.timestamp for r in scores) or [0]
+    ts = sorted(ms for ms, _ in scores) or [0]
     seconds = max(1e-9, (ts[-1] - ts[0]) / 1000.0)
     out = {"max_batch": max_batch, "cache": cache, "scores": len(scores), "windows_per_s": len(scores) / seconds,
            "hits": det.cache_hits, "misses": det.cache_misses}
     if rate is not None:
-        import orjson
-
         # score -> its window: the alert id covers (session, range, first_ts); map via the window record
         from logad.alerts import alert_id
         from streams.codec import decode_window
@@ -132,8 +132,7 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
         for w in windows:
             win = decode_window(w.value)
             by_id[alert_id(win.source, win.session_id, win.start, win.end, win.first_ts, det.version)] = w.timestamp
-        lat = [(r.timestamp - by_id[orjson.loads(r.value)["id"]]) for r in scores
-               if orjson.loads(r.value)["id"] in by_id]
+        lat = [(ts - by_id[s["id"]]) for ts, s in scores if s["id"] in by_id]
         out.update(p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99), n_latency=len(lat))
     return out
 

@@ -121,16 +121,22 @@ def run_e2e(bootstrap: str, lines: list[bytes], per_record: int, n_windows: int,
         t_prod, t0 = asyncio.run(produce(bootstrap, p.raw, values, partition=parts, transactional=True))
         p.wait_scored(n_windows)
         cpu1 = cpu_seconds(p)
-        scores = asyncio.run(read_topic(bootstrap, p.settings.topics.scores))
+        from streams.codec import decode_scores, decode_windows
+
+        scores = asyncio.run(read_topic(bootstrap, p.settings.topics.scores))  # bundles of scores
         events = asyncio.run(read_topic(bootstrap, p.settings.topics.events))
-        windows = asyncio.run(read_topic(bootstrap, p.settings.topics.windows))
+        windows = asyncio.run(read_topic(bootstrap, p.settings.topics.windows))  # bundles of windows
+        from streams.topics import changelog_topic
+
+        changelog = asyncio.run(read_topic(bootstrap, changelog_topic(p.id)))  # session state writes
+        n_scores = sum(len(decode_scores(r.value)) for r in scores)
+        n_windows_out = sum(len(decode_windows(r.value)) for r in windows)
         sm = p.scorer_metrics()
         if os.environ.get("BENCH_DEBUG"):
             import collections
 
-            import orjson
-            tl = collections.Counter((orjson.loads(r.value)["reason"], round(r.timestamp / 1000.0 - t0, 1))
-                                     for r in windows)
+            tl = collections.Counter((w.reason, round(r.timestamp / 1000.0 - t0, 1))
+                                     for r in windows for w in decode_windows(r.value))
             log("windows by (reason, +s): " + ", ".join(f"{k[0]}@{k[1]}:{v}" for k, v in sorted(tl.items(), key=lambda kv: kv[0][1])))
             ts = collections.Counter(round(r.timestamp / 1000.0 - t0, 1) for r in scores)
             log("scores by +s: " + ", ".join(f"{k}:{v}" for k, v in sorted(ts.items())))
@@ -144,7 +150,8 @@ def run_e2e(bootstrap: str, lines: list[bytes], per_record: int, n_windows: int,
         seconds = t_end - t0
         return {
             "lines": len(lines), "records": len(values), "per_record": per_record, "workers": workers,
-            "windows": len(windows), "scores": len(scores), "expected_windows": n_windows,
+            "windows": n_windows_out, "scores": n_scores, "expected_windows": n_windows,
+            "window_records": len(windows), "score_records": len(scores), "changelog_records": len(changelog),
             "seconds": seconds, "lines_per_s": len(lines) / seconds, "ready_s": ready, "produce_s": t_prod,
             "ingested_s": t_ingested - t0, "first_window_s": t_first_window - t0,
             "last_window_s": t_last_window - t0, "first_score_s": t_first_score - t0,
@@ -207,7 +214,7 @@ def main() -> None:
                 f"({r['lines']:,} lines, {r['records']:,} records in {r['seconds']:.2f} s; ingested at "
                 f"+{r['ingested_s']:.2f} s, windows +{r['first_window_s']:.2f}..+{r['last_window_s']:.2f} s, first score "
                 f"+{r['first_score_s']:.2f} s, {r['windows']:,} windows, "
-                f"{r['events_records']:,} events records, score cache {r['cache_hits']:.0f} hits / "
+                f"{r['events_records']:,} events / {r['window_records']:,} windows / {r['score_records']:,} scores / {r['changelog_records']:,} changelog records, score cache {r['cache_hits']:.0f} hits / "
                 f"{r['cache_misses']:.0f} misses)")
             log(f"   CPU: worker {r['worker_cpu_s']:.1f} s ({r['lines'] / r['worker_cpu_s']:,.0f} lines per worker "
                 f"CPU-second), scorer {r['scorer_cpu_s']:.1f} s ({r['windows'] / r['scorer_cpu_s']:,.0f} windows per "

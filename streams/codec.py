@@ -12,10 +12,16 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
                streams/sessionize.py: idle sessions are closed on this clock). (Older workers wrote
                one record per session, {"src", "rp", "e": [[tid, ts, pos], ...]} with key =
                session id; still read.)
-    windows    {"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
-                "reason", "final", "n_lines"}  (the Window fields)                key = session id
-    scores     logad.alerts.make_event(...) envelope, type io.logad.score or io.logad.anomaly
-    alerts     the same envelope, anomalies only                                   key = session id
+    windows    {"w": [{"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
+                "reason", "final", "n_lines"}, ...]}  (the Window fields)          no key
+               a bundle: ONE record per windows partition per emit (a bundle of at most
+               MAX_BUNDLE_WINDOWS windows of sessions of that partition), so the broker and the
+               scorer pay per bundle, not per window. (A bare window object, key = session id, as
+               older workers wrote, is still read.)
+    scores     {"scores": [envelope, ...]}: a bundle of logad.alerts.make_event(...) envelopes
+               (type io.logad.score or io.logad.anomaly), ONE record per scores partition per
+               scoring batch, no key (`decode_scores` reads bundles and bare envelopes)
+    alerts     one envelope per record, anomalies only                             key = session id
     dead-letter {"reason", "topic", "partition", "offset", "line", "size", "head", "head_b64", "detail"}
 
 `pos` in an event is the raw position of its line, `(raw offset << 20) | line index in the record`:
@@ -170,11 +176,58 @@ def window_dict(w: Window) -> dict[str, Any]:
 
 
 def encode_window(w: Window) -> bytes:
+    """One bare window (the pre-bundle record shape; tests and tools still write it)."""
     return orjson.dumps(window_dict(w))
 
 
-def decode_window(data: bytes | None) -> Window:
+MAX_BUNDLE_WINDOWS = 256  # windows per windows record (~100 KB of JSON)
+MAX_BUNDLE_BYTES = 512 * 1024  # ... and at most this many bytes (topics take 1 MiB records)
+
+
+def encode_windows(windows: Sequence[Window], max_windows: int = MAX_BUNDLE_WINDOWS) -> list[bytes]:
+    """Windows of ONE windows partition -> bundle records (order kept) of <= max_windows windows
+    and <= MAX_BUNDLE_BYTES each (a bundle too big is split in halves; one window is never split)."""
+    out: list[bytes] = []
+    for i in range(0, len(windows), max_windows):
+        _bundle(windows[i:i + max_windows], out)
+    return out
+
+
+def _bundle(windows: Sequence[Window], out: list[bytes]) -> None:
+    data = orjson.dumps({"w": [window_dict(w) for w in windows]})
+    if len(data) <= MAX_BUNDLE_BYTES or len(windows) == 1:
+        out.append(data)
+        return
+    half = len(windows) // 2
+    _bundle(windows[:half], out)
+    _bundle(windows[half:], out)
+
+
+def decode_windows(data: bytes | None) -> list[Window | CodecError]:
+    """A windows record (bundle or bare window) -> its windows in order; a malformed window is a
+    CodecError in its place (the scorer dead-letters it, the others are scored). A record that is
+    not JSON or has no windows at all raises CodecError."""
     doc = _loads(data, "window record")
+    if isinstance(doc, dict) and "w" in doc and "ids" not in doc:
+        items = doc["w"]
+        if not isinstance(items, list) or not items:
+            raise CodecError("window bundle: 'w' must be a non-empty list")
+        out: list[Window | CodecError] = []
+        for d in items:
+            try:
+                out.append(_window(d))
+            except CodecError as e:
+                out.append(e)
+        return out
+    return [_window(doc)]
+
+
+def decode_window(data: bytes | None) -> Window:
+    """A bare window record -> Window; CodecError when malformed."""
+    return _window(_loads(data, "window record"))
+
+
+def _window(doc: Any) -> Window:
     try:
         if not isinstance(doc, dict) or set(doc) != set(WINDOW_FIELDS):
             raise TypeError(f"fields {sorted(doc) if isinstance(doc, dict) else type(doc).__name__}")
@@ -209,6 +262,19 @@ def encode_json(obj: Any) -> bytes:
 
 def decode_json(data: bytes | None, what: str = "record") -> Any:
     return _loads(data, what)
+
+
+def encode_scores(events: Sequence[bytes]) -> bytes:
+    """Already-encoded score envelopes -> one scores bundle record (no re-encoding)."""
+    return b'{"scores":[' + b",".join(events) + b"]}"
+
+
+def decode_scores(data: bytes | None) -> list[Any]:
+    """A scores record -> its envelopes: a bundle's list, or [the envelope] of a bare one."""
+    doc = _loads(data, "scores record")
+    if isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc:
+        return doc["scores"]
+    return [doc]
 
 
 # -------------------------------------------------------------------------------- dead letter

@@ -47,18 +47,21 @@ def read_labels(path: str | Path) -> dict[str, int]:
 
 
 async def read_events(settings: Settings, topic: str, *, with_time: bool = False) -> list[dict]:
-    """Decoded JSON records of a topic; `with_time`: each also gets "_kafka_ts" (record timestamp, s)."""
+    """The envelopes on a topic (a scores bundle gives each of its envelopes, an alert record its
+    one); `with_time`: each also gets "_kafka_ts" (its record's timestamp, s)."""
     from streams.alerts_cli import read_topic
+    from streams.codec import CodecError, decode_scores
 
     out = []
     async for r in read_topic(settings, topic, from_beginning=True, follow=False):
         try:
-            doc = orjson.loads(r.value)
-        except orjson.JSONDecodeError:
+            docs = decode_scores(r.value)
+        except CodecError:
             continue
-        if with_time and isinstance(doc, dict):
-            doc["_kafka_ts"] = r.timestamp / 1000.0
-        out.append(doc)
+        for doc in docs:
+            if with_time and isinstance(doc, dict):
+                doc["_kafka_ts"] = r.timestamp / 1000.0
+            out.append(doc)
     return out
 
 

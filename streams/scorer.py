@@ -1,10 +1,13 @@
 """`logad scorer`: windows topic -> dynamic batches -> Detector.score_windows -> scores + alerts topics.
 
-    windows records (key session id)  --consumer task, getmany-->  bounded asyncio.Queue (queue_size)
+    windows records (bundles of windows, streams/codec.py)  --consumer task, getmany, decode-->
+      bounded asyncio.Queue of windows (queue_size)
       --batcher: first window + whatever arrives within max_wait_ms, up to max_batch-->
       Detector.score_windows(batch, details=True)   (in a thread: the event loop keeps fetching)
-      -> every score -> scores topic; every anomaly -> alerts topic   (logad.alerts.make_event, key session id)
-      -> offsets committed only after every produce is acknowledged   (at-least-once)
+      -> scores topic: ONE bundle record per partition per batch (every score of the batch)
+      -> alerts topic: one record per anomaly (logad.alerts.make_event, key session id: users subscribe)
+      -> offsets committed only after every produce is acknowledged   (at-least-once; a bundle's
+         offset is committed past only once its LAST window is settled)
 
 A plain aiokafka consumer group, not Faust: the scorer is stateless, and batching plus a commit
 after the acks is simpler to get right by hand. Re-delivered windows give the same alert ids
@@ -28,7 +31,7 @@ from typing import Any
 from logad.alerts import make_event
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
-from streams.codec import CodecError, decode_window, encode_dead_letter, encode_json
+from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_json, encode_scores
 
 log = logging.getLogger("logad.scorer")
 
@@ -36,12 +39,38 @@ MAX_IN_FLIGHT = 8  # batches scored and sent whose acks (and commit) are still p
 FORWARD_BATCH = 64  # windows per model forward pass (see run_scorer)
 
 
+MAX_SCORES_BYTES = 512 * 1024  # a scores bundle record stays below this (topics take 1 MiB records)
+
+
 @dataclass
 class Outcome:
+    """One window of a windows record (or the whole record, when it cannot be decoded)."""
+
     record: Any  # the consumer record
     window: Window | None
     score: WindowScore | None = None
     error: str = ""  # why it went to the dead letter
+    last: bool = True  # the record's last window: settling it lets the commit pass the record
+    index: int | None = None  # position in a bundle (for the dead letter)
+
+
+def unpack(records: list[Any]) -> list[Outcome]:
+    """Windows records -> one Outcome per window (a record that cannot be decoded: one, failed)."""
+    out: list[Outcome] = []
+    for r in records:
+        try:
+            items = decode_windows(r.value)
+        except CodecError as e:
+            out.append(Outcome(r, None, error=f"bad_window: {e}"))
+            continue
+        last = len(items) - 1
+        bundle = last > 0
+        for i, w in enumerate(items):
+            if isinstance(w, CodecError):
+                out.append(Outcome(r, None, error=f"bad_window: {w}", last=i == last, index=i if bundle else None))
+            else:
+                out.append(Outcome(r, w, last=i == last))
+    return out
 
 
 def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
@@ -80,8 +109,8 @@ class Scorer:
         while True:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=self.cfg.max_batch)
             for recs in batch.values():
-                for r in recs:
-                    await self.queue.put(r)
+                for o in unpack(recs):
+                    await self.queue.put(o)
             if self.metrics is not None:
                 self.metrics.queue.set(self.queue.qsize())
                 await self._observe_lag()
@@ -120,7 +149,7 @@ class Scorer:
         in_flight: deque[asyncio.Task] = deque()
         try:
             while True:
-                in_flight.append(await self.handle(await self.next_batch(), wait=False))
+                in_flight.append(await self.process(await self.next_batch(), wait=False))
                 while in_flight and (len(in_flight) > MAX_IN_FLIGHT or in_flight[0].done()):
                     await in_flight.popleft()
         finally:
@@ -128,15 +157,13 @@ class Scorer:
                 t.cancel()  # not acknowledged/committed: those windows are re-delivered (same alert ids)
 
     async def handle(self, records: list[Any], wait: bool = True) -> asyncio.Task:
-        """Decode, score and send one batch; a task awaits the acks (after the previous batch's),
-        then has the offsets past the batch committed. `wait`: return only once committed."""
+        """Decode, score and send the windows of `records` as one batch (see process)."""
+        return await self.process(unpack(records), wait)
+
+    async def process(self, outcomes: list[Outcome], wait: bool = True) -> asyncio.Task:
+        """Score and send one batch; a task awaits the acks (after the previous batch's), then has
+        the offsets past the batch committed. `wait`: return only once committed."""
         t0 = time.perf_counter()
-        outcomes = []
-        for r in records:
-            try:
-                outcomes.append(Outcome(r, decode_window(r.value)))
-            except CodecError as e:
-                outcomes.append(Outcome(r, None, error=f"bad_window: {e}"))
         todo = [o for o in outcomes if o.window is not None]
         if todo:
             hits, misses = getattr(self.det, "cache_hits", 0), getattr(self.det, "cache_misses", 0)
@@ -172,10 +199,12 @@ class Scorer:
                 if isinstance(ts, int) and ts > 0:
                     self.metrics.latency.observe(max(0.0, done - ts / 1000.0))
         # Everything up to this batch is acknowledged: commit past it (records of a partition arrive
-        # in order). Commits coalesce: one in flight at a time, the next takes all that settled.
+        # in order), but past a bundle only once its last window is in: a bundle split over two
+        # batches commits its own offset first (re-delivered whole if we stop in between).
+        # Commits coalesce: one in flight at a time, the next takes all that settled.
         for o in outcomes:
             tp = _tp(o.record)
-            self._to_commit[tp] = max(self._to_commit.get(tp, 0), o.record.offset + 1)
+            self._to_commit[tp] = max(self._to_commit.get(tp, 0), o.record.offset + int(o.last))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_loop())
         if self.metrics is not None:
@@ -192,40 +221,60 @@ class Scorer:
                 log.warning("commit failed (%s); those windows will be re-delivered (same alert ids)", e)
 
     async def send(self, outcomes: list[Outcome]) -> list[asyncio.Future]:
-        """Queue every score (+ alert) and dead letter of the batch; returns the delivery futures."""
+        """Queue the batch's scores (one bundle per scores partition), alerts (one record each) and
+        dead letters; returns the delivery futures."""
         from streams.kafka_clients import key_partition, send_batched
 
         futures = []
         now = time.time()
         version = self.det.version
         n = self.topics.partitions
-        scores: list[tuple[int, bytes | None, bytes]] = []
+        scores: dict[int, list[bytes]] = {}
         alerts: list[tuple[int, bytes | None, bytes]] = []
+        parts: dict[str, int] = {}  # session id -> partition (a batch often holds several windows of one)
         for o in outcomes:
-            key = o.record.key
             if o.score is not None:
+                sid = o.window.session_id  # type: ignore[union-attr]
+                part = parts.get(sid)
+                if part is None:  # as the default partitioner places records keyed by session id
+                    part = parts[sid] = key_partition(sid.encode(), n)
                 event = encode_json(make_event(o.score, version, self.thresholds, now=now))
-                part = key_partition(key, n) if key else 0  # as the default partitioner places keyed records
-                scores.append((part, key, event))
+                scores.setdefault(part, []).append(event)
                 self.scored += 1
                 if o.score.is_anomaly:
-                    alerts.append((part, key, event))
+                    alerts.append((part, sid.encode(), event))
                     self.alerts += 1
             else:
                 reason, _, detail = o.error.partition(": ")
                 if self.metrics is not None:
                     self.metrics.dead.labels(reason).inc()
-                log.warning("window %s/%d@%d dead-lettered: %s", o.record.topic, o.record.partition,
-                            o.record.offset, o.error)
-                futures.append(await self.producer.send(self.topics.dead_letter, key=key, value=encode_dead_letter(
-                    reason, o.record.topic, o.record.partition, o.record.offset, o.record.value, detail=detail)))
-        futures += await send_batched(self.producer, self.topics.scores, scores)  # one batch per partition
+                r = o.record
+                log.warning("window %s/%d@%d%s dead-lettered: %s", r.topic, r.partition, r.offset,
+                            "" if o.index is None else f"[{o.index}]", o.error)
+                futures.append(await self.producer.send(self.topics.dead_letter, key=r.key, value=encode_dead_letter(
+                    reason, r.topic, r.partition, r.offset, r.value, line=o.index, detail=detail)))
+        futures += await send_batched(self.producer, self.topics.scores,
+                                      ((p, None, v) for p, events in scores.items() for v in _bundles(events)))
         futures += await send_batched(self.producer, self.topics.alerts, alerts)
         return futures
 
     async def publish(self, outcomes: list[Outcome]) -> None:
         """Send and wait for the acks (no commit)."""
         await asyncio.gather(*await self.send(outcomes))
+
+
+def _bundles(events: list[bytes]) -> list[bytes]:
+    """Encoded score envelopes -> scores bundle records of at most ~MAX_SCORES_BYTES each."""
+    out, part, size = [], [], 0
+    for e in events:
+        if part and size + len(e) > MAX_SCORES_BYTES:
+            out.append(encode_scores(part))
+            part, size = [], 0
+        part.append(e)
+        size += len(e) + 1
+    if part:
+        out.append(encode_scores(part))
+    return out
 
 
 def _tp(record: Any) -> Any:

@@ -7,7 +7,8 @@
          changed session (SessionRunner.on_bundle)
     timer every sessions.sweep_every_s (streams/app.py `tick`)
       -> Sessionizer.sweep(input clock)                  -> closed windows ("idle")
-    windows -> windows topic (key session id), acknowledged BEFORE the table changes are written
+    windows -> windows topic (bundles: one record per windows partition per unit, streams/codec.py),
+      acknowledged BEFORE the table changes are written
 Table values are orjson bytes under the session id's bytes (`BytesTable`): co-partitioned with events.
 
 The Sessionizer is logad's, unchanged; this module only gives it a store (`SessionStore`) that
@@ -56,7 +57,7 @@ from logad.records import Window
 from logad.sessionizer import SessionRules, Sessionizer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
-from streams.codec import encode_window
+from streams.codec import encode_window, encode_windows
 from streams.kafka_clients import key_partition as partition_of, send_batched
 
 log = logging.getLogger("logad.sessions")
@@ -446,19 +447,26 @@ class SessionRunner:
         self.clocks: dict[tuple[str, int], float] = {}  # (raw partition, events partition) -> input clock applied
 
     async def _emit(self, windows: list[Window]) -> None:
+        """Produce `windows` and await the acks: one bundle record per windows partition (per
+        MAX_BUNDLE_WINDOWS), not one record per window (~18k windows per 200k HDFS lines)."""
         if windows:
             n = self.windows_partitions
             if n:
-                keys = [w.session_id.encode() for w in windows]
+                by_part: dict[int, list[Window]] = {}
+                for w in windows:
+                    by_part.setdefault(partition_of(w.session_id.encode(), n), []).append(w)
                 futures = await send_batched(self.producer, self.windows_topic, (
-                    (partition_of(k, n), k, encode_window(w)) for k, w in zip(keys, windows)))
+                    (p, None, v) for p, ws in by_part.items() for v in encode_windows(ws)))
             else:
                 futures = [await self.producer.send(self.windows_topic, key=w.session_id.encode(),
                                                     value=encode_window(w)) for w in windows]
             await asyncio.gather(*futures)
             if self.metrics is not None:
+                reasons: dict[str, int] = {}
                 for w in windows:
-                    self.metrics.windows.labels(w.reason).inc()
+                    reasons[w.reason] = reasons.get(w.reason, 0) + 1
+                for reason, k in reasons.items():
+                    self.metrics.windows.labels(reason).inc(k)
 
     async def on_record(self, session_id: str, rp: str, events: list, partition: int, offset: int,
                         now: float | None = None) -> list[Window]:

@@ -339,13 +339,22 @@ class Pipeline:
 
         return asyncio.run(go())
 
+    def windows_in_kafka(self) -> int:
+        """Windows on the windows topic (its records are bundles of windows)."""
+        from streams.codec import decode_windows
+
+        return sum(len(decode_windows(r.value)) for r in self.read(self.settings.topics.windows))
+
     def read_json(self, topic: str) -> list[dict]:
         return [orjson.loads(r.value) for r in self.read(topic)]
 
     def outcome(self) -> dict[str, Any]:
         """Alerts and scores as delivered (with duplicates) and deduped by id."""
         t = self.settings.topics
-        alerts, scores = self.read_json(t.alerts), self.read_json(t.scores)
+        from streams.codec import decode_scores
+
+        alerts = self.read_json(t.alerts)
+        scores = [s for r in self.read(t.scores) for s in decode_scores(r.value)]  # bundles
         return {
             "alert_records": alerts, "alerts": {a["id"]: a for a in alerts},
             "score_records": scores, "scores": {s["id"]: s for s in scores},

@@ -29,6 +29,7 @@ import pytest
 
 from logad.alerts import validate
 from logad.config import Settings, load_settings
+from streams.codec import decode_scores
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -198,7 +199,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         result = {
             "pipeline": p, "state": state, "seconds": seconds, "replay": replay_out,
             "alerts": [orjson.loads(r.value) for r in p.read(p.settings.topics.alerts)],
-            "scores": [orjson.loads(r.value) for r in p.read(p.settings.topics.scores)],
+            "scores": [s for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)],
             "dead": [orjson.loads(r.value) for r in p.read(p.settings.topics.dead_letter)],
         }
         print(f"\nstream e2e: {N_LINES} lines replayed -> drained in {seconds:.1f} s "
@@ -278,7 +279,7 @@ def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, 
         assert set(alerts) == set(offline), (
             f"only after kill: {sorted(set(alerts) - set(offline))[:5]}, lost: {sorted(set(offline) - set(alerts))[:5]}\n"
             + p.logs())
-        scored = {orjson.loads(r.value)["subject"] for r in p.read(p.settings.topics.scores)}
+        scored = {s["subject"] for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)}
         assert len(scored) == N_SESSIONS
     finally:
         p.stop()

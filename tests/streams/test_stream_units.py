@@ -26,8 +26,9 @@ from logad.records import Window, WindowScore
 from logad.sessionizer import Sessionizer
 from logad.sessions import SessionWindower, WindowRule
 from logad.templates import UNK, DriftMiner, TemplateVocab
-from streams.codec import (CodecError, decode_events, decode_window, encode_dead_letter, encode_events,
-                           encode_window, position, split_position)
+from streams.codec import (MAX_BUNDLE_BYTES, CodecError, decode_events, decode_scores, decode_window,
+                           decode_windows, encode_dead_letter, encode_events, encode_window, encode_windows,
+                           position, split_position)
 from streams.ingest import Ingestor, RawRecord
 from streams.sessionize import SessionProcessor, key_partition, load_session_rules, state_of, watermark_of
 
@@ -276,8 +277,11 @@ def test_scorer_routes_scores_alerts_and_dead_letters() -> None:
     det, producer, consumer = FakeDetector(bad={"blk_3"}), FakeProducer(), FakeConsumer()
     scorer = Scorer(det, consumer, producer, settings)
     asyncio.run(scorer.handle(recs))
-    by_topic = Counter(t for t, _, _ in producer.sent)
-    assert by_topic == {"S": 3, "A": 1, "D": 2}  # blk_3 failed alone, "not json" cannot be decoded
+    by_topic = Counter(t for t, _, _ in producer.sent if t != "S")
+    assert by_topic == {"A": 1, "D": 2}  # blk_3 failed alone, "not json" cannot be decoded
+    scores = [e for t, key, value in producer.sent if t == "S" for e in decode_scores(value)]
+    assert sorted(e["subject"] for e in scores) == ["blk_1", "blk_2", "blk_4"]  # in bundles, one per partition
+    assert all(key is None for t, key, _ in producer.sent if t == "S")
     assert det.calls == [4, 1, 1, 1, 1]  # the batch, then window by window
     for t, key, value in producer.sent:
         doc = orjson.loads(value)
@@ -288,6 +292,47 @@ def test_scorer_routes_scores_alerts_and_dead_letters() -> None:
             assert doc["reason"] in {"score_failed", "bad_window"} and doc["topic"] == "W"
     ((offsets),) = consumer.commits  # one commit, after every send, past the whole batch
     assert {(tp.partition, o) for tp, o in offsets.items()} == {(0, 21), (1, 14)}
+
+
+def test_scorer_window_bundles_commit_after_their_last_window() -> None:
+    """A bundle's bad window is dead-lettered alone (with its index); a bundle split over two
+    batches is committed past only when its last window is settled."""
+    from streams.scorer import Scorer, unpack
+
+    settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
+    ws = [Window("hdfs", f"blk_{i}", 0, (3, 4, 5), 0, 1.0, 2.0, "idle", True, 3) for i in range(5)]
+    (value,) = encode_windows(ws)
+    doc = orjson.loads(value)
+    doc["w"][2]["ids"] = []  # one malformed window in the bundle
+    rec = SimpleNamespace(topic="W", partition=0, offset=7, key=None, value=orjson.dumps(doc))
+    outcomes = unpack([rec])
+    assert [o.window is None for o in outcomes] == [False, False, True, False, False]
+    assert [o.last for o in outcomes] == [False] * 4 + [True] and outcomes[2].index == 2
+    producer, consumer = FakeProducer(), FakeConsumer()
+    scorer = Scorer(FakeDetector(set()), consumer, producer, settings)
+
+    async def go() -> None:
+        await scorer.process(outcomes[:3])
+        await scorer.process(outcomes[3:])
+
+    asyncio.run(go())
+    assert [{tp.partition: o for tp, o in c.items()} for c in consumer.commits] == [{0: 7}, {0: 8}]
+    (dead,) = [orjson.loads(v) for t, _, v in producer.sent if t == "D"]
+    assert dead["reason"] == "bad_window" and dead["offset"] == 7 and dead["line"] == 2
+    assert len([e for t, _, v in producer.sent if t == "S" for e in decode_scores(v)]) == 4
+
+
+def test_window_bundles_roundtrip_and_split() -> None:
+    ws = [Window("hdfs", f"blk_{i}", i, tuple(range(3, 300)), 2, 1.5, None, "idle", True, 9) for i in range(600)]
+    recs = encode_windows(ws)
+    assert len(recs) >= 3 and all(len(r) <= MAX_BUNDLE_BYTES for r in recs)
+    assert [w for r in recs for w in decode_windows(r)] == ws
+    assert decode_windows(encode_window(ws[0])) == [ws[0]]  # a bare window (older workers) is one
+    for bad in (b"nope", b'{"w": []}', b'{"w": 3}'):
+        with pytest.raises(CodecError):
+            decode_windows(bad)
+    assert decode_scores(b'{"scores":[{"id":"a"},{"id":"b"}]}') == [{"id": "a"}, {"id": "b"}]
+    assert decode_scores(b'{"id":"a","data":{}}') == [{"id": "a", "data": {}}]
 
 
 def test_scorer_dynamic_batches() -> None:
