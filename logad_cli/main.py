@@ -313,6 +313,7 @@ def learning_curve(
     seed: Annotated[int, typer.Option(help="subset draw, data order and init")] = 1337,
     eval_seed: Annotated[int, typer.Option(help="perturbation seed of the test split")] = 0,
     instability: Annotated[float, typer.Option(help="R of the perturbed evaluation")] = 0.02,
+    calibration_instability: Annotated[float, typer.Option(help="calibrate as the shipped models (calibrate --instability)")] = 0.02,
     out: Annotated[Path, typer.Option(help="learning_curve.{json,md,png} go here")] = ART / "metrics" / "openstack",
     data: Annotated[Path, typer.Option(help="prepared OpenStack dataset")] = ART / "openstack_finetune",
     init: Annotated[Path, typer.Option(help="pretrained (HDFS) model bundle")] = ART / "models" / "hdfs",
@@ -327,7 +328,7 @@ def learning_curve(
     except ValueError:
         raise LogadError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     cfg = CurveConfig(fractions=fracs, budget_samples=budget_samples, seed=seed, eval_seed=eval_seed,
-                      instability=instability, device=device)
+                      instability=instability, calibration_instability=calibration_instability, device=device)
     report = run(data, init, out, work, cfg)
     table = Table(title=f"OpenStack learning curve ({budget_samples:,} samples per run)")
     for col in ("fraction", "sessions", "init", "best val loss", "F1 clean", f"F1 R={instability:g}"):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the shipped models from the bundled data, on CPU, in one go (~10 min on 2 cores):
 # datasets -> HDFS pretraining -> calibration -> OpenStack fine-tuning (vs from scratch) -> calibration
-# -> evaluation reports under artifacts/metrics/. Deterministic for a given seed and torch build.
+# -> evaluation reports under artifacts/metrics/ (+ the OpenStack learning curve). Deterministic for a given seed and torch build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOGAD=${LOGAD:-.venv/bin/logad}
@@ -13,6 +13,8 @@ $LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000
 $LOGAD calibrate --model artifacts/models/openstack --instability 0.02
 $LOGAD evaluate --model artifacts/models/hdfs
 $LOGAD evaluate --model artifacts/models/openstack
+# Learning curve (1/10/100% of the OpenStack normal training sessions, HDFS init vs scratch): ~8 min on 1 core
+$LOGAD learning-curve --fractions 0.01,0.1,1 --budget-samples 25000 --seed 1337
 $LOGAD robustness --model artifacts/models/hdfs
 $LOGAD robustness --model artifacts/models/openstack
 $LOGAD early --model artifacts/models/hdfs

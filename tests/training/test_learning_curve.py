@@ -66,19 +66,32 @@ def test_verdict_follows_the_numbers():
     helps = [_row(0.01, "hdfs", 0.95, 0.90, 0.30), _row(0.01, "scratch", 0.90, 0.80, 0.50),
              _row(1.0, "hdfs", 0.99, 0.95, 0.10), _row(1.0, "scratch", 0.99, 0.90, 0.10)]
     s, comps = verdict(helps, 0.02)
-    assert s.startswith("Pretraining on HDFS pays at every fraction") and comps["0.01"]["outcome"] == "helps"
-    assert "0.900 vs 0.800" in s  # the figures are in the sentence
+    assert s.startswith("HDFS pretraining pays for detection at every fraction")
+    assert comps["0.01"]["detection"] == "helps" and comps["0.01"]["signs"]["next-template val loss"] == 1
+    assert comps["1"]["signs"] == {"next-template val loss": 0, "F1 clean": 0, "F1 at R": 1}
+    assert "F1 at R=0.02: better with HDFS pretraining at 1%, 100% (0.900 vs 0.800, 0.950 vs 0.900)" in s
     same = [_row(f, i, 0.97, 0.90, 0.2) for f in (0.1, 1.0) for i in ("hdfs", "scratch")]
     s, comps = verdict(same, 0.02)
-    assert s.startswith("Pretraining on HDFS makes no meaningful difference at any fraction")
-    assert {c["outcome"] for c in comps.values()} == {"none"}
+    assert s.startswith("HDFS pretraining does not pay for detection at any fraction.")
+    assert {c["detection"] for c in comps.values()} == {"none"}
     hurts = [_row(0.1, "hdfs", 0.90, 0.80, 0.3), _row(0.1, "scratch", 0.90, 0.85, 0.3)]
-    assert verdict(hurts, 0.02)[0].startswith("Pretraining on HDFS hurts at every fraction")
-    mixed = helps[:2] + same[2:]  # helps at 1%, no difference at 100%
-    s, comps = verdict(mixed, 0.02)
-    assert s.startswith("Whether pretraining on HDFS pays depends") and comps["1"]["outcome"] == "none"
-    loss_vs_f1 = [_row(0.1, "hdfs", 0.97, 0.95, 0.5), _row(0.1, "scratch", 0.97, 0.90, 0.2)]
-    assert verdict(loss_vs_f1, 0.02)[1]["0.1"]["outcome"] == "mixed"
+    assert verdict(hurts, 0.02)[0].startswith("HDFS pretraining does not pay for detection at any fraction (it is worse at 10%)")
+    partly = helps[:2] + same[2:]  # helps at 1%, no difference at 100%
+    s, comps = verdict(partly, 0.02)
+    assert s.startswith("HDFS pretraining pays for detection at 1% (10 sessions) and makes no difference elsewhere")
+    # a lower val loss alone is not a detection gain, and the sentence says so
+    loss_only = [_row(0.1, "hdfs", 0.97, 0.90, 0.1), _row(0.1, "scratch", 0.97, 0.905, 0.2)]
+    s, comps = verdict(loss_only, 0.02)
+    assert comps["0.1"]["detection"] == "none" and "does not carry over" in s
+    both = [_row(0.1, "hdfs", 0.99, 0.80, 0.2), _row(0.1, "scratch", 0.90, 0.90, 0.2)]
+    assert verdict(both, 0.02)[1]["0.1"]["detection"] == "mixed"
+    # the sequence-model-alone F1 is reported when evaluate() gives it, and never decides the bottom line
+    assert "sequence model alone" not in verdict(same, 0.02)[0]
+    for r, (c, p) in zip(same, [(0.8, 0.7), (0.6, 0.5)] * 2):
+        r["sequence_model_f1"] = {"clean": c, "perturbed": p}
+    s, comps = verdict(same, 0.02)
+    assert "sequence model alone F1 at R=0.02: better with HDFS pretraining at 10%, 100% (0.700 vs 0.500" in s
+    assert s.startswith("HDFS pretraining does not pay for detection") and comps["1"]["detection"] == "none"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +128,7 @@ def test_six_rows_same_budget_finite_metrics(curve):
         assert math.isfinite(r["best_val_loss"])
         for block in ("clean", "perturbed"):
             assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in r[block].values())
+            assert 0.0 <= r["sequence_model_f1"][block] <= 1.0 and 0.0 <= r["best_baseline"][block]["f1"] <= 1.0
     # each run's train split really is the subset
     sub = root / "work" / "frac_0p01" / "data" / "train.parquet"
     assert pq.read_table(sub).num_rows == rows[0]["train_sessions"]
@@ -126,4 +140,6 @@ def test_written_report_and_verdict_match_the_rows(curve):
     assert saved["verdict"] == verdict(saved["rows"], cfg.instability)[0] == report["verdict"]
     md = (root / "out/learning_curve.md").read_text()
     assert report["verdict"] in md and md.count("| hdfs |") == 3 and md.count("| scratch |") == 3
+    assert "n/a" not in md  # every optional figure was reported
+    assert saved["config"]["calibration_instability"] == 0.02
     assert (root / "out/learning_curve.png").stat().st_size > 1000
