@@ -190,23 +190,28 @@ def run_fraction(data_dir: Path, init: Path, work: Path, fraction: float, cfg: C
 FIGURES = (("next-template val loss", lambda r: r["best_val_loss"], False, LOSS_TOL, 4),
            ("F1 clean", lambda r: r["clean"]["f1"], True, F1_TOL, 3),
            ("F1 at R", lambda r: r["perturbed"]["f1"], True, F1_TOL, 3),
+           # at HDFS's real prevalence (2.93%) a few false positives weigh much more than on the test split
+           ("F1 at 2.93% clean", lambda r: r["clean"]["f1_at_hdfs_prevalence"], True, F1_TOL, 3),
+           ("F1 at 2.93% at R", lambda r: r["perturbed"]["f1_at_hdfs_prevalence"], True, F1_TOL, 3),
            ("sequence model alone F1 clean", lambda r: r.get("sequence_model_f1", {}).get("clean"), True, F1_TOL, 3),
            ("sequence model alone F1 at R", lambda r: r.get("sequence_model_f1", {}).get("perturbed"), True, F1_TOL,
             3))
+DETECTION = ("F1 clean", "F1 at R", "F1 at 2.93% clean", "F1 at 2.93% at R")  # the detector's figures
 SIGN_WORD = {1: "better with HDFS pretraining", -1: "worse with HDFS pretraining", 0: "no meaningful difference"}
 
 
 def compare(hdfs: dict, scratch: dict) -> dict:
     """Per figure: the difference oriented so that > 0 favours pretraining, and its sign after the
     tolerance (+1 better, -1 worse, 0 no meaningful difference). Detection outcome from the two F1s:
-    helps / hurts / mixed / none (the val loss is not detection, so it does not enter it)."""
+    helps / hurts / mixed / none from the DETECTION figures (val loss and the sequence model alone are
+    not what an operator gets, so they do not enter it)."""
     out: dict = {"diffs": {}, "signs": {}}
     for label, get, higher, tol, _ in FIGURES:
         if get(hdfs) is None or get(scratch) is None:  # an optional figure evaluate() did not report
             continue
         d = (get(hdfs) - get(scratch)) * (1 if higher else -1)
         out["diffs"][label], out["signs"][label] = d, (1 if d > tol else -1 if d < -tol else 0)
-    det = [out["signs"]["F1 clean"], out["signs"]["F1 at R"]]
+    det = [out["signs"][k] for k in DETECTION]
     out["detection"] = ("mixed" if 1 in det and -1 in det else "helps" if 1 in det else
                         "hurts" if -1 in det else "none")
     return out
@@ -246,8 +251,9 @@ def verdict(rows: Sequence[dict], instability: float) -> tuple[str, dict]:
         if hurts:
             bottom += f" (it is worse at {_pct(hurts)})"
     else:
-        bottom = (f"HDFS pretraining pays for detection at {_pct(helps) or 'no fraction'}, "
-                  f"is worse at {_pct(hurts) or 'no fraction'} and mixed at {_pct(mixed) or 'no fraction'}")
+        said = [f"{w} at {_pct(fs)}" for w, fs in (("pays for detection", helps), ("is worse", hurts),
+                                                   ("is mixed (some F1 better, some worse)", mixed)) if fs]
+        bottom = "HDFS pretraining " + (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0])
     loss_better = [f for f in fractions if comps[f]["signs"]["next-template val loss"] == 1]
     # (the sequence-model-alone figures are reported in the clauses but the bottom line is the detector's)
     if loss_better and not helps:
@@ -297,12 +303,13 @@ def plot(report: dict, path: Path) -> None:
     rows = report["rows"]
     r_ = report["config"]["instability"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for init, style in zip(INITS, ("o-", "s--")):
+    for init, color, marker in zip(INITS, ("tab:blue", "tab:orange"), ("o", "s")):
         pts = sorted((r for r in rows if r["init"] == init), key=lambda r: r["fraction"])
         x = [p["train_sessions"] for p in pts]
-        axes[0].plot(x, [p["clean"]["f1"] for p in pts], style, label=f"{init}: clean")
-        axes[0].plot(x, [p["perturbed"]["f1"] for p in pts], style, alpha=0.6, label=f"{init}: R={r_:g}")
-        axes[1].plot(x, [p["best_val_loss"] for p in pts], style, label=init)
+        axes[0].plot(x, [p["clean"]["f1"] for p in pts], "-", marker=marker, color=color, label=f"{init}: clean")
+        axes[0].plot(x, [p["perturbed"]["f1"] for p in pts], "--", marker=marker, color=color, alpha=0.7,
+                     label=f"{init}: R={r_:g}")
+        axes[1].plot(x, [p["best_val_loss"] for p in pts], "-", marker=marker, color=color, label=init)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("normal training sessions (log)")

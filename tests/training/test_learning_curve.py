@@ -68,7 +68,8 @@ def test_verdict_follows_the_numbers():
     s, comps = verdict(helps, 0.02)
     assert s.startswith("HDFS pretraining pays for detection at every fraction")
     assert comps["0.01"]["detection"] == "helps" and comps["0.01"]["signs"]["next-template val loss"] == 1
-    assert comps["1"]["signs"] == {"next-template val loss": 0, "F1 clean": 0, "F1 at R": 1}
+    assert comps["1"]["signs"] == {"next-template val loss": 0, "F1 clean": 0, "F1 at R": 1,
+                                   "F1 at 2.93% clean": 0, "F1 at 2.93% at R": 1}
     assert "F1 at R=0.02: better with HDFS pretraining at 1%, 100% (0.900 vs 0.800, 0.950 vs 0.900)" in s
     same = [_row(f, i, 0.97, 0.90, 0.2) for f in (0.1, 1.0) for i in ("hdfs", "scratch")]
     s, comps = verdict(same, 0.02)
@@ -79,10 +80,16 @@ def test_verdict_follows_the_numbers():
     partly = helps[:2] + same[2:]  # helps at 1%, no difference at 100%
     s, comps = verdict(partly, 0.02)
     assert s.startswith("HDFS pretraining pays for detection at 1% (10 sessions) and makes no difference elsewhere")
+    assert verdict(helps[:2] + hurts, 0.02)[0].startswith("HDFS pretraining pays for detection at 1% and is worse at 10%.")
     # a lower val loss alone is not a detection gain, and the sentence says so
     loss_only = [_row(0.1, "hdfs", 0.97, 0.90, 0.1), _row(0.1, "scratch", 0.97, 0.905, 0.2)]
     s, comps = verdict(loss_only, 0.02)
     assert comps["0.1"]["detection"] == "none" and "does not carry over" in s
+    # the same test-split F1, but more false positives weigh at real prevalence: that is a detection loss
+    prev = [_row(0.1, "hdfs", 0.90, 0.90, 0.2), _row(0.1, "scratch", 0.90, 0.90, 0.2)]
+    prev[0]["perturbed"]["f1_at_hdfs_prevalence"] = 0.70
+    s, comps = verdict(prev, 0.02)
+    assert comps["0.1"]["detection"] == "hurts" and "F1 at 2.93% at R=0.02: worse with HDFS pretraining at 10%" in s
     both = [_row(0.1, "hdfs", 0.99, 0.80, 0.2), _row(0.1, "scratch", 0.90, 0.90, 0.2)]
     assert verdict(both, 0.02)[1]["0.1"]["detection"] == "mixed"
     # the sequence-model-alone F1 is reported when evaluate() gives it, and never decides the bottom line
