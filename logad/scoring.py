@@ -23,6 +23,8 @@ Per window we compute (higher = more anomalous):
                 expected; two in a four-line window is not. A template never seen in normal
                 training is never explained by instability (TAIL_CAP). With R = 0 it is the exact
                 lookup (0 on a match, TAIL_CAP otherwise)
+    edit_tail, block_run  order-aware, instability-tolerant alignment to the nearest normal windows
+                (logad.alignment)
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from logad.alignment import TraceIndex
 from logad.model import IGNORE, NextTokenTransformer, autocast
 from logad.records import Window
 from logad.thresholds import COMPLETE_ONLY  # noqa: F401 (re-exported: the scores' semantics live here)
 
-METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess", "count_tail")
+METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess", "count_tail",
+           "edit_tail", "block_run")
 _SCORE_KEYS = METHODS  # the order of the per-window score dicts
 TAIL_CAP = 300.0  # -log10 of probabilities below float64's range (and of "impossible": rho = 0)
 
@@ -68,13 +72,17 @@ class Reference:
 
     seen: torch.Tensor  # (V,) bool: template occurred in a normal training session
     counts: torch.Tensor  # (M, V) float32: unique count vectors of normal training windows
+    traces: torch.Tensor  # (N, L) int32: distinct normal training windows, right-padded with -1
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {"seen": self.seen.to(torch.uint8), "counts": self.counts}
+        return {"seen": self.seen.to(torch.uint8), "counts": self.counts, "traces": self.traces}
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> Reference:
-        return cls(seen=t["seen"].bool(), counts=t["counts"].float())
+        return cls(seen=t["seen"].bool(), counts=t["counts"].float(), traces=t["traces"].to(torch.int32))
+
+    def trace_list(self) -> list[list[int]]:
+        return [[i for i in row if i >= 0] for row in self.traces.tolist()]
 
 
 def count_vectors(windows: Sequence[Sequence[int]], vocab_size: int) -> torch.Tensor:
@@ -88,11 +96,15 @@ def count_vectors(windows: Sequence[Sequence[int]], vocab_size: int) -> torch.Te
 
 def build_reference(train_windows: Sequence[Sequence[int]], vocab_size: int, unk: int) -> Reference:
     counts = torch.unique(count_vectors(train_windows, vocab_size), dim=0)
+    distinct = list(dict.fromkeys(tuple(w) for w in train_windows))
+    traces = torch.full((len(distinct), max((len(w) for w in distinct), default=1)), -1, dtype=torch.int32)
+    for i, w in enumerate(distinct):
+        traces[i, : len(w)] = torch.tensor(w, dtype=torch.int32)
     seen = torch.zeros(vocab_size, dtype=torch.bool)
     for ids in train_windows:
         seen[list(ids)] = True
     seen[unk] = False
-    return Reference(seen=seen, counts=counts)
+    return Reference(seen=seen, counts=counts, traces=traces)
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,7 @@ class WindowScorer:
             raise ValueError(f"instability must be in [0, 1), got {instability}")
         # (M,) expected count-changing events in each normal window: drops + duplicates, 2/3 of the ops
         self._ref_lambda = (2.0 * instability / 3.0) * self._ref_counts.sum(-1).clamp(min=1.0).double()
+        self._traces = TraceIndex(reference.trace_list(), instability, TAIL_CAP)
         self._seen = reference.seen.to(self.device)
 
     @torch.no_grad()
@@ -142,21 +155,22 @@ class WindowScorer:
         mean_nll = nll.sum(-1) / n
         max_nll = nll.max(-1).values
         counts = self._count_vectors([ids for ids, _ in windows])  # (B, V)
+        novel = (counts[:, ~self._seen] > 0).any(-1)  # (B,) a template no normal window has
         if len(self._ref_counts):
             dist = torch.cdist(counts, self._ref_counts, p=1).round()  # (B, M) L1 to each normal window
             count_l1 = dist.min(-1).values  # (B,)
             count_excess = self._count_excess(counts)  # (B,)
             # Drops and duplicates only change counts of templates already there: a template no normal
             # window has is never explained by instability.
-            novel = (counts[:, ~self._seen] > 0).any(-1)  # (B,)
             count_tail = self._tail(dist).masked_fill(novel, TAIL_CAP)  # (B,)
         else:
             count_l1 = count_excess = counts.sum(-1)
             count_tail = torch.full_like(count_l1, TAIL_CAP)
+        edit_tail, block_run = self._traces.scores([ids for ids, _ in windows], novel.tolist())
         # One transfer per score (not one float() per window and score): the per-window loop below
         # only builds dicts.
         cols = [t.tolist() for t in (mean_nll, max_nll, torch.exp(mean_nll.clamp(max=50)), miss.sum(-1).float(),
-                                     unseen.sum(-1) / n, count_l1, count_excess, count_tail)]
+                                     unseen.sum(-1) / n, count_l1, count_excess, count_tail)] + [edit_tail, block_run]
         scores = [dict(zip(_SCORE_KEYS, row)) for row in zip(*cols)]
         surprising: list[list[EventDetail]] = [[] for _ in windows]
         if details:

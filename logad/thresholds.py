@@ -1,7 +1,7 @@
 """Thresholds: fitted on normal validation windows, one per score; the decision rule.
 
-A window is anomalous when any enabled score exceeds its threshold (count_l1 and count_tail only for
-whole traces), OR when its unseen-template rate exceeds the hard limit (default 5%). A session is anomalous when any of its windows is.
+A window is anomalous when any enabled score exceeds its threshold (two-sided count and alignment
+scores only for whole traces), OR when its unseen-template rate exceeds the hard limit (default 5%). A session is anomalous when any of its windows is.
 Thresholds are percentiles of the normal validation windows' scores (99.5th by default), stored in
 `thresholds.json` beside the model with the hash of the weights and reference they were fitted for,
 and a sha256 over the file's own content: an edited threshold (a hand-raised value silences alerts)
@@ -25,7 +25,7 @@ from logad.errors import ArtifactError
 # Two-sided count scores (logad.scoring) read a missing event as evidence: they apply only to windows
 # whose trace is whole (logad.sessions.COMPLETE_REASONS); a session cut by an idle timeout or the end
 # of input would be flagged for having stopped. count_excess is their cut-safe counterpart.
-COMPLETE_ONLY = frozenset({"count_l1", "count_tail"})
+COMPLETE_ONLY = frozenset({"count_l1", "count_tail", "edit_tail", "block_run"})
 
 
 @dataclass(frozen=True)

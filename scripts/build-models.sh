@@ -10,7 +10,8 @@ $LOGAD prepare all
 $LOGAD pretrain --max-samples 200000 --checkpoint-every 50000 --eval-every 25000 --warmup-samples 10000
 $LOGAD calibrate --model artifacts/models/hdfs --instability 0.02
 $LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000 --warmup-samples 5000
-$LOGAD calibrate --model artifacts/models/openstack --instability 0.02
+# OpenStack sessions are ~12% anomalous (validation split): a 1.5% normal flag rate buys recall there
+$LOGAD calibrate --model artifacts/models/openstack --instability 0.02 --percentile 98.5
 $LOGAD evaluate --model artifacts/models/hdfs
 $LOGAD evaluate --model artifacts/models/openstack
 # Learning curve (1/10/100% of the OpenStack normal training sessions, HDFS init vs scratch): ~8 min on 1 core

@@ -1,9 +1,12 @@
 """`logad calibrate`: normal reference + thresholds from normal validation windows.
 
 Writes into the model folder:
-    reference.safetensors  seen-template mask and unique count vectors of normal training windows
-    thresholds.json        per-method thresholds at the chosen percentile (99.5 by default) of the
-                           normal validation sessions' max window scores, scales,
+    reference.safetensors  seen-template mask, unique count vectors and distinct traces of normal
+                           training windows
+    thresholds.json        per-method thresholds: percentiles of the normal validation sessions' max
+                           window scores, at the lowest common percentile at which the detector as a
+                           whole flags at most (100 - `percentile`)% of those sessions (99.5 -> 0.5%),
+                           scales,
                            the weights and reference hashes, and a percentile table (FPR / precision /
                            recall / F1 on the labelled validation sessions for each percentile), so
                            the choice is informed: at ~3% anomalies a 0.5% FPR alone caps F1 near 0.92.
@@ -29,7 +32,7 @@ from training.perturb import perturb_rows
 # max_nll is reported, opt-in: it fires on rare-but-normal orderings. With an instability R > 0 the
 # exact count lookup (count_l1) gives way to its instability-tolerant form (count_tail).
 DEFAULT_METHODS = ("topk_miss", "count_l1", "count_excess")
-TOLERANT_METHODS = ("topk_miss", "count_tail", "count_excess")
+TOLERANT_METHODS = ("topk_miss", "count_tail", "count_excess", "edit_tail", "block_run")
 INSTABILITY_DRAWS = 5  # perturbed copies of the validation split: 5 x ~1k normal sessions puts ~25 above the 99.5th
 PERCENTILES = (90.0, 95.0, 97.5, 99.0, 99.5, 99.8, 99.9, 100.0)
 
@@ -51,6 +54,25 @@ def session_flags(scores: list[dict], owner: np.ndarray, n_sessions: int, th: Th
         if not flags[k] and th.decide(s)[0]:
             flags[k] = True
     return flags
+
+
+def _flag_rate(normal_scores: list[dict], values: dict[str, float], unseen_rate_max: float) -> float:
+    flags = [any(s[m] > t for m, t in values.items()) or s["unseen_rate"] > unseen_rate_max for s in normal_scores]
+    return float(np.mean(flags)) if flags else 0.0
+
+
+def joint_percentile(normal_scores: list[dict], methods: Sequence[str], percentile: float,
+                     unseen_rate_max: float, step: float = 0.05) -> float:
+    """The smallest per-method percentile (>= `percentile`) at which the detector as a whole — any
+    method over its threshold, or the unseen rule — flags at most (100 - percentile)% of the normal
+    calibration sessions. Each method at the 99.5th alone would let five methods flag up to 2.5%."""
+    target = 1.0 - percentile / 100.0
+    p = percentile
+    while p < 100.0:
+        if _flag_rate(normal_scores, fit_thresholds(normal_scores, methods, p), unseen_rate_max) <= target + 1e-12:
+            return round(p, 4)
+        p += step
+    return 100.0
 
 
 def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 99.5,
@@ -97,14 +119,17 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 9
         return Thresholds(fit_thresholds(normal_scores, methods, p), unseen_rate_max, p, topk,
                           bundle.weights_sha256, ref_sha, instability, {"scales": scales})
 
+    joint = joint_percentile(normal_scores, methods, percentile, unseen_rate_max)
     table = []
-    for p in sorted(set(PERCENTILES) | {percentile}):
+    for p in sorted(set(PERCENTILES) | {percentile, joint}):
         flags = session_flags(scores, owner, len(val), at(p))
         m = prf(labels, flags)
         table.append({"percentile": p, **{k: m[k] for k in ("fpr", "precision", "recall", "f1")},
                       "f1_at_prevalence": f1_at_prevalence(m["recall"], m["fpr"], prevalence)})
-    chosen = at(percentile)
-    th = Thresholds(chosen.values, unseen_rate_max, percentile, topk, bundle.weights_sha256, ref_sha, instability, {
+    chosen = at(joint)
+    th = Thresholds(chosen.values, unseen_rate_max, joint, topk, bundle.weights_sha256, ref_sha, instability, {
+        "target_percentile": percentile,
+        "joint_normal_flag_rate": _flag_rate(normal_scores, chosen.values, unseen_rate_max),
         "scales": scales, "normal_val_windows": int(np.sum(labels[owner] == 0)),
         "normal_val_sessions": len(normal_val), "calibrated_on": "max window score of each normal val session",
         "percentile_table": table, "methods": list(methods), "calibration_instability": instability,

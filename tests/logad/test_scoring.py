@@ -76,3 +76,4 @@ def test_thresholds_keep_and_seal_their_instability():
     bad = Thresholds({"count_tail": 2.0}, instability=1.5).to_dict()
     with pytest.raises(ArtifactError, match="instability"):
         Thresholds.from_dict(bad)
+
