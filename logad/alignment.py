@@ -72,9 +72,18 @@ class TraceIndex:
         p = torch.where(d > 0, torch.special.gammainc(d.clamp(min=1.0), lam), torch.ones_like(d))
         tail = (-torch.log10(p.max(-1).values.clamp(min=1e-300))).clamp(max=self.tail_cap)  # (B,)
         tails = [self.tail_cap if nv else float(t) for t, nv in zip(tail.tolist(), novel)]
-        runs = []
-        for q, row in zip(queries, dist):
-            near = np.flatnonzero(row <= row.min() + BLOCK_SLACK)
-            near = near[np.argsort(row[near], kind="stable")][:BLOCK_CANDIDATES]
-            runs.append(float(min(longest_run(self.traces[j], q) for j in near)))
-        return tails, runs
+        return tails, [float(self._block_run(q, row)) for q, row in zip(queries, dist)]
+
+    def _block_run(self, query: str, row: np.ndarray) -> int:
+        """min over the nearest normal traces of the longest edit run; stops at the first run <= 1
+        (a normal-looking window usually ends there, at its nearest trace)."""
+        if row.min() == 0:
+            return 0
+        near = np.flatnonzero(row <= row.min() + BLOCK_SLACK)
+        best = None
+        for j in near[np.argsort(row[near], kind="stable")][:BLOCK_CANDIDATES]:
+            run = longest_run(self.traces[j], query)
+            best = run if best is None else min(best, run)
+            if best <= 1:
+                break
+        return int(best)
