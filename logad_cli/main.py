@@ -313,7 +313,7 @@ def learning_curve(
     seed: Annotated[int, typer.Option(help="subset draw, data order and init")] = 1337,
     eval_seed: Annotated[int, typer.Option(help="perturbation seed of the test split")] = 0,
     instability: Annotated[float, typer.Option(help="R of the perturbed evaluation")] = 0.02,
-    calibration_instability: Annotated[float, typer.Option(help="calibrate as the shipped models (calibrate --instability)")] = 0.02,
+    calibrate_like: Annotated[Path, typer.Option(help="calibrate every run with this calibrated model's settings (percentile, instability, methods)")] = ART / "models" / "openstack",
     out: Annotated[Path, typer.Option(help="learning_curve.{json,md,png} go here")] = ART / "metrics" / "openstack",
     data: Annotated[Path, typer.Option(help="prepared OpenStack dataset")] = ART / "openstack_finetune",
     init: Annotated[Path, typer.Option(help="pretrained (HDFS) model bundle")] = ART / "models" / "hdfs",
@@ -321,14 +321,14 @@ def learning_curve(
     device: DeviceOpt = "auto",
 ) -> None:
     """Fine-tune from HDFS vs train from scratch on 1/10/100% of the OpenStack normal training sessions."""
-    from training.learning_curve import CurveConfig, learning_curve as run
+    from training.learning_curve import CurveConfig, calibration_like, learning_curve as run
 
     try:
         fracs = tuple(float(f) for f in fractions.split(",") if f.strip())
     except ValueError:
         raise LogadError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     cfg = CurveConfig(fractions=fracs, budget_samples=budget_samples, seed=seed, eval_seed=eval_seed,
-                      instability=instability, calibration_instability=calibration_instability, device=device)
+                      instability=instability, calibration=calibration_like(calibrate_like), device=device)
     report = run(data, init, out, work, cfg)
     table = Table(title=f"OpenStack learning curve ({budget_samples:,} samples per run)")
     for col in ("fraction", "sessions", "init", "best val loss", "F1 clean", f"F1 R={instability:g}"):

@@ -3,9 +3,9 @@
 For each fraction of the OpenStack normal training sessions (1%, 10%, 100% by default) one model is
 fine-tuned from the HDFS checkpoint and one is trained from scratch (same architecture, same seed,
 same budget in samples, `training.pretrain.finetune`). Each is calibrated on the full normal
-validation sessions (validation is not training data, so it is never subset), the way the shipped
-models are (`calibrate --instability 0.02`), and evaluated on the test split, clean and at
-instability R = 0.02 with a fixed seed.
+validation sessions (validation is not training data, so it is never subset) the way the shipped
+OpenStack model was (`calibration_like`: its percentile, calibration instability, methods), and
+evaluated on the test split, clean and at instability R = 0.02 with a fixed seed.
 
 Subsetting is by session id: each normal training session gets the rank of sha256("<seed>:<id>"),
 and a fraction keeps the lowest-ranked ones. It does not depend on row order, and the subsets are
@@ -38,8 +38,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from logad.artifacts import git_commit, load_bundle, sha256_file, write_json  # noqa: E402
-from logad.errors import ConfigError  # noqa: E402
+from logad.artifacts import git_commit, load_bundle, read_json, sha256_file, write_json  # noqa: E402
+from logad.errors import ArtifactError, ConfigError  # noqa: E402
 from training.calibrate import calibrate  # noqa: E402
 from training.data import SessionRow, load_split  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
@@ -54,15 +54,39 @@ METRICS = ("precision", "recall", "f1", "fpr", "f1_at_hdfs_prevalence")
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The calibrate() settings every run of the curve gets; `calibration_like` copies them from the
+    shipped OpenStack model, so the curve measures the detector as shipped, whatever it is then."""
+    percentile: float = 99.5
+    instability: float = 0.02  # perturbs validation sessions only (calibrate's own seeds), never test ones
+    methods: tuple[str, ...] | None = None  # None: calibrate()'s default for the instability
+    unseen_rate_max: float = 0.05
+    topk: int = 9
+
+
+def calibration_like(model_dir: str | Path) -> Calibration:
+    """The settings a calibrated model was calibrated with (its thresholds.json)."""
+    th = read_json(Path(model_dir) / "thresholds.json", "thresholds of the model to calibrate like")
+    extra = th.get("extra", {})
+    methods = extra.get("methods")
+    # calibrate() may fit a stricter percentile than it was asked for (so the detector as a whole meets
+    # the flag rate) and keeps the request as target_percentile: the request is the setting to copy.
+    try:
+        return Calibration(percentile=float(extra.get("target_percentile", th["percentile"])), instability=float(th.get("instability", 0.0)),
+                           methods=tuple(methods) if methods else None,
+                           unseen_rate_max=float(th["unseen_rate_max"]), topk=int(th["topk"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{model_dir}/thresholds.json lacks calibration settings ({e!r})") from None
+
+
+@dataclass(frozen=True)
 class CurveConfig:
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # of the normal training sessions, each in (0, 1]
     budget_samples: int = 25_000  # training windows per run, the same for all runs (~1 min each on 1 core)
     seed: int = 1337  # subset draw, data order, init of new rows and of scratch models
     instability: float = 0.02  # R of the perturbed test evaluation
     eval_seed: int = 0  # perturbation seed of the test split (fixed, never tuned on)
-    # Calibrate like the shipped models (scripts/build-models.sh: `calibrate --instability 0.02`), so the
-    # curve measures the detector as shipped; it perturbs validation sessions only, never test ones.
-    calibration_instability: float = 0.02
+    calibration: Calibration = Calibration()  # the CLI copies the shipped OpenStack model's
     min_sessions: int = 10  # floor of a subset: fewer windows than a batch make a meaningless run
     batch_size: int = 64
     lr: float = 3e-4  # as `logad finetune`
@@ -82,9 +106,9 @@ class CurveConfig:
             raise ConfigError(f"budget_samples {self.budget_samples} is below one batch ({self.batch_size})")
         if self.min_sessions < 1 or self.evals < 1:
             raise ConfigError("min_sessions and evals must be >= 1")
-        for name in ("instability", "calibration_instability"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} {getattr(self, name)} is outside [0, 1)")
+        for name, v in (("instability", self.instability), ("calibration instability", self.calibration.instability)):
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"{name} {v} is outside [0, 1)")
 
     def train_config(self) -> TrainConfig:
         # No early stopping: every run spends the whole budget, so budgets are equal by construction;
@@ -167,7 +191,9 @@ def run_fraction(data_dir: Path, init: Path, work: Path, fraction: float, cfg: C
     train_s = time.time() - t0
     rows = []
     for init_name, key in zip(INITS, ("finetuned", "scratch")):
-        calibrate(models[init_name], sub, device=cfg.device, instability=cfg.calibration_instability)
+        c = cfg.calibration
+        calibrate(models[init_name], sub, percentile=c.percentile, methods=c.methods,
+                  unseen_rate_max=c.unseen_rate_max, topk=c.topk, device=cfg.device, instability=c.instability)
         clean = evaluate(models[init_name], sub, "learning_curve", instability=0.0, seed=cfg.eval_seed,
                          device=cfg.device, write=False)
         pert = evaluate(models[init_name], sub, "learning_curve", instability=cfg.instability, seed=cfg.eval_seed,
@@ -271,7 +297,8 @@ def markdown(report: dict) -> str:
         "",
         f"Budget {report['config']['budget_samples']:,} training windows per run (the same for all runs, no early "
         f"stopping), seed {report['config']['seed']}, thresholds calibrated on the full normal validation split "
-        f"(calibration instability {report['config']['calibration_instability']:g}), "
+        f"(percentile {report['config']['calibration']['percentile']:g}, calibration instability "
+        f"{report['config']['calibration']['instability']:g}), "
         f"test split clean and perturbed at R = {r_:g} (seed {report['config']['eval_seed']}). "
         f"Commit {report['git_commit'][:12]}, {report['seconds']:.0f} s.",
         "",

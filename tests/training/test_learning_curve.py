@@ -9,14 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from logad.artifacts import save_bundle
-from logad.errors import ConfigError
+from logad.errors import ArtifactError, ConfigError
 from logad.formats import FORMATS
 from logad.model import ModelConfig, NextTokenTransformer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
 from training.data import SessionRow, load_split
 from training.datasets import DATA, prepare_openstack
-from training.learning_curve import CurveConfig, learning_curve, subset_sessions, verdict, write_subset
+from training.learning_curve import (
+    Calibration, CurveConfig, calibration_like, learning_curve, subset_sessions, verdict, write_subset,
+)
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0)
 
@@ -148,5 +150,17 @@ def test_written_report_and_verdict_match_the_rows(curve):
     md = (root / "out/learning_curve.md").read_text()
     assert report["verdict"] in md and md.count("| hdfs |") == 3 and md.count("| scratch |") == 3
     assert "n/a" not in md  # every optional figure was reported
-    assert saved["config"]["calibration_instability"] == 0.02
+    assert saved["config"]["calibration"]["instability"] == 0.02
     assert (root / "out/learning_curve.png").stat().st_size > 1000
+
+
+def test_calibration_copied_from_a_calibrated_model(curve, tmp_path):
+    root, cfg, _ = curve
+    got = calibration_like(root / "work" / "frac_1" / "models" / "scratch")  # calibrated with cfg.calibration
+    assert (got.percentile, got.instability, got.topk) == (cfg.calibration.percentile, cfg.calibration.instability,
+                                                           cfg.calibration.topk)
+    assert got.methods  # calibrate() records the methods it fitted
+    with pytest.raises(ArtifactError):
+        calibration_like(tmp_path)  # not a calibrated model
+    with pytest.raises(ConfigError, match="calibration instability"):
+        CurveConfig(calibration=Calibration(instability=1.5))
