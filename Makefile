@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-reliability bench models install kafka-jars
+.PHONY: demo test test-fast test-reliability bench models generalisation install kafka-jars
 
 install:
 	@bash scripts/install-python.sh
@@ -29,3 +29,11 @@ bench: install kafka-jars
 
 models: install
 	@bash scripts/build-models.sh
+
+# Issue 9 in one command: instability benchmark (both models), early detection, learning curve, bars.
+generalisation: install
+	.venv/bin/logad robustness --model artifacts/models/hdfs
+	.venv/bin/logad robustness --model artifacts/models/openstack
+	.venv/bin/logad early --model artifacts/models/hdfs
+	.venv/bin/logad learning-curve
+	.venv/bin/logad bars

@@ -285,6 +285,21 @@ def robustness(
 
 
 @app.command()
+def bars(
+    metrics_dir: Annotated[Path, typer.Option(help="where robustness / early / learning-curve wrote")] = ART / "metrics",
+) -> None:
+    """Issue 9's generalisation bars against the reports (`make generalisation` writes them first)."""
+    from training.bars import bars as run
+
+    table = Table(title="generalisation bars (from the reports under " + str(metrics_dir) + ")")
+    for col in ("bar", "measured", "met"):
+        table.add_column(col)
+    for b in run(metrics_dir):
+        table.add_row(b.name, b.measured, {True: "yes", False: "NO", None: "?"}[b.met])
+    Console().print(table)
+
+
+@app.command()
 def early(
     model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
     data: Annotated[Optional[Path], typer.Option()] = None,
