@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-from aiokafka.partitioner import murmur2
 
 from logad.config import KafkaConfig
 from logad.errors import BrokerError, ConfigError
@@ -258,9 +258,48 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
     return counts
 
 
+PARTITION_CACHE = 1 << 15  # keys remembered per partition count (~5 MB at most; cleared when full)
+_partitions: dict[int, dict[bytes, int]] = {}
+
+
 def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2 of the key bytes), as the producers and Faust use it."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    """Kafka's default partitioner (murmur2 of the key bytes), as the producers and Faust use it.
+
+    Memoised: a session id is partitioned again for every changelog write, window and score
+    (~60k times per 200k HDFS lines), and aiokafka's murmur2 costs ~6 us in pure Python."""
+    cache = _partitions.get(partitions)
+    if cache is None:
+        cache = _partitions[partitions] = {}
+    p = cache.get(key)
+    if p is None:
+        if len(cache) >= PARTITION_CACHE:
+            cache.clear()
+        p = cache[key] = (murmur2(key) & 0x7FFFFFFF) % partitions
+    return p
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2, unsigned), equal to
+    aiokafka.partitioner.murmur2 (tested) at ~half its cost: 4-byte words via struct."""
+    n = len(data)
+    h = (0x9747B28C ^ n) & 0xFFFFFFFF
+    n4 = n & ~3
+    m = 0x5BD1E995
+    for (k,) in struct.iter_unpack("<I", data[:n4]):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = n & 3
+    if extra:
+        if extra >= 3:
+            h ^= data[n4 + 2] << 16
+        if extra >= 2:
+            h ^= data[n4 + 1] << 8
+        h = ((h ^ data[n4]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 async def send_batched(producer: Any, topic: str, records: Iterable[tuple[int, bytes | None, bytes | None]]

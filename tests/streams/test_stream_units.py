@@ -613,3 +613,18 @@ def test_changelog_table_writes_store_and_changelog_itself() -> None:
     assert (topic, key, part) == ("app-sessions-changelog", b"blk_1", key_partition("blk_1", 4))
     assert orjson.loads(value)[1:] == ["r/0", 5]
     assert (key2, value2) == (b"blk_1", None) and faust_table.data.data == {}  # delete = tombstone record
+
+
+def test_murmur2_equals_kafkas_default_partitioner() -> None:
+    import random
+
+    from aiokafka.partitioner import murmur2 as reference
+
+    from streams.kafka_clients import key_partition, murmur2
+
+    rng = random.Random(7)
+    keys = [b"", b"a", b"ab", b"abc", b"abcd", b"abcde", "blk_-1608999687919862906".encode(), "é€".encode()]
+    keys += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))) for _ in range(500)]
+    for k in keys:
+        assert murmur2(k) == reference(k), k
+        assert key_partition(k, 4) == key_partition(k, 4) == (reference(k) & 0x7FFFFFFF) % 4
