@@ -33,7 +33,8 @@ from logad.config import Settings, load_settings  # noqa: E402
 from logad.parse import open_lines  # noqa: E402
 
 SAMPLE = ROOT / "data/hdfs/HDFS_head20k.log.gz"
-MODEL = ROOT / "artifacts/models/hdfs"
+# BENCH_MODEL: another model bundle (e.g. a copy of the committed one while artifacts/ is being rebuilt)
+MODEL = Path(os.environ.get("BENCH_MODEL") or ROOT / "artifacts/models/hdfs")
 _BLK = re.compile(rb"blk_(-?)(\d+)")
 BROKER: dict[str, int] = {"pid": 0}  # the running broker's JVM (for CPU accounting)
 

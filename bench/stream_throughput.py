@@ -1,7 +1,10 @@
 """End-to-end throughput of the streaming detector on a real local Kafka, with same-run ceilings.
 
     lines: the bundled HDFS sample repeated to --lines (block ids rewritten per copy: new sessions,
-           real traces), as 1 line per record and as 100 lines per record
+           real traces) as 1 line per record, and to --lines-100lpr (default 10^6) as 100 lines per
+           record. At 100 lines/record 200k lines are only 2,000 records and ~4-6 s, of which the
+           tail (the last sessions' idle timeout, their sweep, scoring their windows) is a third;
+           10^6 lines (10,000 records, ~20 s) measure the steady state the bar is about.
     e2e:   one `logad worker` process (+ one `logad scorer`, CPU) on fresh topics, started and idle
            (caught up) first; then every raw record is published in ONE Kafka transaction, so all
            of them become readable at the same instant t0 (the worker reads read_committed), and
@@ -13,9 +16,11 @@
     2 workers: the same at 1 line per record with 2 worker processes (raw topic with 2 partitions,
            one per "host": copy k of the sample goes to partition k % 2)
 
-Usage: .venv/bin/python bench/stream_throughput.py [--lines 200000] [--idle 0.5] [--no-two-workers]
+Usage: .venv/bin/python bench/stream_throughput.py [--lines 200000] [--lines-100lpr 1000000] [--idle 0.5]
+       [--no-two-workers] [--no-ceilings] [--per-record 1,100]
 Ends with one line: RESULT e2e_lines_per_s_1lpr=... e2e_lines_per_s_100lpr=... faust_noop_records_per_s=...
-aiokafka_records_per_s=... (+ the 2-worker figure and ratios). Bars on the 2-core dev box:
+aiokafka_records_per_s=... (+ the 2-worker figure, ratios, and the 100 lines/record run's CPU per line of
+worker, scorer and broker with the lines/s they would allow on 2 cores of their own). Bars on the 2-core dev box:
 >= 20,000 lines/s at 1 line/record and >= 100,000 lines/s at 100 lines/record, per worker.
 """
 
@@ -189,13 +194,17 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=0.5, help="sessions.idle_timeout_s of the worker")
     ap.add_argument("--no-two-workers", action="store_true")
     ap.add_argument("--no-ceilings", action="store_true", help="(while profiling) skip the aiokafka / no-op Faust runs")
+    ap.add_argument("--lines-100lpr", type=int, default=1_000_000, help="lines of the 100 lines/record run")
     ap.add_argument("--per-record", default="1,100", help="lines per record of the 1-worker runs")
     args = ap.parse_args()
-    lines = hdfs_lines(args.lines)
-    t = time.perf_counter()
-    n_windows = expected_windows(lines)
-    log(f"{len(lines):,} lines ({len(lines) / 16_252:.1f} copies of the HDFS sample), {n_windows:,} windows "
-        f"offline ({time.perf_counter() - t:.1f} s)")
+    inputs: dict[int, tuple[list[bytes], int]] = {}  # lines count -> (lines, windows offline)
+    for n in sorted({args.lines, args.lines_100lpr}):
+        t = time.perf_counter()
+        lines = hdfs_lines(n)
+        inputs[n] = (lines, expected_windows(lines))
+        log(f"{len(lines):,} lines ({len(lines) / 16_252:.1f} copies of the HDFS sample), {inputs[n][1]:,} windows "
+            f"offline ({time.perf_counter() - t:.1f} s)")
+    lines, n_windows = inputs[args.lines]
     with broker() as boot:
         ceiling_topic = "bench.ceiling"
         aio = noop = float("nan")
@@ -208,7 +217,8 @@ def main() -> None:
             log(f"ceiling: no-op Faust agent          {noop:12,.0f} records/s")
         runs = {}
         for per_record in [int(x) for x in args.per_record.split(",")]:
-            r = run_e2e(boot, lines, per_record, n_windows, args.idle)
+            run_lines, run_windows = inputs[args.lines_100lpr if per_record >= 100 else args.lines]
+            r = run_e2e(boot, run_lines, per_record, run_windows, args.idle)
             runs[per_record] = r
             log(f"e2e, 1 worker, {per_record:>3} line(s)/record: {r['lines_per_s']:10,.0f} lines/s "
                 f"({r['lines']:,} lines, {r['records']:,} records in {r['seconds']:.2f} s; ingested at "
@@ -219,8 +229,8 @@ def main() -> None:
             log(f"   CPU: worker {r['worker_cpu_s']:.1f} s ({r['lines'] / r['worker_cpu_s']:,.0f} lines per worker "
                 f"CPU-second), scorer {r['scorer_cpu_s']:.1f} s ({r['windows'] / r['scorer_cpu_s']:,.0f} windows per "
                 f"scorer CPU-second), broker {r['broker_cpu_s']:.1f} s; wall {r['seconds']:.1f} s on 2 cores")
-            if r["windows"] != n_windows or r["scores"] < n_windows:
-                log(f"  WARNING: {r['windows']} windows / {r['scores']} scores, expected {n_windows}")
+            if r["windows"] != r["expected_windows"] or r["scores"] < r["expected_windows"]:
+                log(f"  WARNING: {r['windows']} windows / {r['scores']} scores, expected {r['expected_windows']}")
         two = None
         if not args.no_two_workers:
             two = run_e2e(boot, lines, 1, n_windows, args.idle, workers=2)
@@ -233,7 +243,17 @@ def main() -> None:
         f"100 lines/record vs 1: {e100 / e1:.2f}x" + (f"; 2 workers vs 1: {two['lines_per_s'] / e1:.2f}x" if two else ""))
     log(f"bars: 1 line/record >= {BAR_1LPR:,}: {e1:,.0f} -> {'met' if e1 >= BAR_1LPR else 'NOT met'}; "
         f"100 lines/record >= {BAR_100LPR:,}: {e100:,.0f} -> {'met' if e100 >= BAR_100LPR else 'NOT met'}")
+    # CPU per line of each process at 100 lines/record, and what 2 cores of their own would allow
+    # (the box is shared: the wall-clock figure moves with the other jobs, this one much less).
+    r = runs[100]
+    us = {k: r[f"{k}_cpu_s"] / r["lines"] * 1e6 for k in ("worker", "scorer", "broker")}
+    cpu_bound = 2e6 / sum(us.values())
+    log(f"100 lines/record, CPU per line: worker {us['worker']:.1f} us + scorer {us['scorer']:.1f} us + broker "
+        f"{us['broker']:.1f} us = {sum(us.values()):.1f} us -> {cpu_bound:,.0f} lines/s with 2 cores to themselves")
     extra = f" e2e_lines_per_s_1lpr_2workers={two['lines_per_s']:.0f}" if two else ""
+    extra += (f" lines_100lpr={r['lines']} worker_us_per_line_100lpr={us['worker']:.1f} "
+              f"scorer_us_per_line_100lpr={us['scorer']:.1f} broker_us_per_line_100lpr={us['broker']:.1f} "
+              f"cpu_bound_lines_per_s_100lpr={cpu_bound:.0f}")
     print(f"RESULT e2e_lines_per_s_1lpr={e1:.0f} e2e_lines_per_s_100lpr={e100:.0f} faust_noop_records_per_s={noop:.0f} "
           f"aiokafka_records_per_s={aio:.0f}{extra} ratio_e2e_1lpr_vs_faust_noop={e1 / noop:.2f} "
           f"ratio_e2e_1lpr_vs_aiokafka={e1 / aio:.3f}")
