@@ -60,7 +60,8 @@ def baseline_metrics(train: list[SessionRow], val: list[SessionRow], test: list[
 
 # The detector's parts, for ablations: which evidence catches what (each with the unseen-template rule).
 COMPONENTS = {"sequence_model": ("topk_miss", "max_nll", "mean_nll", "ppl"),
-              "counts": ("count_l1", "count_tail", "count_excess")}
+              "counts": ("count_l1", "count_tail", "count_excess"),
+              "alignment": ("edit_tail", "block_run")}
 
 
 def component_metrics(results: Sequence[SessionResult], thresholds: dict) -> dict:
