@@ -101,11 +101,13 @@ class Sessionizer:
         """One event of session `key` at event time `ts` (wall-clock `now`); returns closed windows."""
         return self.push_many(key, ((template_id, ts),), now)
 
-    def push_many(self, key: str, events: Iterable[tuple[int, float | None]], now: float) -> list[Window]:
+    def push_many(self, key: str, events: Iterable[tuple[int, float | None]], now: float,
+                  probe: bool = False) -> list[Window]:
         """Events (template id, event time) of session `key`, in arrival order, all seen at wall-clock
         `now`; returns the windows they close. Same result as one `push` per event: the state is
         read once, kept in a windower while the events apply, and written once at the end (or
-        before a close or an eviction, which look at the store)."""
+        before a close or an eviction, which look at the store). `probe`: when the session is still
+        open afterwards, also return its open window (reason PROBE) for an early score."""
         out: list[Window] = []
         rules = self.rules
         terminal, max_events, gap_s = rules.terminal_ids, rules.max_events_per_session, rules.gap_s
@@ -146,6 +148,10 @@ class Sessionizer:
                 state, w, last, is_open = None, None, None, False
         if w is not None:
             self._save(key, w, last, now)
+            if probe:
+                p = w.probe()
+                if p is not None:
+                    out.append(p)
         return out
 
     def _evict(self, now: float) -> list[Window]:

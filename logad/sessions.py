@@ -29,6 +29,10 @@ from logad.records import Window
 # input, eviction, caps) may have cut the session short, so only templates it has *too many* of
 # count: a cut normal session must not look anomalous just because it stopped (see NOTES.md).
 COMPLETE_REASONS = frozenset({"terminal", "gap", "max_length", "complete"})
+# An early probe: the events of a session that is still open, scored before it closes (early alerts).
+# Never complete, so only the prefix-safe scores judge it, and never final: the window that closes the
+# session is scored again and makes the decision at close.
+PROBE = "open"
 
 
 def is_complete(reason: str) -> bool:
@@ -125,6 +129,13 @@ class SessionWindower:
         if self.n <= self.start + ctx:
             return None
         return self._window(self.n, reason, final=True)
+
+    def probe(self) -> Window | None:
+        """The open window as it stands (reason PROBE, not final), if it holds unscored events: what
+        an early, incremental score looks at. Changes nothing."""
+        if self.pending() <= 0:
+            return None
+        return self._window(self.n, PROBE, final=False)
 
     def pending(self) -> int:
         """Events pushed but not yet scored (what an early, incremental score would look at)."""

@@ -312,7 +312,7 @@ def early(
     from training.data import load_split
     from training.early import early_report
 
-    det = Detector.load(model, device)
+    det = Detector.load(model, device, cache_size=1 << 16)  # prefixes repeat across sessions
     data = data or _default_data(model)
     rep = early_report(det, load_split(data, "test"), normal_train=load_split(data, "train"))
     out = ART / "metrics" / (name or model.name)

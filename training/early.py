@@ -1,12 +1,13 @@
 """Early detection: how much of an anomalous session is seen when the first alert fires.
 
-Incremental scoring uses only prefix-monotone rules — the most surprising event so far (max_nll), the
-count of events outside the top-k so far (topk_miss), templates seen more often than in any normal
-window (count_excess) and the unseen-template rule — so an early alert
-on a prefix implies the same alert on the whole session, and the incremental false-alarm rate on
-normal sessions can never exceed the full-session one. The count-vector lookup is not prefix-safe
-(a prefix of a normal session is not a normal session) and is left to the decision at close.
-Because the model is causal, one forward pass per window gives every prefix's scores.
+Incremental scoring is the streaming detector's own (`Sessionizer.push_many(..., probe=True)` with
+`scorer.early_alerts`): after every event the session's open window is scored as a probe (reason
+PROBE, never complete). Probes are judged by the prefix-safe scores only — the model's top-k misses
+and surprise so far, templates seen more often than in any normal window (count_excess), the
+unseen-template rule — because the two-sided count and alignment scores would read "not finished
+yet" as "events missing". The decision at close is the full detector's, as offline.
+Here the same windower runs over each test session, one event at a time, and the first event after
+which any probe (or a window closed on the way) is anomalous is the first alert.
 
 The report also gives a bound no causal detector can beat without false alarms: the share of each
 anomalous session at which its prefix first stops being a prefix of some normal training session.
@@ -18,44 +19,51 @@ a missing tail, an exception at the end — and the bound's median is ~0.95).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from logad.detector import Detector
 from logad.metrics import prf
+from logad.records import Window
+from logad.sessions import SessionWindower
+from logad.thresholds import COMPLETE_ONLY
 from training.data import SessionRow
 
-PREFIX_METHODS = ("max_nll", "topk_miss", "count_excess")
+CHUNK = 256  # sessions whose probes are scored in one call (bounds the windows held at once)
 
 
-def first_alert(det: Detector, row: SessionRow) -> int | None:
-    """Number of events seen when the first early alert fires (None: never)."""
-    th = det.thresholds
-    if th is None:
-        raise ValueError('early detection needs a calibrated detector')
-    windows = det.session_windows(row.session_id, row.ids)
-    ref = det.reference.counts  # (M, V)
-    seen_misses = 0
-    unseen = 0
-    for w in windows:
-        det.scorer.score([w])
-        nll, miss, uns, mask = (t[0] for t in det.scorer.last_per_event)  # type: ignore[misc]
-        positions = mask.nonzero().flatten().tolist()
-        counts = torch.zeros(ref.shape[1])
-        for i in w.ids[: w.n_context]:
-            counts[i] += 1
-        for k, t in enumerate(positions):
-            event_index = w.start + w.n_context + k  # session index of this scored event
-            seen_misses += int(miss[t])
-            unseen += int(uns[t])
-            counts[w.ids[w.n_context + k]] += 1
-            excess = float((counts - ref).clamp(min=0).sum(-1).min()) if len(ref) else float(counts.sum())
-            fired = ("max_nll" in th.values and float(nll[t]) > th.values["max_nll"]) or \
-                    ("topk_miss" in th.values and seen_misses > th.values["topk_miss"]) or \
-                    ("count_excess" in th.values and excess > th.values["count_excess"]) or \
-                    (unseen / (event_index + 1) > th.unseen_rate_max)
-            if fired:
-                return event_index + 1
-    return None
+def _probes(det: Detector, row: SessionRow) -> list[tuple[int, Window]]:
+    """(events seen, window) for every window the stream would score while the session is open."""
+    w = SessionWindower(det.bundle.path.name, row.session_id, det.bundle.rule)
+    out = []
+    for k, tid in enumerate(row.ids, start=1):
+        closed = w.push(tid, None)
+        if closed is not None:
+            out.append((k, closed))
+        probe = w.probe()
+        if probe is not None:
+            out.append((k, probe))
+    return out
+
+
+def first_alerts(det: Detector, rows: list[SessionRow]) -> list[int | None]:
+    """Per session: events seen when the first early alert fires (None: never before it closes)."""
+    if det.thresholds is None:
+        raise ValueError("early detection needs a calibrated detector")
+    out: list[int | None] = []
+    for c in range(0, len(rows), CHUNK):
+        chunk = rows[c:c + CHUNK]
+        owner, seen, windows = [], [], []
+        for i, r in enumerate(chunk):
+            for k, win in _probes(det, r):
+                owner.append(i)
+                seen.append(k)
+                windows.append(win)
+        first: list[int | None] = [None] * len(chunk)
+        # details=True: the detector's score cache (a session's prefixes repeat across sessions) keys on it
+        for i, k, ws in zip(owner, seen, det.score_windows(windows, details=True)):
+            if ws.is_anomaly and (first[i] is None or k < first[i]):
+                first[i] = k
+        out += first
+    return out
 
 
 def oracle_shares(anomalous: list[SessionRow], normal_train: list[SessionRow]) -> list[float]:
@@ -72,8 +80,7 @@ def oracle_shares(anomalous: list[SessionRow], normal_train: list[SessionRow]) -
 def early_report(det: Detector, rows: list[SessionRow], normal_train: list[SessionRow] | None = None) -> dict:
     shares, normal_alarms, n_normal, detected = [], 0, 0, 0
     anomalies = [r for r in rows if r.label == 1]
-    for r in rows:
-        k = first_alert(det, r)
+    for r, k in zip(rows, first_alerts(det, rows)):
         if r.label == 1:
             if k is not None:
                 detected += 1
@@ -96,7 +103,7 @@ def early_report(det: Detector, rows: list[SessionRow], normal_train: list[Sessi
         "share_seen_at_first_alert": {"median": float(np.median(shares)) if shares else None,
                                       "p90": float(np.percentile(shares, 90)) if shares else None},
         "incremental_false_alarm_rate": normal_alarms / n_normal if n_normal else 0.0,
-        "normal_sessions": n_normal, "prefix_rules": list(PREFIX_METHODS) + ["unseen_rate"],
+        "normal_sessions": n_normal, "prefix_rules": sorted(m for m in det.thresholds.values if m not in COMPLETE_ONLY) + ["unseen_rate"],  # type: ignore[union-attr]
         "final_decision_at_close": {k: full_m[k] for k in ("precision", "recall", "f1", "fpr")},
         **bound,
     }

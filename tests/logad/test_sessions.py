@@ -131,3 +131,30 @@ def test_sweep_index_closes_exactly_the_idle_sessions():
     sz.store["x"] = sz.store.pop(next(iter(sz.store)))  # written behind the index's back ...
     sz.invalidate_index()  # ... as a rebalance does: rebuilt from the store by the next sweep
     assert {w.session_id for w in sz.sweep(now + 100)} >= {"x"} and not sz.store
+
+
+def test_probes_show_the_open_window_and_change_nothing():
+    """Early alerts: with probe=True push_many also returns the open session's window (reason PROBE,
+    not final, never complete), and the windows that close are exactly those without probes."""
+    from logad.sessionizer import SessionRules, Sessionizer
+    from logad.sessions import PROBE, is_complete
+
+    rules = SessionRules(rule=WindowRule(6, 2), gap_s=50.0, terminal_ids=frozenset({9}))
+    runs = [("a", [3, 4]), ("b", [5]), ("a", [5, 6, 7, 8, 3]), ("a", [9]), ("a", [4])]
+    plain, probed = Sessionizer("hdfs", rules), Sessionizer("hdfs", rules)
+    closed, probes = [], []
+    for key, ids in runs:
+        base = plain.push_many(key, [(t, None) for t in ids], 0.0)
+        got = probed.push_many(key, [(t, None) for t in ids], 0.0, probe=True)
+        closed += base
+        assert [w for w in got if w.reason != PROBE] == base
+        probes += [w for w in got if w.reason == PROBE]
+    assert plain.close_all() == probed.close_all()
+    assert all(not p.final and not is_complete(p.reason) for p in probes)
+    # a: [3, 4] -> probe of 2; b: [5]; a: 5 more -> the 6-event window closes (max_length) and the
+    # probe holds the one unscored event after 4 context events; a: 9 fills the next window and closes
+    # the session (terminal), no probe;
+    # a: a new session [4].
+    assert [(p.session_id, p.ids, p.n_context) for p in probes] == [
+        ("a", (3, 4), 0), ("b", (5,), 0), ("a", (5, 6, 7, 8, 3), 4), ("a", (4,), 0)]
+    assert [w.reason for w in closed] == ["max_length", "max_length"]  # 9 fills the second; nothing left at the terminal close
