@@ -11,9 +11,12 @@ rapidfuzz's bit-parallel C implementation):
                duplicate is one operation, a swap with the successor two). A template no normal
                window has is never explained (TAIL_CAP), as in count_tail.
     block_run  the longest run of consecutive inserted or deleted events in the alignment to the
-               nearest normal windows (min over those within BLOCK_SLACK operations of the nearest):
+               nearest normal windows (the shortest run among those at the smallest distance):
                instability touches events independently, so runs of 2+ are rare under it (two
-               adjacent ops), while failures add, drop or move whole sub-procedures.
+               adjacent ops), while failures add, drop or move whole sub-procedures. Only the
+               nearest: a farther window always "explains" a block as scattered edits, but needs
+               more of them than instability makes (an OpenStack reboot — destroyed, rebooted,
+               started — inserted 3 operations from one normal trace, 5 scattered from another).
 
 Both read a missing event as evidence, so both apply to whole traces only (COMPLETE_ONLY).
 """
@@ -27,7 +30,7 @@ import torch
 from rapidfuzz.distance import Indel
 from rapidfuzz.process import cdist
 
-BLOCK_SLACK = 2  # block_run looks at normal windows within this many operations of the nearest
+BLOCK_SLACK = 0  # block_run looks at normal windows this many operations from the nearest (see above)
 BLOCK_CANDIDATES = 16  # ... and at most this many of them (the alignments are per pair, in Python)
 _BASE = 0x100  # template id -> one character (ids are small ints; any code point works for rapidfuzz)
 
