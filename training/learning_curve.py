@@ -85,7 +85,10 @@ class CurveConfig:
     budget_samples: int = 25_000  # training windows per run, the same for all runs (~1 min each on 1 core)
     seed: int = 1337  # subset draw, data order, init of new rows and of scratch models
     instability: float = 0.02  # R of the perturbed test evaluation
-    eval_seed: int = 0  # perturbation seed of the test split (fixed, never tuned on)
+    eval_seed: int = 0  # first perturbation seed of the test split (fixed, never tuned on)
+    # Perturbed evaluation is repeated with seeds eval_seed, eval_seed + 1, ...: the figures at R are
+    # means, and a difference only counts when every seed agrees on its sign (one draw is noisy).
+    eval_seeds: int = 3
     calibration: Calibration = Calibration()  # the CLI copies the shipped OpenStack model's
     min_sessions: int = 10  # floor of a subset: fewer windows than a batch make a meaningless run
     batch_size: int = 64
@@ -104,8 +107,8 @@ class CurveConfig:
             raise ConfigError(f"fractions repeat: {self.fractions}")
         if self.budget_samples < self.batch_size:
             raise ConfigError(f"budget_samples {self.budget_samples} is below one batch ({self.batch_size})")
-        if self.min_sessions < 1 or self.evals < 1:
-            raise ConfigError("min_sessions and evals must be >= 1")
+        if self.min_sessions < 1 or self.evals < 1 or self.eval_seeds < 1:
+            raise ConfigError("min_sessions, evals and eval_seeds must be >= 1")
         for name, v in (("instability", self.instability), ("calibration instability", self.calibration.instability)):
             if not 0.0 <= v < 1.0:
                 raise ConfigError(f"{name} {v} is outside [0, 1)")
@@ -158,20 +161,25 @@ def _metrics(res: dict) -> dict:
     return {k: float(res["model"][k]) for k in METRICS}
 
 
-def _best_baseline(res: dict) -> dict | None:
-    """The best baseline on the same subset and test split: says whether the model adds anything.
-    Optional: the row does not depend on evaluate() keeping this key."""
-    name = res.get("best_baseline")
-    if name is None or name not in res.get("baselines", {}):
+def _mean(xs: Sequence[float | None]) -> float | None:
+    return None if not xs or any(x is None for x in xs) else float(sum(xs)) / len(xs)  # type: ignore[arg-type]
+
+
+def _best_baseline(results: Sequence[dict]) -> dict | None:
+    """The best baseline (of the first evaluation) on the same subset and test split, its F1 averaged
+    over the evaluations: says whether the model adds anything. Optional: the row does not depend on
+    evaluate() keeping this key."""
+    name = results[0].get("best_baseline")
+    if name is None or any(name not in r.get("baselines", {}) for r in results):
         return None
-    return {"name": name, "f1": float(res["baselines"][name]["f1"])}
+    return {"name": name, "f1": _mean([float(r["baselines"][name]["f1"]) for r in results])}
 
 
-def _sequence_part(res: dict) -> float | None:
-    """F1 of the sequence-model part alone (with the unseen rule): the only part whose weights the
-    init changes; the count lookup is the same for both inits. Optional like _best_baseline."""
-    part = res.get("components", {}).get("sequence_model")
-    return float(part["f1"]) if part else None
+def _sequence_part(results: Sequence[dict]) -> float | None:
+    """F1 of the sequence-model part alone (with the unseen rule), averaged over the evaluations: the
+    only part whose weights the init changes. Optional like _best_baseline."""
+    parts = [r.get("components", {}).get("sequence_model") for r in results]
+    return _mean([float(p["f1"]) if p else None for p in parts])
 
 
 def run_fraction(data_dir: Path, init: Path, work: Path, fraction: float, cfg: CurveConfig) -> list[dict]:
@@ -196,15 +204,17 @@ def run_fraction(data_dir: Path, init: Path, work: Path, fraction: float, cfg: C
                   unseen_rate_max=c.unseen_rate_max, topk=c.topk, device=cfg.device, instability=c.instability)
         clean = evaluate(models[init_name], sub, "learning_curve", instability=0.0, seed=cfg.eval_seed,
                          device=cfg.device, write=False)
-        pert = evaluate(models[init_name], sub, "learning_curve", instability=cfg.instability, seed=cfg.eval_seed,
-                        device=cfg.device, write=False)
+        perts = [evaluate(models[init_name], sub, "learning_curve", instability=cfg.instability,
+                          seed=cfg.eval_seed + k, device=cfg.device, write=False) for k in range(cfg.eval_seeds)]
+        by_seed = [_metrics(p) for p in perts]
         rows.append({
             "fraction": fraction, "init": init_name, "train_sessions": len(keep),
             "train_windows": load_bundle(models[init_name]).manifest["train_windows"],
             "best_val_loss": float(res[key]["best_val_loss"]), "samples": int(res[key]["samples"]),
-            "train_seconds": float(res[key]["seconds"]), "clean": _metrics(clean), "perturbed": _metrics(pert),
-            "best_baseline": {"clean": _best_baseline(clean), "perturbed": _best_baseline(pert)},
-            "sequence_model_f1": {"clean": _sequence_part(clean), "perturbed": _sequence_part(pert)},
+            "train_seconds": float(res[key]["seconds"]), "clean": _metrics(clean),
+            "perturbed": {k: _mean([m[k] for m in by_seed]) for k in METRICS}, "perturbed_by_seed": by_seed,
+            "best_baseline": {"clean": _best_baseline([clean]), "perturbed": _best_baseline(perts)},
+            "sequence_model_f1": {"clean": _sequence_part([clean]), "perturbed": _sequence_part(perts)},
             "model_version": clean["model_version"],
         })
     rows[0]["fraction_seconds"] = rows[1]["fraction_seconds"] = time.time() - t0
@@ -222,6 +232,7 @@ FIGURES = (("next-template val loss", lambda r: r["best_val_loss"], False, LOSS_
            ("sequence model alone F1 clean", lambda r: r.get("sequence_model_f1", {}).get("clean"), True, F1_TOL, 3),
            ("sequence model alone F1 at R", lambda r: r.get("sequence_model_f1", {}).get("perturbed"), True, F1_TOL,
             3))
+PER_SEED = {"F1 at R": "f1", "F1 at 2.93% at R": "f1_at_hdfs_prevalence"}  # figures that are seed means
 DETECTION = ("F1 clean", "F1 at R", "F1 at 2.93% clean", "F1 at 2.93% at R")  # the detector's figures
 SIGN_WORD = {1: "better with HDFS pretraining", -1: "worse with HDFS pretraining", 0: "no meaningful difference"}
 
@@ -236,7 +247,15 @@ def compare(hdfs: dict, scratch: dict) -> dict:
         if get(hdfs) is None or get(scratch) is None:  # an optional figure evaluate() did not report
             continue
         d = (get(hdfs) - get(scratch)) * (1 if higher else -1)
-        out["diffs"][label], out["signs"][label] = d, (1 if d > tol else -1 if d < -tol else 0)
+        sign = 1 if d > tol else -1 if d < -tol else 0
+        if label in PER_SEED and "perturbed_by_seed" in hdfs and "perturbed_by_seed" in scratch:
+            # paired by perturbation seed (both models see the same perturbed sessions)
+            key = PER_SEED[label]
+            ds = [(a[key] - b[key]) for a, b in zip(hdfs["perturbed_by_seed"], scratch["perturbed_by_seed"])]
+            out.setdefault("seed_diffs", {})[label] = ds
+            if sign and not all(x * sign > 0 for x in ds):
+                sign = 0  # the seeds disagree on the direction: not a difference we can stand behind
+        out["diffs"][label], out["signs"][label] = d, sign
     det = [out["signs"][k] for k in DETECTION]
     out["detection"] = ("mixed" if 1 in det and -1 in det else "helps" if 1 in det else
                         "hurts" if -1 in det else "none")
@@ -286,7 +305,8 @@ def verdict(rows: Sequence[dict], instability: float) -> tuple[str, dict]:
         bottom += (f"; its lower validation loss at {_pct(loss_better)} does not carry over to the "
                    "detector's decisions")
     sentence = (f"{bottom}. HDFS init vs scratch, same budget; differences within {F1_TOL} F1 or {LOSS_TOL} "
-                f"val loss count as none. " + ". ".join(clauses) + ".")
+                f"val loss, or whose sign the perturbation seeds do not all share, count as none. "
+                + ". ".join(clauses) + ".")
     return sentence, {f"{f:g}": c for f, c in comps.items()}
 
 
@@ -299,7 +319,8 @@ def markdown(report: dict) -> str:
         f"stopping), seed {report['config']['seed']}, thresholds calibrated on the full normal validation split "
         f"(percentile {report['config']['calibration']['percentile']:g}, calibration instability "
         f"{report['config']['calibration']['instability']:g}), "
-        f"test split clean and perturbed at R = {r_:g} (seed {report['config']['eval_seed']}). "
+        f"test split clean and perturbed at R = {r_:g} (figures at R: mean over perturbation seeds "
+        f"{report['config']['eval_seed']}..{report['config']['eval_seed'] + report['config']['eval_seeds'] - 1}). "
         f"Commit {report['git_commit'][:12]}, {report['seconds']:.0f} s.",
         "",
         f"| fraction | train sessions | init | best val loss | F1 clean | F1 R={r_:g} | F1 @2.93% clean | "
@@ -321,8 +342,9 @@ def markdown(report: dict) -> str:
                      f"{num(sm.get('clean'))} / {num(sm.get('perturbed'))} | "
                      f"{base(bb.get('clean'))} / {base(bb.get('perturbed'))} |")
     lines += ["", f"**Verdict:** {report['verdict']}", "",
-              "One seed per run: treat differences near the tolerance as noise. The count-vector reference and "
-              "the baselines also see only the subset's normal sessions.", ""]
+              "One training seed per run (training-seed variance is not measured): treat differences near the "
+              "tolerance as noise. The count-vector reference and the baselines also see only the subset's "
+              "normal sessions.", ""]
     return "\n".join(lines)
 
 

@@ -92,6 +92,14 @@ def test_verdict_follows_the_numbers():
     prev[0]["perturbed"]["f1_at_hdfs_prevalence"] = 0.70
     s, comps = verdict(prev, 0.02)
     assert comps["0.1"]["detection"] == "hurts" and "F1 at 2.93% at R=0.02: worse with HDFS pretraining at 10%" in s
+    # a mean difference the perturbation seeds do not agree on is no difference
+    seeds = [_row(0.1, "hdfs", 0.90, 0.90, 0.2), _row(0.1, "scratch", 0.90, 0.85, 0.2)]
+    seeds[0]["perturbed_by_seed"] = [{"f1": f, "f1_at_hdfs_prevalence": f} for f in (0.95, 0.95, 0.80)]
+    seeds[1]["perturbed_by_seed"] = [{"f1": f, "f1_at_hdfs_prevalence": f} for f in (0.85, 0.85, 0.85)]
+    c = verdict(seeds, 0.02)[1]["0.1"]
+    assert c["diffs"]["F1 at R"] > 0.01 and c["signs"]["F1 at R"] == 0 and c["detection"] == "none"
+    seeds[0]["perturbed_by_seed"][2] = {"f1": 0.86, "f1_at_hdfs_prevalence": 0.86}
+    assert verdict(seeds, 0.02)[1]["0.1"]["detection"] == "helps"
     both = [_row(0.1, "hdfs", 0.99, 0.80, 0.2), _row(0.1, "scratch", 0.90, 0.90, 0.2)]
     assert verdict(both, 0.02)[1]["0.1"]["detection"] == "mixed"
     # the sequence-model-alone F1 is reported when evaluate() gives it, and never decides the bottom line
@@ -133,6 +141,9 @@ def test_six_rows_same_budget_finite_metrics(curve):
     assert {r["fraction"]: r["train_sessions"] for r in rows} == {
         0.01: max(10, math.ceil(0.01 * n_train)), 0.1: math.ceil(0.1 * n_train), 1.0: n_train}
     assert {r["samples"] for r in rows} == {cfg.budget_samples}  # the same budget for every run
+    for r in rows:  # figures at R are the means of the per-seed evaluations
+        assert len(r["perturbed_by_seed"]) == cfg.eval_seeds
+        assert r["perturbed"]["f1"] == pytest.approx(sum(m["f1"] for m in r["perturbed_by_seed"]) / cfg.eval_seeds)
     for r in rows:
         assert math.isfinite(r["best_val_loss"])
         for block in ("clean", "perturbed"):
