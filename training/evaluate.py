@@ -93,8 +93,9 @@ def recommendations(diag: dict, results: dict, thresholds: dict) -> list[str]:
         recs.append("most false positives are multi-window (long) sessions: consider a longer window length")
     m, best = results["model"], results["best_baseline"]
     if m["f1"] + 1e-9 < results["baselines"][best]["f1"]:
-        recs.append(f"the {best} baseline beats the model on this split (F1 {results['baselines'][best]['f1']:.3f} "
-                    f"vs {m['f1']:.3f}): check the enabled score methods and the threshold percentile")
+        recs.append(f"the {best} baseline beats the model on this split (F1 {results['baselines'][best]['f1']:.4f} "
+                    f"vs {m['f1']:.4f}): check the enabled score methods and the threshold percentile (thresholds "
+                    "calibrated for log instability trade a little clean F1 for robustness: see logad robustness)")
     if m["fpr"] > 0.005:
         recs.append(f"FPR {m['fpr']:.2%} on test normals caps F1 at real prevalence "
                     f"({m['f1_at_hdfs_prevalence']:.3f} at 2.93%): consider a higher percentile")
