@@ -56,7 +56,7 @@ class Window:
     n_context: int  # leading ids that are context only (0 for the first window of a session)
     first_ts: float | None  # event time of the first scored event
     last_ts: float | None  # event time of the last event
-    reason: str  # why it closed: "max_length", "gap", "terminal", "idle", "end", "evicted"
+    reason: str  # why it closed: "max_length", "gap", "terminal", "idle", "end", "evicted"; "open": a probe (early alerts)
     final: bool = True  # False for intermediate sliding windows; True for the session's last one
     n_lines: int = 0  # raw lines behind the scored events of this window
 
