@@ -324,10 +324,11 @@ def early(
 @app.command("learning-curve")
 def learning_curve(
     fractions: Annotated[str, typer.Option(help="comma-separated fractions of the normal training sessions, each in (0, 1]")] = "0.01,0.1,1",
-    budget_samples: Annotated[int, typer.Option(help="training windows per run, the same for every run")] = 25_000,
+    budget_samples: Annotated[int, typer.Option(help="training windows per run, the same for every run")] = 18_000,
     seed: Annotated[int, typer.Option(help="subset draw, data order and init")] = 1337,
     eval_seed: Annotated[int, typer.Option(help="first perturbation seed of the test split")] = 0,
     eval_seeds: Annotated[int, typer.Option(help="perturbed evaluations (seeds eval-seed, eval-seed+1, ...), averaged")] = 3,
+    replicates: Annotated[int, typer.Option(help="the curve again with seed+1, ...; a difference counts only if all agree")] = 2,
     instability: Annotated[float, typer.Option(help="R of the perturbed evaluation")] = 0.02,
     calibrate_like: Annotated[Path, typer.Option(help="calibrate every run with this calibrated model's settings (percentile, instability, methods)")] = ART / "models" / "openstack",
     out: Annotated[Path, typer.Option(help="learning_curve.{json,md,png} go here")] = ART / "metrics" / "openstack",
@@ -343,7 +344,8 @@ def learning_curve(
         fracs = tuple(float(f) for f in fractions.split(",") if f.strip())
     except ValueError:
         raise LogadError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
-    cfg = CurveConfig(fractions=fracs, budget_samples=budget_samples, seed=seed, eval_seed=eval_seed, eval_seeds=eval_seeds,
+    cfg = CurveConfig(fractions=fracs, budget_samples=budget_samples, seed=seed, eval_seed=eval_seed,
+                      eval_seeds=eval_seeds, replicates=replicates,
                       instability=instability, calibration=calibration_like(calibrate_like), device=device)
     report = run(data, init, out, work, cfg)
     table = Table(title=f"OpenStack learning curve ({budget_samples:,} samples per run)")

@@ -14,8 +14,8 @@ $LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000
 $LOGAD calibrate --model artifacts/models/openstack --instability 0.02 --percentile 98.5
 $LOGAD evaluate --model artifacts/models/hdfs
 $LOGAD evaluate --model artifacts/models/openstack
-# Learning curve (1/10/100% of the OpenStack normal training sessions, HDFS init vs scratch): ~8 min on 1 core
-$LOGAD learning-curve --fractions 0.01,0.1,1 --budget-samples 25000 --seed 1337
+# Learning curve (1/10/100% of the OpenStack normal training sessions, HDFS init vs scratch, 2 replicates): ~11 min on 1 core
+$LOGAD learning-curve --fractions 0.01,0.1,1 --budget-samples 18000 --seed 1337 --replicates 2
 $LOGAD robustness --model artifacts/models/hdfs
 $LOGAD robustness --model artifacts/models/openstack
 $LOGAD early --model artifacts/models/hdfs

@@ -17,7 +17,7 @@ from logad.templates import TemplateVocab
 from training.data import SessionRow, load_split
 from training.datasets import DATA, prepare_openstack
 from training.learning_curve import (
-    Calibration, CurveConfig, calibration_like, learning_curve, subset_sessions, verdict, write_subset,
+    Calibration, CurveConfig, aggregate, calibration_like, learning_curve, subset_sessions, verdict, write_subset,
 )
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0)
@@ -100,6 +100,16 @@ def test_verdict_follows_the_numbers():
     assert c["diffs"]["F1 at R"] > 0.01 and c["signs"]["F1 at R"] == 0 and c["detection"] == "none"
     seeds[0]["perturbed_by_seed"][2] = {"f1": 0.86, "f1_at_hdfs_prevalence": 0.86}
     assert verdict(seeds, 0.02)[1]["0.1"]["detection"] == "helps"
+    # a mean difference two replicates disagree on is no difference
+    h = [_row(0.1, "hdfs", 0.90, 0.90, 0.10), _row(0.1, "hdfs", 0.90, 0.90, 0.30)]
+    sc = [_row(0.1, "scratch", 0.90, 0.90, 0.25), _row(0.1, "scratch", 0.90, 0.90, 0.28)]
+    for x, seed in zip(h + sc, (1, 2, 1, 2)):
+        x["seed"], x["samples"], x["train_seconds"] = seed, 256, 1.0
+        x["best_baseline"], x["sequence_model_f1"] = {"clean": None, "perturbed": None}, {"clean": None, "perturbed": None}
+    rows = [aggregate(h), aggregate(sc)]
+    assert rows[0]["best_val_loss"] == pytest.approx(0.20) and rows[0]["seeds"] == [1, 2]
+    c = verdict(rows, 0.02)[1]["0.1"]
+    assert c["diffs"]["next-template val loss"] > 0.01 and c["signs"]["next-template val loss"] == 0
     both = [_row(0.1, "hdfs", 0.99, 0.80, 0.2), _row(0.1, "scratch", 0.90, 0.90, 0.2)]
     assert verdict(both, 0.02)[1]["0.1"]["detection"] == "mixed"
     # the sequence-model-alone F1 is reported when evaluate() gives it, and never decides the bottom line
@@ -141,16 +151,20 @@ def test_six_rows_same_budget_finite_metrics(curve):
     assert {r["fraction"]: r["train_sessions"] for r in rows} == {
         0.01: max(10, math.ceil(0.01 * n_train)), 0.1: math.ceil(0.1 * n_train), 1.0: n_train}
     assert {r["samples"] for r in rows} == {cfg.budget_samples}  # the same budget for every run
-    for r in rows:  # figures at R are the means of the per-seed evaluations
-        assert len(r["perturbed_by_seed"]) == cfg.eval_seeds
-        assert r["perturbed"]["f1"] == pytest.approx(sum(m["f1"] for m in r["perturbed_by_seed"]) / cfg.eval_seeds)
+    for r in rows:  # figures are means over replicates, and figures at R over perturbation seeds
+        reps = r["replicates"]
+        assert [x["seed"] for x in reps] == [cfg.seed + k for k in range(cfg.replicates)] == r["seeds"]
+        assert r["best_val_loss"] == pytest.approx(sum(x["best_val_loss"] for x in reps) / cfg.replicates)
+        for x in reps:
+            assert len(x["perturbed_by_seed"]) == cfg.eval_seeds
+            assert x["perturbed"]["f1"] == pytest.approx(sum(m["f1"] for m in x["perturbed_by_seed"]) / cfg.eval_seeds)
     for r in rows:
         assert math.isfinite(r["best_val_loss"])
         for block in ("clean", "perturbed"):
             assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in r[block].values())
             assert 0.0 <= r["sequence_model_f1"][block] <= 1.0 and 0.0 <= r["best_baseline"][block]["f1"] <= 1.0
     # each run's train split really is the subset
-    sub = root / "work" / "frac_0p01" / "data" / "train.parquet"
+    sub = root / "work" / f"seed_{cfg.seed}" / "frac_0p01" / "data" / "train.parquet"
     assert pq.read_table(sub).num_rows == rows[0]["train_sessions"]
 
 
@@ -159,7 +173,8 @@ def test_written_report_and_verdict_match_the_rows(curve):
     saved = orjson.loads((root / "out/learning_curve.json").read_bytes())
     assert saved["verdict"] == verdict(saved["rows"], cfg.instability)[0] == report["verdict"]
     md = (root / "out/learning_curve.md").read_text()
-    assert report["verdict"] in md and md.count("| hdfs |") == 3 and md.count("| scratch |") == 3
+    assert report["verdict"] in md
+    assert md.count("| hdfs |") == 3 * (1 + cfg.replicates) and md.count("| scratch |") == 3 * (1 + cfg.replicates)
     assert "n/a" not in md  # every optional figure was reported
     assert saved["config"]["calibration"]["instability"] == 0.02
     assert (root / "out/learning_curve.png").stat().st_size > 1000
@@ -167,7 +182,7 @@ def test_written_report_and_verdict_match_the_rows(curve):
 
 def test_calibration_copied_from_a_calibrated_model(curve, tmp_path):
     root, cfg, _ = curve
-    got = calibration_like(root / "work" / "frac_1" / "models" / "scratch")  # calibrated with cfg.calibration
+    got = calibration_like(root / "work" / f"seed_{cfg.seed}" / "frac_1" / "models" / "scratch")  # calibrated with cfg.calibration
     assert (got.percentile, got.instability, got.topk) == (cfg.calibration.percentile, cfg.calibration.instability,
                                                            cfg.calibration.topk)
     assert got.methods  # calibrate() records the methods it fitted
