@@ -118,7 +118,8 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
     ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
                         max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts)
     changelog = ChangelogTable(table, changelog_topic(app_id), parts)  # we write the changelog (see there)
-    runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog), None, topics.windows, metrics,
+    runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog, probes=s.scorer.early_alerts), None,
+                           topics.windows, metrics,
                            windows_partitions=parts)
     ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
 

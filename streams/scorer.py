@@ -32,6 +32,7 @@ from logad.alerts import make_event
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_json, encode_scores
+from streams.early import EarlyGate
 
 log = logging.getLogger("logad.scorer")
 
@@ -100,6 +101,7 @@ class Scorer:
         self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
         self.scored = 0
         self.alerts = 0
+        self.early = EarlyGate()  # probes (scorer.early_alerts) -> at most one early alert per open session
         self._last: asyncio.Task | None = None  # the latest batch's ack-and-commit task
         self._to_commit: dict[Any, int] = {}  # settled offsets not committed yet
         self._committer: asyncio.Task | None = None
@@ -192,7 +194,9 @@ class Scorer:
             await previous  # commits stay in batch order (a failed one raises here too)
         if self.metrics is not None:
             self.metrics.windows.inc(sum(o.score is not None for o in outcomes))
-            self.metrics.alerts.inc(sum(o.score is not None and o.score.is_anomaly for o in outcomes))
+            # (an anomalous probe is an alert only when the early gate let it out: counted in send())
+            self.metrics.alerts.inc(sum(o.score is not None and o.score.is_anomaly and not EarlyGate.is_probe(o.score)
+                                        for o in outcomes))
             done = time.time()  # window produced by the worker -> its score acknowledged here
             for o in outcomes:
                 ts = getattr(o.record, "timestamp", None)
@@ -238,6 +242,14 @@ class Scorer:
                 part = parts.get(sid)
                 if part is None:  # as the default partitioner places records keyed by session id
                     part = parts[sid] = key_partition(sid.encode(), n)
+                if self.early.admit(o.score):  # the first anomalous probe of an open session
+                    alerts.append((part, sid.encode(), encode_json(make_event(o.score, version, self.thresholds,
+                                                                              now=now, early=True))))
+                    self.alerts += 1
+                    if self.metrics is not None:
+                        self.metrics.alerts.inc()
+                if EarlyGate.is_probe(o.score):  # a probe has no score of its own on the scores topic
+                    continue
                 event = encode_json(make_event(o.score, version, self.thresholds, now=now))
                 scores.setdefault(part, []).append(event)
                 self.scored += 1

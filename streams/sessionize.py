@@ -393,10 +393,12 @@ class SessionStore(MutableMapping[str, Any]):
 class SessionProcessor:
     """Applies events records and sweeps; no Kafka, no Faust (unit-testable with a dict as table)."""
 
-    def __init__(self, source: str, rules: SessionRules, table: MutableMapping[str, Any]) -> None:
+    def __init__(self, source: str, rules: SessionRules, table: MutableMapping[str, Any],
+                 probes: bool = False) -> None:
         self.store = SessionStore(table)
         self.sessionizer = Sessionizer(source, rules, self.store)
         self.duplicates = 0  # events dropped as re-deliveries
+        self.probes = probes  # scorer.early_alerts: also emit each touched open session's window (streams/early.py)
 
     def apply(self, session_id: str, rp: str, events: list[tuple[int, float | None, int]],
               now: float) -> list[Window]:
@@ -409,7 +411,7 @@ class SessionProcessor:
         if not fresh:
             return []
         self.store.set_watermark(session_id, rp, fresh[-1][2])
-        return self.sessionizer.push_many(session_id, [(tid, ts) for tid, ts, _pos in fresh], now)
+        return self.sessionizer.push_many(session_id, [(tid, ts) for tid, ts, _pos in fresh], now, probe=self.probes)
 
     def sweep(self, now: float, final: bool) -> list[Window]:
         """Close sessions idle at input time `now`. `final`: everything is committed, so closes need

@@ -294,6 +294,31 @@ def test_scorer_routes_scores_alerts_and_dead_letters() -> None:
     assert {(tp.partition, o) for tp, o in offsets.items()} == {(0, 21), (1, 14)}
 
 
+def test_scorer_early_alerts_from_probes() -> None:
+    """scorer.early_alerts: an open session's first anomalous probe becomes one alert with early: true;
+    probes publish no scores; the session's closing window is scored and alerted as always."""
+    from logad.alerts import validate
+    from logad.sessions import PROBE
+    from streams.scorer import Scorer
+
+    settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
+    probe = lambda n: Window("hdfs", "blk_e", 0, tuple(range(3, 3 + n)), 0, 1.0, 2.0, PROBE, False, n)  # noqa: E731
+    windows = [probe(2), probe(3), probe(4), Window("hdfs", "blk_e", 0, (3, 4, 5, 6, 7), 0, 1.0, 2.0, "gap", True, 5)]
+    recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=b"blk_e", value=encode_window(w))
+            for i, w in enumerate(windows)]
+    producer = FakeProducer()
+    asyncio.run(Scorer(FakeDetector(set()), FakeConsumer(), producer, settings).handle(recs))
+    alerts = [orjson.loads(v) for t, _, v in producer.sent if t == "A"]
+    for a in alerts:
+        validate(a)
+    # probe(2) is normal, probe(3) alerts early, probe(4) stays quiet, the close alerts (final decision)
+    assert [(a["data"]["early"], a["data"]["window"]["reason"], a["data"]["line_count"]) for a in alerts] == [
+        (True, PROBE, 3), (False, "gap", 5)]
+    assert len({a["id"] for a in alerts}) == 2
+    scores = [e for t, _, v in producer.sent if t == "S" for e in decode_scores(v)]
+    assert [e["data"]["window"]["reason"] for e in scores] == ["gap"]
+
+
 def test_scorer_window_bundles_commit_after_their_last_window() -> None:
     """A bundle's bad window is dead-lettered alone (with its index); a bundle split over two
     batches is committed past only when its last window is settled."""
@@ -409,6 +434,16 @@ def test_bytes_table_keeps_keys_as_on_the_events_topic() -> None:
     proc.apply("blk_2", "r/0", [(3, 1.0, 7)], now=1.0)
     proc.store.flush()
     assert set(raw) == {b"blk_1", b"blk_2"} and proc.store.watermark("blk_2") == {"r/0": 7}
+
+
+def test_session_stage_sends_probes_only_when_early_alerts_are_on() -> None:
+    from logad.sessions import PROBE
+
+    for probes in (False, True):
+        proc = SessionProcessor("hdfs", load_rules_for_test(), {}, probes=probes)
+        out = proc.apply("blk_1", "r/0", [(3, 1.0, 1), (4, 1.0, 2)], now=1.0)
+        out += proc.apply("blk_1", "r/0", [(4, 1.0, 2)], now=1.0)  # a re-delivery: no new events, no probe
+        assert [(w.reason, w.ids, w.final) for w in out] == ([(PROBE, (3, 4), False)] if probes else [])
 
 
 def load_rules_for_test():
