@@ -240,6 +240,31 @@ def test_stream_dead_letters_and_later_lines_scored(run: dict[str, Any]) -> None
     assert run["state"]["raw"] == N_LINES + len(BAD_RECORDS)
 
 
+def test_stream_early_alerts(kafka_bootstrap: str, tmp_path: Path, offline: dict[str, dict]) -> None:
+    """scorer.early_alerts on: probes of open sessions may alert early (early: true, once per session);
+    the alerts at close are still exactly offline's."""
+    from logad.sessions import PROBE
+
+    p = Pipeline(kafka_bootstrap, tmp_path, LOGAD_SCORER_EARLY_ALERTS="true")
+    try:
+        p.start()
+        p.replay("--max")
+        p.wait_drained()
+        alerts = [orjson.loads(r.value) for r in p.read(p.settings.topics.alerts)]
+        scores = [s for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)]
+    finally:
+        p.stop()
+    early = [a for a in alerts if a["data"]["early"]]
+    at_close = {a["id"] for a in alerts if not a["data"]["early"]}
+    assert at_close == set(offline), p.logs()
+    assert early, "no early alert on the sample: the option would be untested"
+    for a in early:
+        validate(a)
+        assert a["data"]["window"]["reason"] == PROBE and not a["data"]["window"]["final"]
+    assert len({a["subject"] for a in early}) == len(early)  # one per session
+    assert all(s["data"]["window"]["reason"] != PROBE for s in scores)  # probes publish no score
+
+
 def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, offline: dict[str, dict]) -> None:
     """Kill -9 the worker while lines arrive, restart it: no window lost, none changed (ids equal)."""
     # The idle timeout outlasts the replay (about 8 s), so whether the worker was down or not, no
