@@ -258,7 +258,11 @@ FIGURES = (("next-template val loss", lambda r: r["best_val_loss"], False, LOSS_
             3))
 PER_SEED = {"F1 at R": "f1", "F1 at 2.93% at R": "f1_at_hdfs_prevalence"}  # figures that are seed means
 DETECTION = ("F1 clean", "F1 at R", "F1 at 2.93% clean", "F1 at 2.93% at R")  # the detector's figures
-SIGN_WORD = {1: "better with HDFS pretraining", -1: "worse with HDFS pretraining", 0: "no meaningful difference"}
+SIGN_WORD = {1: "better with HDFS pretraining", -1: "worse with HDFS pretraining", 0: "no meaningful difference",
+             "lean+": "no consistent difference (the mean favours HDFS pretraining, the replicates or "
+                      "perturbation seeds disagree)",
+             "lean-": "no consistent difference (the mean favours scratch, the replicates or perturbation "
+                      "seeds disagree)"}
 
 
 def compare(hdfs: dict, scratch: dict) -> dict:
@@ -275,7 +279,10 @@ def compare(hdfs: dict, scratch: dict) -> dict:
         ds = _paired(label, get, higher, hdfs, scratch)
         out.setdefault("paired_diffs", {})[label] = ds
         if sign and not all(x * sign > 0 for x in ds):
-            sign = 0  # replicates or perturbation seeds disagree on the direction: nothing to stand behind
+            # replicates or perturbation seeds disagree on the direction: nothing to stand behind, but
+            # the sentence says which way the mean leans (sign stays 0 for the outcome)
+            out.setdefault("leans", {})[label] = "lean+" if sign > 0 else "lean-"
+            sign = 0
         out["diffs"][label], out["signs"][label] = d, sign
     det = [out["signs"][k] for k in DETECTION]
     out["detection"] = ("mixed" if 1 in det and -1 in det else "helps" if 1 in det else
@@ -310,8 +317,12 @@ def verdict(rows: Sequence[dict], instability: float) -> tuple[str, dict]:
     clauses = []
     for label, get, _, _, dec in FIGURES:
         groups = []
-        for sign in (1, -1, 0):
-            fs = [f for f in fractions if comps[f]["signs"].get(label, "missing") == sign]
+        def group(f: float, label: str = label):
+            c = comps[f]
+            return c.get("leans", {}).get(label, c["signs"].get(label, "missing"))
+
+        for sign in (1, -1, "lean+", "lean-", 0):
+            fs = [f for f in fractions if group(f) == sign]
             if fs:
                 pairs = ", ".join(f"{get(by[(f, 'hdfs')]):.{dec}f} vs {get(by[(f, 'scratch')]):.{dec}f}" for f in fs)
                 groups.append(f"{SIGN_WORD[sign]} at {_pct(fs)} ({pairs})")
@@ -326,9 +337,13 @@ def verdict(rows: Sequence[dict], instability: float) -> tuple[str, dict]:
                   f"HDFS pretraining pays for detection at {_pct(helps)} "
                   f"({', '.join(str(sessions[f]) for f in helps)} sessions) and makes no difference elsewhere")
     elif not helps and not mixed:
-        bottom = "HDFS pretraining does not pay for detection at any fraction"
+        leaning = [f for f in fractions if any(comps[f].get("leans", {}).get(k) for k in DETECTION)]
+        bottom = f"HDFS pretraining does not pay{' consistently' if leaning else ''} for detection at any fraction"
         if hurts:
             bottom += f" (it is worse at {_pct(hurts)})"
+        if leaning:
+            bottom += (f" (at {_pct(leaning)} some mean F1 differences exceed the tolerance, but not in every "
+                       "replicate and perturbation seed)")
     else:
         said = [f"{w} at {_pct(fs)}" for w, fs in (("pays for detection", helps), ("is worse", hurts),
                                                    ("is mixed (some F1 better, some worse)", mixed)) if fs]

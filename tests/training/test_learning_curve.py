@@ -98,6 +98,9 @@ def test_verdict_follows_the_numbers():
     seeds[1]["perturbed_by_seed"] = [{"f1": f, "f1_at_hdfs_prevalence": f} for f in (0.85, 0.85, 0.85)]
     c = verdict(seeds, 0.02)[1]["0.1"]
     assert c["diffs"]["F1 at R"] > 0.01 and c["signs"]["F1 at R"] == 0 and c["detection"] == "none"
+    s = verdict(seeds, 0.02)[0]
+    assert s.startswith("HDFS pretraining does not pay consistently for detection at any fraction (at 10%")
+    assert "F1 at R=0.02: no consistent difference (the mean favours HDFS pretraining" in s
     seeds[0]["perturbed_by_seed"][2] = {"f1": 0.86, "f1_at_hdfs_prevalence": 0.86}
     assert verdict(seeds, 0.02)[1]["0.1"]["detection"] == "helps"
     # a mean difference two replicates disagree on is no difference
