@@ -8,7 +8,9 @@ LOGAD=${LOGAD:-.venv/bin/logad}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 $LOGAD prepare all
 $LOGAD pretrain --max-samples 200000 --checkpoint-every 50000 --eval-every 25000 --warmup-samples 10000
-$LOGAD calibrate --model artifacts/models/hdfs --instability 0.02
+# HDFS is judged at its real anomaly share (2.93%): a 0.2% normal flag rate (the validation table
+# in thresholds.json: F1 at 2.93% 0.976 at the 99.9th per method vs 0.935 at the 99.5th)
+$LOGAD calibrate --model artifacts/models/hdfs --instability 0.02 --percentile 99.8
 $LOGAD finetune --max-samples 100000 --checkpoint-every 50000 --eval-every 10000 --warmup-samples 5000
 # OpenStack sessions are ~12% anomalous (validation split): a 1.5% normal flag rate buys recall there
 $LOGAD calibrate --model artifacts/models/openstack --instability 0.02 --percentile 98.5
