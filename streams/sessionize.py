@@ -181,41 +181,24 @@ class ChangelogTable(BytesTable):
     changelog topic into the memory store)."""
 
     def __init__(self, table: Any, topic: str, partitions: int) -> None:
-        super().__init__(table)
         store = table.data  # Faust's memory store; its .data is the plain dict behind it
-        self.raw: MutableMapping[bytes, bytes] = getattr(store, "data", store)
+        # Reads (BytesTable's) and writes go to that dict directly; writes are also queued for drain().
+        super().__init__(getattr(store, "data", store))
         self.topic = topic
         self.partitions = partitions
         self.producer: Any = None
         self.queued: list[tuple[bytes, bytes | None]] = []
         self.in_flight: list[Any] = []  # delivery futures of changelog batches not yet known acknowledged
 
-    def __getitem__(self, key: str) -> Any:
-        return orjson.loads(self.raw[key.encode()])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        raw = self.raw.get(key.encode())
-        return default if raw is None else orjson.loads(raw)
-
     def __setitem__(self, key: str, value: Any) -> None:
         k, v = key.encode(), b"%b" % orjson.dumps(value)  # exact-size copy (see BytesTable)
-        self.raw[k] = v
+        self.table[k] = v
         self.queued.append((k, v))
 
     def __delitem__(self, key: str) -> None:
         k = key.encode()
-        del self.raw[k]
+        del self.table[k]
         self.queued.append((k, None))
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.encode() in self.raw
-
-    def __iter__(self) -> Iterator[str]:
-        for k in list(self.raw.keys()):
-            yield k.decode("utf-8", "replace") if isinstance(k, bytes) else k
-
-    def __len__(self) -> int:
-        return len(self.raw)
 
     async def drain(self) -> None:
         """Send every queued change to the changelog (acks are awaited by `settled`)."""
