@@ -13,13 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,148 +22,14 @@ import orjson
 import pytest
 
 from logad.alerts import validate
-from logad.config import Settings, load_settings
 from streams.codec import decode_scores
+from tests.reliability.harness import MODEL, N_LINES, RAW, Pipeline  # worker + scorer as real processes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
-ROOT = Path(__file__).resolve().parents[2]
-RAW = ROOT / "data/hdfs/HDFS_head20k.log.gz"
-LABELS = ROOT / "data/hdfs/HDFS_head20k_anomaly_label.csv"
-MODEL = Path(os.environ.get("LOGAD_TEST_MODEL", ROOT / "artifacts/models/hdfs"))
-N_LINES, N_SESSIONS = 16252, 1443
+N_SESSIONS = 1443
 BAD_RECORDS = [b"\xff\xfe\x80 not a log line \xc3\x28", b"x" * (2 * 1024 * 1024), b""]
 BAD_REASONS = ["unparseable", "too_large", "empty"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A logad command as its own process group (so SIGKILL takes it down like a crash would)."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name, self.args, self.env, self.logdir = name, args, env, logdir
-        self.proc: subprocess.Popen | None = None
-        self.runs = 0
-        self.log: Path | None = None
-
-    def start(self) -> Proc:
-        self.runs += 1
-        self.log = self.logdir / f"{self.name}-{self.runs}.log"
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "logad_cli.main", *self.args], cwd=ROOT, env=self.env,
-                                         stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM and wait; returns the exit code (killed after `timeout`)."""
-        if not self.alive():
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def tail(self, n: int = 25) -> str:
-        if not self.log or not self.log.exists():
-            return ""
-        return f"--- {self.log.name}\n" + "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-
-class Pipeline:
-    """Worker + scorer for one set of unique topics."""
-
-    def __init__(self, bootstrap: str, tmp: Path, **extra_env: str) -> None:
-        self.id = f"t{uuid.uuid4().hex[:8]}"
-        self.tmp = tmp
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGAD_")}
-        env.update({
-            "LOGAD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            **{f"LOGAD_TOPICS_{t.upper()}": f"{self.id}.{t}" for t in
-               ("raw_hdfs", "events", "windows", "scores", "alerts", "dead_letter")},
-            "LOGAD_SESSIONS_IDLE_TIMEOUT_S": "3", "LOGAD_SESSIONS_SWEEP_EVERY_S": "0.5",
-            "LOGAD_WEB_PORT": str(free_port()), "LOGAD_WEB_SCORER_PORT": str(free_port()),
-            "LOGAD_SCORER_MODEL_DIR": str(MODEL), "LOGAD_SCORER_DEVICE": "cpu",
-            "LOGAD_LOGGING_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-            **extra_env,
-        })
-        self.env = env
-        self.settings: Settings = load_settings(env=env)
-        self.worker = Proc("worker", ["worker", "--app-id", self.id, "--data-dir", str(tmp / "faust")], env, tmp)
-        self.scorer = Proc("scorer", ["scorer", "--group", f"{self.id}-scorer"], env, tmp)
-
-    def start(self, timeout: float = 90.0) -> None:
-        """Worker and scorer up: both serve their metrics (worker: table recovered; scorer: model loaded)."""
-        from streams.metrics import scrape
-
-        self.worker.start()
-        self.scorer.start()
-        urls = [f"http://127.0.0.1:{self.settings.web.port}/metrics",
-                f"http://127.0.0.1:{self.settings.web.scorer_port}/metrics"]
-        deadline = time.monotonic() + timeout
-        while not all(scrape(u, timeout_s=0.5) for u in urls):
-            assert time.monotonic() < deadline and self.worker.alive() and self.scorer.alive(), self.logs()
-            time.sleep(0.2)
-
-    def logs(self) -> str:
-        return "\n".join(p.tail() for p in (self.worker, self.scorer))
-
-    def replay(self, *args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "logad_cli.main", "replay", str(RAW), "--no-progress", *args],
-                             cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr + self.logs()
-        return out.stdout
-
-    def wait_drained(self, timeout: float = 90.0) -> dict:
-        from streams.evaluate_stream import wait_drained
-
-        try:
-            return asyncio.run(wait_drained(self.settings, app_id=self.id, scorer_group=f"{self.id}-scorer",
-                                            timeout_s=timeout, poll_s=0.5))
-        except Exception as e:
-            raise AssertionError(f"{e}\n{self.logs()}") from None
-
-    def read(self, topic: str) -> list[Any]:
-        from streams.alerts_cli import read_topic
-
-        async def go() -> list[Any]:
-            return [r async for r in read_topic(self.settings, topic)]
-
-        return asyncio.run(go())
-
-    def stop(self) -> None:
-        for p in (self.worker, self.scorer):
-            p.stop()
-
-
-async def produce_raw(settings: Settings, topic: str, values: list[bytes]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    from streams.kafka_clients import producer_kwargs
-    from streams.topics import RAW_MAX_MESSAGE_BYTES, create_topics
-
-    await create_topics(settings, raw_topics=[topic])
-    producer = AIOKafkaProducer(**producer_kwargs(settings.kafka, max_request_size=RAW_MAX_MESSAGE_BYTES))
-    await producer.start()
-    try:
-        for v in values:
-            await producer.send_and_wait(topic, value=v, partition=0)
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +51,9 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     p = Pipeline(kafka_bootstrap, tmp_path_factory.mktemp("stream"))
     try:
         p.start()
-        asyncio.run(produce_raw(p.settings, p.settings.topics.raw_hdfs, BAD_RECORDS))
+        p.produce(BAD_RECORDS)
         t0 = time.perf_counter()
-        replay_out = p.replay("--max")
+        replay_out = p.wait_replay(p.start_replay("--max"))
         state = p.wait_drained()
         seconds = time.perf_counter() - t0
         result = {
@@ -248,7 +108,7 @@ def test_stream_early_alerts(kafka_bootstrap: str, tmp_path: Path, offline: dict
     p = Pipeline(kafka_bootstrap, tmp_path, LOGAD_SCORER_EARLY_ALERTS="true")
     try:
         p.start()
-        p.replay("--max")
+        p.wait_replay(p.start_replay("--max"))
         p.wait_drained()
         alerts = [orjson.loads(r.value) for r in p.read(p.settings.topics.alerts)]
         scores = [s for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)]
@@ -272,9 +132,7 @@ def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, 
     p = Pipeline(kafka_bootstrap, tmp_path, LOGAD_SESSIONS_IDLE_TIMEOUT_S="10", LOGAD_INGEST_BATCH_SIZE="500")
     try:
         p.start()
-        replay = subprocess.Popen([sys.executable, "-m", "logad_cli.main", "replay", str(RAW), "--no-progress",
-                                   "--rate", "2000"], cwd=ROOT, env=p.env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT)
+        replay = p.start_replay("--rate", "2000")
         events = p.settings.topics.events
 
         async def events_written() -> int:
@@ -289,7 +147,7 @@ def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, 
         assert replay.poll() is None, "the replay finished before the kill: the test proved nothing"
         p.worker.kill()
         p.worker.start()
-        assert replay.wait(60) == 0, replay.stdout.read()
+        p.wait_replay(replay, timeout=60)
         p.wait_drained(timeout=120)
         from streams.metrics import scrape
 
