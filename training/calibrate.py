@@ -57,7 +57,9 @@ def session_flags(scores: list[dict], owner: np.ndarray, n_sessions: int, th: Th
 
 
 def _flag_rate(normal_scores: list[dict], values: dict[str, float], unseen_rate_max: float) -> float:
-    flags = [any(s[m] > t for m, t in values.items()) or s["unseen_rate"] > unseen_rate_max for s in normal_scores]
+    """Share of sessions (per-method max scores, whole traces) the decision rule flags with `values`."""
+    th = Thresholds(values, unseen_rate_max)
+    flags = [th.decide(s)[0] for s in normal_scores]
     return float(np.mean(flags)) if flags else 0.0
 
 

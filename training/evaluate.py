@@ -24,6 +24,7 @@ from logad.baselines import Baselines  # noqa: E402
 from logad.detector import Detector, SessionResult  # noqa: E402
 from logad.metrics import f1_at_prevalence, pr_auc, prf  # noqa: E402
 from logad.sequences import read_sequences  # noqa: E402
+from logad.thresholds import Thresholds  # noqa: E402
 from training.data import SessionRow, load_split  # noqa: E402
 from training.diagnostics import coverage, positional  # noqa: E402
 from training.perturb import perturb_rows  # noqa: E402
@@ -71,8 +72,8 @@ def component_metrics(results: Sequence[SessionResult], thresholds: dict) -> dic
     out = {}
     for name, methods in COMPONENTS.items():
         used = {m: t for m, t in thresholds["values"].items() if m in methods}
-        flags = [bool(r.scores) and (any(r.scores[m] > t for m, t in used.items())
-                                     or r.scores["unseen_rate"] > thresholds["unseen_rate_max"]) for r in results]
+        part = Thresholds(used, thresholds["unseen_rate_max"])
+        flags = [bool(r.scores) and part.decide(r.scores)[0] for r in results]
         out[name] = {"methods": sorted(used), **metrics_block(labels, flags, [float(f) for f in flags])}
     return out
 
