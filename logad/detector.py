@@ -22,9 +22,9 @@ from logad.artifacts import Bundle, load_bundle, read_json, sha256_file, write_j
 from logad.errors import ArtifactError
 from logad.model import pick_device
 from logad.records import Window, WindowScore
-from logad.scoring import COMPLETE_ONLY, METHODS, Reference, WindowScorer
+from logad.scoring import METHODS, Reference, WindowScorer
 from logad.sessions import is_complete, windows_of
-from logad.thresholds import Thresholds
+from logad.thresholds import COMPLETE_ONLY, Thresholds
 
 THRESHOLDS = "thresholds.json"
 REFERENCE = "reference.safetensors"

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from logad.alignment import TraceIndex
 from logad.model import IGNORE, NextTokenTransformer, autocast
 from logad.records import Window
-from logad.thresholds import COMPLETE_ONLY  # noqa: F401 (re-exported: the scores' semantics live here)
 
 METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess", "count_tail",
            "edit_tail", "block_run")
