@@ -72,12 +72,14 @@ class Detector:
         self.thresholds = thresholds
         self.device = torch.device(device)
         self.batch_size = batch_size
-        # (ids, n_context) -> (model scores, surprising events): the model is a pure function of
-        # the window's ids, and real sessions repeat (the 1,454 windows of the HDFS sample have 119
-        # distinct id sequences). Cleared when full (O(1) eviction; the working set refills).
+        # (ids, n_context) -> [model scores, surprising-event dicts, decision if complete, decision if
+        # cut]: the model is a pure function of the window's ids, and real sessions repeat (the 1,454
+        # windows of the HDFS sample have 119 distinct id sequences). The decision (Thresholds.decide
+        # + combined) is a pure function of those scores and of whether the window is complete, so
+        # it is cached beside them: a hit costs a lookup and one WindowScore. Cleared when full
+        # (O(1) eviction; the working set refills).
         self.cache_size = cache_size
-        self._cache: dict[tuple, tuple[dict, list]] = {}
-        self._details: dict[int, tuple[object, dict]] = {}  # id(EventDetail) -> (it, its alert dict)
+        self._cache: dict[tuple, list] = {}
         self.cache_hits = self.cache_misses = 0
         topk = thresholds.topk if thresholds else 9
         self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
@@ -119,8 +121,11 @@ class Detector:
 
     def score_windows(self, windows: Sequence[Window], details: bool = False) -> list[WindowScore]:
         """Score windows in batches of similar length (padding is wasted compute: a batch pads to
-        its longest window), answering repeated windows from the cache when it is on."""
-        raw: list[tuple[dict, list] | None] = [None] * len(windows)
+        its longest window), answering repeated windows from the cache when it is on.
+
+        The `scores` dict and the `surprising` dicts of the WindowScores are shared between repeats
+        of a window (and with the cache): treat them as read-only."""
+        raw: list[list | None] = [None] * len(windows)  # per window: its cache entry (see __init__)
         todo: list[int] = []  # windows to run through the model
         cache = self._cache if self.cache_size > 0 and details else None  # (only results with details are cached)
         same: dict[tuple, list[int]] = {}  # with the cache: repeats within this call wait for their first
@@ -145,45 +150,47 @@ class Detector:
             idx = todo[k:k + self.batch_size]
             scores, surprising = self.scorer.score([windows[i] for i in idx], details=details)
             for i, sc, ev in zip(idx, scores, surprising):
-                raw[i] = (sc, ev)
+                entry = raw[i] = [sc, tuple(self._event(e) for e in ev) if details else (), None, None]
                 if cache is not None:
                     key = (windows[i].ids, windows[i].n_context)
                     for j in same[key][1:]:
-                        raw[j] = (sc, ev)
+                        raw[j] = entry
                     if len(cache) >= self.cache_size:
                         cache.clear()
-                    cache[key] = (sc, ev)
+                    cache[key] = entry
         out: list[WindowScore] = []
-        for w, r in zip(windows, raw):
-            assert r is not None
-            s = dict(r[0])  # a copy: "combined" depends on the window's close reason, not only its ids
-            ev = r[1] if details else []
-            complete = is_complete(w.reason)
-            if self.thresholds is not None:
-                flag, reasons = self.thresholds.decide(s, complete=complete)
-            else:
-                flag, reasons = False, ()
-            s["combined"] = self.combined(s, complete)
-            out.append(WindowScore(w, s, flag, reasons, tuple(self._detail(w, e) for e in ev)))
+        for w, entry in zip(windows, raw):
+            assert entry is not None
+            slot = 2 if is_complete(w.reason) else 3
+            decided = entry[slot]
+            if decided is None:
+                decided = entry[slot] = self._decide(entry[0], entry[1], slot == 2)
+            scores, flag, reasons, events = decided
+            if w.start and events:  # the events' indexes are in the window: shift them into the session
+                events = tuple({**e, "index": w.start + e["index"]} for e in events)
+            out.append(WindowScore(w, scores, flag, reasons, events))
         return out
 
-    def _detail(self, w: Window, e) -> dict:
-        # The texts of an event's detail depend on the event only; with the score cache the same
-        # EventDetail objects come back for every repeat of a window, so build them once (by id,
-        # checked: the memo holds the object) and copy with this window's index.
-        hit = self._details.get(id(e))
-        if hit is None or hit[0] is not e:
-            v = self.bundle.vocab
-            base = {"index": e.index, "template_id": e.template_id, "template_key": v.key_of(e.template_id),
-                    "template": v.text_of(e.template_id), "prob": e.prob,
-                    "expected": [{"template_key": v.key_of(i), "template": v.text_of(i), "prob": p} for i, p in e.top]}
-            if len(self._details) >= 4 * max(1024, self.cache_size):
-                self._details.clear()
-            hit = self._details[id(e)] = (e, base)
-        d = dict(hit[1])
-        d["index"] = w.start + e.index
-        d["expected"] = [dict(x) for x in d["expected"]]
-        return d
+    def _decide(self, model_scores: dict[str, float], events: tuple[dict, ...],
+                complete: bool) -> tuple[dict[str, float], bool, tuple[str, ...], tuple[dict, ...]]:
+        """(scores with "combined", is_anomaly, reasons, events) of a window: a pure function of its
+        model scores and of whether it is complete (one cache entry holds both decisions)."""
+        s = dict(model_scores)  # a copy: "combined" depends on the window's close reason, not only its ids
+        if self.thresholds is not None:
+            flag, reasons = self.thresholds.decide(s, complete=complete)
+        else:
+            flag, reasons = False, ()
+        s["combined"] = self.combined(s, complete)
+        return s, flag, reasons, events
+
+    def _event(self, e) -> dict:
+        """An EventDetail as the alert's dict, its index still in the window (score_windows shifts it
+        by Window.start into the session, with a shallow copy: the rest, "expected" included, is
+        shared by every repeat of the window and must not be mutated)."""
+        v = self.bundle.vocab
+        return {"index": e.index, "template_id": e.template_id, "template_key": v.key_of(e.template_id),
+                "template": v.text_of(e.template_id), "prob": e.prob,
+                "expected": [{"template_key": v.key_of(i), "template": v.text_of(i), "prob": p} for i, p in e.top]}
 
     def session_windows(self, session_id: str, ids: Sequence[int], source: str = "",
                         complete: bool = True) -> list[Window]:

@@ -68,7 +68,12 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class WindowScore:
-    """Scores of one window and the decision taken on them."""
+    """Scores of one window and the decision taken on them.
+
+    Read-only beyond the frozen fields: with the score cache (logad.detector) repeats of a window
+    share one `scores` dict and their `surprising` dicts (and the "expected" lists inside them), so
+    mutating them would change other windows' scores and alerts. Copy before editing.
+    """
 
     window: Window
     scores: dict[str, float]  # method -> score (higher = more anomalous)

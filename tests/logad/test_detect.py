@@ -92,3 +92,45 @@ def test_score_cache_and_length_buckets_keep_every_decision():
             assert all(abs(g.scores[k] - e.scores[k]) <= 1e-4 * max(1.0, abs(e.scores[k])) for k in e.scores)
     distinct = len({(w.ids, w.n_context) for w in windows})
     assert cached.cache_misses == distinct and cached.cache_hits == 2 * len(windows) - distinct
+
+
+def test_decision_cache_gives_the_uncached_window_scores():
+    """The cache answers repeats with their cached decision (scores with "combined", flag, reasons)
+    and shared surprising-event dicts: every WindowScore equals the uncached one, for repeats that
+    close complete and cut (the count scores apply to the first only), at other session offsets
+    (the events' indexes shift) and within one call as across calls."""
+    import dataclasses
+
+    from logad.detect import session_rules, windows_from_lines
+    from logad.parse import ParseStats, open_lines
+    from logad.sessionizer import Sessionizer
+    from logad.sessions import is_complete
+
+    plain = Detector.load(MODEL, "cpu", batch_size=1)  # one window per pass: scores do not depend on batching
+    fmt = FORMATS["hdfs"]
+    base = list(windows_from_lines(open_lines(RAW), fmt, plain, Sessionizer("hdfs", session_rules(
+        plain, fmt, SessionConfig())), ParseStats()))[:200]
+    windows = []
+    for k, w in enumerate(base):
+        windows.append(w)
+        windows.append(dataclasses.replace(w, session_id=f"r{k}", start=w.start + 7 * k,
+                                           reason="idle" if is_complete(w.reason) else "terminal"))
+    windows += base[:50]  # plain repeats
+    expected = plain.score_windows(windows, details=True)
+    for w, e in zip(windows, expected):  # the uncached path against the rule, from the model's own output
+        (sc,), (ev,) = plain.scorer.score([w], details=True)
+        complete = is_complete(w.reason)
+        assert (e.is_anomaly, e.reasons) == plain.thresholds.decide(sc, complete=complete)
+        assert e.scores == {**sc, "combined": plain.combined(sc, complete)}
+        assert [(d["index"], d["template_id"], d["prob"]) for d in e.surprising] == \
+            [(w.start + x.index, x.template_id, x.prob) for x in ev]
+    assert {is_complete(e.window.reason) for e in expected} == {True, False}
+    assert any(e.is_anomaly for e in expected) and any(e.window.start and e.surprising for e in expected)
+    assert any(a.reasons != b.reasons for a, b in zip(expected[0::2], expected[1::2]))  # the reason matters
+    cached = Detector.load(MODEL, "cpu", batch_size=1, cache_size=1000)
+    for _ in range(2):  # cold (repeats within the call), then warm
+        assert cached.score_windows(windows, details=True) == expected
+    distinct = len({(w.ids, w.n_context) for w in windows})
+    assert cached.cache_misses == distinct and cached.cache_hits == 2 * len(windows) - distinct
+    tiny = Detector.load(MODEL, "cpu", batch_size=1, cache_size=3)  # cleared again and again
+    assert tiny.score_windows(windows, details=True) == expected
