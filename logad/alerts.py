@@ -58,13 +58,20 @@ def alert_id(source: str, session_id: str, start: int, end: int, first_ts: float
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _iso(t: float) -> str:
+def iso_time(t: float) -> str:
+    """Epoch seconds -> the envelope's `time` (UTC, milliseconds)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
 def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float], now: float | None = None,
-               early: bool = False) -> dict:
-    """The envelope for one scored window (type alert when anomalous, score otherwise)."""
+               early: bool = False, *, stamp: str | None = None, details: bool = True) -> dict:
+    """The envelope for one scored window (type alert when anomalous, score otherwise).
+
+    `stamp`: the `time` already formatted (iso_time(now)): a batch decided at one instant formats
+    it once, not per window. `details=False` leaves out the surprising events of a NORMAL window
+    (`"surprising": []`; the scores topic of normal windows does not need the explanations, they
+    are most of the envelope's bytes); an anomalous window always keeps them, so an alert is whole.
+    The envelope shares the WindowScore's surprising dicts: encode it, do not mutate it."""
     w = ws.window
     return {
         "specversion": "1.0",
@@ -72,7 +79,7 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
         "source": f"logad/{w.source}",
         "type": ALERT_TYPE if ws.is_anomaly else SCORE_TYPE,
         "subject": w.session_id,
-        "time": _iso(time.time() if now is None else now),
+        "time": stamp if stamp is not None else iso_time(time.time() if now is None else now),
         "datacontenttype": "application/json",
         "data": {
             "session_id": w.session_id,
@@ -81,7 +88,7 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
             "thresholds": thresholds,
             "is_anomaly": ws.is_anomaly,
             "reasons": list(ws.reasons),
-            "surprising": list(ws.surprising),
+            "surprising": list(ws.surprising) if details or ws.is_anomaly else [],
             "first_ts": w.first_ts,
             "last_ts": w.last_ts,
             "line_count": w.n_lines,

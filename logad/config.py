@@ -78,6 +78,7 @@ class ScorerConfig:
     queue_size: int = 4096  # bounded queue between the consumer and the model
     early_alerts: bool = False  # score open sessions incrementally and send `early: true` alerts
     cache_size: int = 65536  # scores kept per distinct window (ids, n_context); repeats skip the model; 0 = off
+    score_details: bool = False  # also attach the surprising events to score records of normal windows (alerts always have them)
     torch_threads: int = 1  # CPU threads of the model (0 = torch's default); scale out with scorer processes
 
 

@@ -4,7 +4,8 @@
       bounded asyncio.Queue of windows (queue_size)
       --batcher: first window + whatever arrives within max_wait_ms, up to max_batch-->
       Detector.score_windows(batch, details=True)   (in a thread: the event loop keeps fetching)
-      -> scores topic: ONE bundle record per partition per batch (every score of the batch)
+      -> scores topic: ONE bundle record per partition per batch (every score of the batch; a normal
+         window's without its surprising events unless scorer.score_details)
       -> alerts topic: one record per anomaly (logad.alerts.make_event, key session id: users subscribe)
       -> offsets committed only after every produce is acknowledged   (at-least-once; a bundle's
          offset is committed past only once its LAST window is settled)
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from logad.alerts import make_event
+from logad.alerts import iso_time, make_event
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_json, encode_scores
@@ -230,7 +231,8 @@ class Scorer:
         from streams.kafka_clients import key_partition, send_batched
 
         futures = []
-        now = time.time()
+        stamp = iso_time(time.time())  # the batch is decided at one instant: format its `time` once
+        details = self.cfg.score_details  # normal windows' score records without the surprising events
         version = self.det.version
         n = self.topics.partitions
         scores: dict[int, list[bytes]] = {}
@@ -244,13 +246,14 @@ class Scorer:
                     part = parts[sid] = key_partition(sid.encode(), n)
                 if self.early.admit(o.score):  # the first anomalous probe of an open session
                     alerts.append((part, sid.encode(), encode_json(make_event(o.score, version, self.thresholds,
-                                                                              now=now, early=True))))
+                                                                              early=True, stamp=stamp))))
                     self.alerts += 1
                     if self.metrics is not None:
                         self.metrics.alerts.inc()
                 if EarlyGate.is_probe(o.score):  # a probe has no score of its own on the scores topic
                     continue
-                event = encode_json(make_event(o.score, version, self.thresholds, now=now))
+                # (an anomalous window's score envelope keeps its surprising events: it is also the alert)
+                event = encode_json(make_event(o.score, version, self.thresholds, stamp=stamp, details=details))
                 scores.setdefault(part, []).append(event)
                 self.scored += 1
                 if o.score.is_anomaly:
