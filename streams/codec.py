@@ -227,30 +227,38 @@ def decode_window(data: bytes | None) -> Window:
     return _window(_loads(data, "window record"))
 
 
+_WINDOW_KEYS = frozenset(WINDOW_FIELDS)
+_INT = {int}
+
+
 def _window(doc: Any) -> Window:
+    # Runs for every window the scorer reads: C-level checks (a keys view against a set, the set of
+    # the ids' types, min) instead of a Python generator per id; the field at fault is looked for
+    # only once a check failed. bool is not int here (type(), not isinstance), as before.
     try:
-        if not isinstance(doc, dict) or set(doc) != set(WINDOW_FIELDS):
+        if not isinstance(doc, dict) or doc.keys() != _WINDOW_KEYS:
             raise TypeError(f"fields {sorted(doc) if isinstance(doc, dict) else type(doc).__name__}")
-        ids = doc["ids"]
-        if not isinstance(ids, list) or not ids or not all(type(i) is int and i >= 0 for i in ids):
+        ids, start, n_context, n_lines = doc["ids"], doc["start"], doc["n_context"], doc["n_lines"]
+        if not isinstance(ids, list) or not ids or not set(map(type, ids)) <= _INT or min(ids) < 0:
             raise TypeError("ids must be a non-empty list of template ids")
-        for f in ("start", "n_context", "n_lines"):
-            if type(doc[f]) is not int or doc[f] < 0:
-                raise TypeError(f"{f} must be a non-negative int")
-        if doc["n_context"] >= len(ids):
+        if not {type(start), type(n_context), type(n_lines)} <= _INT or min(start, n_context, n_lines) < 0:
+            bad = next(f for f in ("start", "n_context", "n_lines") if type(doc[f]) is not int or doc[f] < 0)
+            raise TypeError(f"{bad} must be a non-negative int")
+        if n_context >= len(ids):
             raise TypeError("n_context leaves nothing to score")
-        for f in ("first_ts", "last_ts"):
-            if not (doc[f] is None or isinstance(doc[f], (int, float))):
+        first_ts, last_ts = doc["first_ts"], doc["last_ts"]
+        for f, t in (("first_ts", first_ts), ("last_ts", last_ts)):
+            if not (t is None or isinstance(t, (int, float))):
                 raise TypeError(f"{f} must be a number or null")
-        if not all(isinstance(doc[f], str) for f in ("source", "session_id", "reason")):
+        source, session_id, reason = doc["source"], doc["session_id"], doc["reason"]
+        if not (isinstance(source, str) and isinstance(session_id, str) and isinstance(reason, str)):
             raise TypeError("source, session_id and reason must be strings")
         if not isinstance(doc["final"], bool):
             raise TypeError("final must be a bool")
-        return Window(source=doc["source"], session_id=doc["session_id"], start=doc["start"],
-                      ids=tuple(ids), n_context=doc["n_context"],
-                      first_ts=None if doc["first_ts"] is None else float(doc["first_ts"]),
-                      last_ts=None if doc["last_ts"] is None else float(doc["last_ts"]),
-                      reason=doc["reason"], final=doc["final"], n_lines=doc["n_lines"])
+        return Window(source=source, session_id=session_id, start=start, ids=tuple(ids), n_context=n_context,
+                      first_ts=None if first_ts is None else float(first_ts),
+                      last_ts=None if last_ts is None else float(last_ts),
+                      reason=reason, final=doc["final"], n_lines=n_lines)
     except (KeyError, TypeError) as e:
         raise CodecError(f"window record: {e}") from None
 
