@@ -162,12 +162,7 @@ class SessionWindower:
                                   offsets, checked to round-trip exactly
                  None, list       anything else: the event times as they are
         """
-        ids = self.ids
-        id_str: str | list[int] = list(ids)
-        if all(type(i) is int and 0 <= i < _MAX_CHAR for i in ids):
-            id_str = "".join([chr(CHAR_BASE + i) for i in ids])
-        base, rest = _pack_ts(self.ts)
-        return (self.n, self.start, id_str, base, rest)
+        return (self.n, self.start, pack_ids(self.ids), *_pack_ts(self.ts))
 
     @classmethod
     def from_state(cls, source: str, session_id: str, rule: WindowRule, state) -> SessionWindower:
@@ -178,13 +173,65 @@ class SessionWindower:
             return w
         n, start, ids, base, rest = state[:5]
         w.n, w.start = n, start
-        w.ids = [ord(c) - CHAR_BASE for c in ids] if isinstance(ids, str) else list(ids)
+        w.ids = unpack_ids(ids)
         w.ts = _unpack_ts(base, rest, len(w.ids))
         return w
 
 
 CHAR_BASE = 0x30  # ids and offsets are stored as chr(CHAR_BASE + value): "0" is 0 (no JSON escapes)
 _MAX_CHAR = 0xD800 - CHAR_BASE  # values must stay below the surrogate range (not valid in UTF-8)
+# Values below BYTE_MAX are one Latin-1 character each: then the string <-> ints conversions are
+# bytes.translate calls (C) instead of a chr()/ord() per value. Same strings either way.
+BYTE_MAX = 0x100 - CHAR_BASE
+_TO_CHARS = bytes((b + CHAR_BASE) & 0xFF for b in range(256))  # value byte -> its character's byte
+_FROM_CHARS = bytes((b - CHAR_BASE) & 0xFF for b in range(256))  # character byte -> its value
+
+
+def pack_ids(ids: list[int]) -> str | list[int]:
+    """Template ids -> one character each, chr(CHAR_BASE + id), or the list itself when an id does
+    not fit (negative, too large, not an int)."""
+    if not ids:
+        return ""
+    try:
+        if min(ids) >= 0 and max(ids) < BYTE_MAX and bool not in set(map(type, ids)):
+            return bytes(ids).translate(_TO_CHARS).decode("latin-1")  # bytes() rejects non-ints
+    except TypeError:
+        return list(ids)
+    if all(type(i) is int and 0 <= i < _MAX_CHAR for i in ids):
+        return "".join([chr(CHAR_BASE + i) for i in ids])
+    return list(ids)
+
+
+def unpack_ids(ids: str | list[int]) -> list[int]:
+    """Inverse of pack_ids."""
+    if not isinstance(ids, str):
+        return list(ids)
+    try:
+        return list(ids.encode("latin-1").translate(_FROM_CHARS))
+    except UnicodeEncodeError:  # an id >= BYTE_MAX
+        return [ord(c) - CHAR_BASE for c in ids]
+
+
+def id_chars(tids: list[int]) -> str | None:
+    """pack_ids for ids known to be ints (a fast path): None unless every id is in [0, BYTE_MAX)."""
+    if min(tids) < 0 or max(tids) >= BYTE_MAX:
+        return None
+    return bytes(tids).translate(_TO_CHARS).decode("latin-1")
+
+
+def ts_chars(base: float, ts: list[float]) -> str | None:
+    """The compact offsets of event times `ts` from `base` (see to_state), or None when one of them
+    has no exact whole-second offset (then the state keeps the times as a list)."""
+    out = []
+    for t in ts:
+        if type(t) is not float:
+            return None
+        d = t - base
+        k = int(d) if 0.0 <= d < _MAX_CHAR else -1
+        if k < 0 or base + k != t:
+            return None
+        out.append(chr(CHAR_BASE + k))
+    return "".join(out)
 
 
 def _pack_ts(ts: list[float | None]) -> tuple[float | None, str | list | None]:
@@ -193,17 +240,9 @@ def _pack_ts(ts: list[float | None]) -> tuple[float | None, str | list | None]:
         return None, None
     base = ts[0]
     if type(base) is float and base > 0.0:  # (epoch seconds; also keeps -0.0 out of the offsets)
-        out = []
-        for t in ts:
-            if t is None or type(t) is not float:
-                break
-            d = t - base
-            k = int(d) if 0.0 <= d < _MAX_CHAR else -1
-            if k < 0 or base + k != t:  # not a whole, small, exactly representable offset
-                break
-            out.append(chr(CHAR_BASE + k))
-        else:
-            return base, "".join(out)
+        rest = ts_chars(base, ts)  # None: not a whole, small, exactly representable offset
+        if rest is not None:
+            return base, rest
     return None, list(ts)
 
 
@@ -211,5 +250,9 @@ def _unpack_ts(base: float | None, rest: str | list | None, n: int) -> list[floa
     if rest is None:
         return [None] * n
     if isinstance(rest, str):
-        return [base + (ord(c) - CHAR_BASE) for c in rest]
+        try:
+            offsets: list[int] | bytes = rest.encode("latin-1").translate(_FROM_CHARS)
+        except UnicodeEncodeError:  # an offset >= BYTE_MAX seconds
+            offsets = [ord(c) - CHAR_BASE for c in rest]
+        return [base + k for k in offsets]
     return list(rest)

@@ -35,7 +35,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
 from logad.templates import DriftMiner
-from streams.codec import CodecError, decode_events_record, encode_dead_letter, encode_events
+from streams.codec import CodecError, decode_events_columns, encode_dead_letter, encode_events
 from streams.ingest import IngestLoop, Ingestor
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics
@@ -243,7 +243,7 @@ async def handle_record(ctx: WorkerContext, app: faust.App, key: bytes | None, v
     """Every failure is caught here (an agent that raises acks the record and loses it)."""
     topic = ctx.topics.events
     try:
-        src, rp, sessions, clock = decode_events_record(key, value)  # a bundle, or an older one-session record
+        src, rp, sessions, clock = decode_events_columns(key, value)  # a bundle, or an older one-session record
         if src != ctx.source:
             raise CodecError(f"events of source {src!r} reached the {ctx.source!r} worker")
         _, failures = await ctx.runner.on_bundle(rp, sessions, partition, offset, clock=clock)

@@ -4,14 +4,20 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
 
     raw        b"<line>" or b"<line>\\n<line>..."   key optional      (written by shippers / `logad replay`)
     events     {"src": "hdfs", "rp": "logs.hdfs/0", "t": clock,
-                "s": [[session id, [[tid, ts, pos], ...], arrival of its last event], ...]}
+                "sid": [session id, ...], "arr": [arrival of its last event, ...], "n": [its events, ...],
+                "tid": [template id, ...], "ts": [event time, ...], "pos": [raw position, ...]}
                no key, partition = the sessions' key partition: ONE record per events partition per
                ingest batch (a bundle), so the session agent's per-record cost is paid per batch,
-               not per session. Arrival times are the raw records' Kafka timestamps (seconds);
-               `t`, the input clock, is the time up to which the raw partition has been read (see
-               streams/sessionize.py: idle sessions are closed on this clock). (Older workers wrote
-               one record per session, {"src", "rp", "e": [[tid, ts, pos], ...]} with key =
-               session id; still read.)
+               not per session. The events are columns over the whole bundle, session after
+               session (n[i] events of sid[i], positions rising within a session): the session
+               stage checks a bundle with a few C-level passes per column, not per session or
+               per event (a session has ~8 events per bundle; per-session checks cost more than
+               the events). Arrival times are the raw
+               records' Kafka timestamps (seconds); `t`, the input clock, is the time up to which
+               the raw partition has been read (see streams/sessionize.py: idle sessions are
+               closed on this clock). (Still read: bundles of rows, "s": [[session id, [[tid, ts,
+               pos], ...], arrival], ...], and one-session records {"src", "rp", "e": [[tid, ts,
+               pos], ...]} with key = session id, as older workers wrote them.)
     windows    {"w": [{"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
                 "reason", "final", "n_lines"}, ...]}  (the Window fields)          no key
                a bundle: ONE record per windows partition per emit (a bundle of at most
@@ -34,6 +40,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from itertools import accumulate, chain, compress, islice
+from operator import ge
 from typing import Any
 
 import orjson
@@ -103,48 +111,132 @@ def _rows(rows: list) -> list[tuple[int, float | None, int]]:
 
 MAX_BUNDLE_EVENTS = 10_000  # events per bundle record (~300 KB of JSON: well below 1 MB records)
 
+Columns = tuple[list[int], list[float | None], list[int]]  # (template ids, event times, raw positions)
+
+
+def to_columns(rows: Sequence[Sequence[Any]]) -> Columns:
+    """[(tid, ts, pos), ...] -> ([tid, ...], [ts, ...], [pos, ...])."""
+    if not rows:
+        return [], [], []
+    tids, tss, poss = zip(*rows)
+    return list(tids), list(tss), list(poss)
+
+
+def to_rows(tids: Sequence[int], tss: Sequence[float | None], poss: Sequence[int]) -> list[tuple]:
+    return list(zip(tids, tss, poss))
+
 
 def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple], max_events: int = MAX_BUNDLE_EVENTS,
                    clock: float | None = None) -> list[bytes]:
-    """Sessions (id, events in arrival order[, arrival time of the last one]) of one events partition
-    and one raw partition, as bundle records of at most ~max_events events each (a session's events
-    stay in order across them). `clock`, the input time the raw partition has been read up to, goes
-    on the last record only (applying it means the whole batch is applied). No sessions and a clock:
-    one clock-only record."""
-    out: list[dict] = []
+    """Sessions (id, events [(tid, ts, pos), ...] in arrival order[, arrival time of the last one])
+    of one events partition and one raw partition, as bundle records of at most ~max_events events
+    each (a session's events stay in order across them; columns on the wire). `clock`, the input
+    time the raw partition has been read up to, goes on the last record only (applying it means
+    the whole batch is applied). No sessions and a clock: one clock-only record."""
+    parts: list[list[tuple]] = []
     part: list[tuple] = []
     n = 0
     for sid, rows, *t in sessions:
+        arrival = t[0] if t else None
         i = 0
         while i < len(rows):
             take = rows[i:i + max_events - n]
-            part.append((sid, take, *t))
+            part.append((sid, take, arrival))
             n += len(take)
             i += len(take)
             if n >= max_events:
-                out.append({"src": src, "rp": raw_partition, "s": part})
+                parts.append(part)
                 part, n = [], 0
-    if part or (clock is not None and not out):
-        out.append({"src": src, "rp": raw_partition, "s": part})
+    if part or (clock is not None and not parts):
+        parts.append(part)
+    out = []
+    for part in parts:
+        doc: dict[str, Any] = {"src": src, "rp": raw_partition}
+        if part:
+            sids, rowss, arrivals = zip(*part)
+            tids, tss, poss = zip(*chain.from_iterable(rowss))  # (events,) each, session after session
+            doc.update(sid=sids, arr=arrivals, n=list(map(len, rowss)), tid=tids, ts=tss, pos=poss)
+        else:
+            doc.update(sid=[], arr=[], n=[], tid=[], ts=[], pos=[])
+        out.append(doc)
     if clock is not None:
         out[-1]["t"] = clock
     return [orjson.dumps(doc) for doc in out]
 
 
-def decode_events_record(key: bytes | None, data: bytes | None
-                         ) -> tuple[str, str, list[tuple[str, list[tuple[int, float | None, int]], float | None]],
-                                    float | None]:
-    """A bundle or an older one-session record -> (source, raw partition, [(session id, events,
-    arrival time of its last event | None)], input clock | None)."""
+_INT, _STR = {int}, {str}
+_TIMES = {float, int, type(None)}
+_ARRIVALS = {float, int, type(None)}
+
+
+def _bundle_columns(doc: dict) -> list[tuple[str, list[int], list[float | None], list[int], float | None]]:
+    """A column bundle -> per session (id, tids, times, positions, arrival | None), checked with a
+    few C-level passes per column over the whole bundle. Raises TypeError naming what is wrong."""
+    sids, arrivals, counts, tids, tss, poss = (doc[f] for f in ("sid", "arr", "n", "tid", "ts", "pos"))
+    if not all(type(c) is list for c in (sids, arrivals, counts, tids, tss, poss)):
+        raise TypeError("sid, arr, n, tid, ts and pos must be lists")
+    k = len(sids)
+    if len(arrivals) != k or len(counts) != k:
+        raise TypeError(f"{k} sessions, {len(arrivals)} arrival times, {len(counts)} event counts")
+    if not k:
+        if tids or tss or poss:
+            raise TypeError("events without sessions")
+        return []
+    if set(map(type, sids)) != _STR or not all(sids):
+        raise TypeError("session ids must be non-empty strings")
+    if set(map(type, counts)) != _INT or min(counts) < 1:
+        raise TypeError("event counts must be positive ints")
+    n = sum(counts)
+    if len(tids) != n or len(tss) != n or len(poss) != n:
+        raise TypeError(f"{n} events counted, columns of {len(tids)} / {len(tss)} / {len(poss)}")
+    if set(map(type, tids)) != _INT or min(tids) < 0:
+        raise TypeError("template ids must be non-negative ints")
+    if set(map(type, poss)) != _INT:
+        raise TypeError("positions must be ints")
+    types = set(map(type, tss))
+    if not types <= _TIMES or bool in types:
+        raise TypeError("event times must be numbers or null")
+    if int in types:  # JSON without a fraction: times stay floats, as a parsed line's are
+        tss = [None if t is None else float(t) for t in tss]
+    types = set(map(type, arrivals))
+    if not types <= _ARRIVALS:
+        raise TypeError("arrival times must be numbers or null")
+    if int in types:
+        arrivals = [None if t is None else float(t) for t in arrivals]
+    ends = list(accumulate(counts))  # session i's events: [ends[i] - counts[i], ends[i])
+    # Positions rise within each session: every fall (or repeat) must be at a session boundary.
+    falls = compress(range(1, n), map(ge, poss, islice(poss, 1, None)))  # index of the later event
+    if not set(falls) <= set(ends):
+        raise TypeError("positions must rise within a session")
+    out = []
+    a = 0
+    for sid, b, arrival in zip(sids, ends, arrivals):
+        out.append((sid, tids[a:b], tss[a:b], poss[a:b], arrival))
+        a = b
+    return out
+
+
+def decode_events_columns(key: bytes | None, data: bytes | None
+                          ) -> tuple[str, str, list[tuple[str, list[int], list[float | None], list[int], float | None]],
+                                     float | None]:
+    """An events record -> (source, raw partition, [(session id, tids, times, positions, arrival
+    time of its last event | None)], input clock | None): what the session agent applies. Reads
+    column bundles, row bundles and one-session records (older workers); CodecError when malformed."""
     doc = _loads(data, "events record")
     try:
         src, rp = doc["src"], doc["rp"]
         if not isinstance(src, str) or not isinstance(rp, str):
             raise TypeError("wrong field types")
+        clock = doc.get("t")
+        if not (clock is None or _number(clock)):
+            raise TypeError("t must be a number")
+        clock = None if clock is None else float(clock)
+        if "sid" in doc:
+            return src, rp, _bundle_columns(doc), clock
         if "s" in doc:
-            sessions, clock = doc["s"], doc.get("t")
-            if not isinstance(sessions, list) or not (clock is None or _number(clock)):
-                raise TypeError("sessions must be a list, t a number")
+            sessions = doc["s"]
+            if not isinstance(sessions, list):
+                raise TypeError("sessions must be a list")
             out = []
             for entry in sessions:
                 if not isinstance(entry, list) or len(entry) not in (2, 3):
@@ -154,16 +246,25 @@ def decode_events_record(key: bytes | None, data: bytes | None
                 if not isinstance(sid, str) or not sid or not isinstance(rows, list) or \
                         not (arrival is None or _number(arrival)):
                     raise TypeError(f"bad session entry for {sid!r}")
-                out.append((sid, _rows(rows), None if arrival is None else float(arrival)))
-            return src, rp, out, None if clock is None else float(clock)
+                out.append((sid, *to_columns(_rows(rows)), None if arrival is None else float(arrival)))
+            return src, rp, out, clock
         if not key:
             raise TypeError("one-session events record without a session id key")
         rows = doc["e"]
         if not isinstance(rows, list):
             raise TypeError("wrong field types")
-        return src, rp, [(key.decode("utf-8", "replace"), _rows(rows), None)], None
+        return src, rp, [(key.decode("utf-8", "replace"), *to_columns(_rows(rows)), None)], None
     except (KeyError, TypeError, ValueError) as e:
         raise CodecError(f"events record: {e}") from None
+
+
+def decode_events_record(key: bytes | None, data: bytes | None
+                         ) -> tuple[str, str, list[tuple[str, list[tuple[int, float | None, int]], float | None]],
+                                    float | None]:
+    """decode_events_columns with each session's events as rows: (source, raw partition,
+    [(session id, [(tid, ts, pos), ...], arrival | None)], input clock | None). For tests and tools."""
+    src, rp, sessions, clock = decode_events_columns(key, data)
+    return src, rp, [(sid, to_rows(tids, tss, poss), arrival) for sid, tids, tss, poss, arrival in sessions], clock
 
 
 def _number(x: Any) -> bool:

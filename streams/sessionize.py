@@ -1,8 +1,8 @@
 """Sessions in the stream: events records -> logad.sessionizer.Sessionizer over a Faust table -> windows.
 
-    events bundle ({"src", "rp", "t", "s": [[session id, [[tid, ts, pos], ...], arrival], ...]}, streams/codec.py)
+    events bundle ({"src", "rp", "t", "c": [[session id, tids, times, positions, arrival], ...]}, streams/codec.py)
       -> per session: drop events at or below its raw-position watermark (re-deliveries after a crash)
-      -> Sessionizer.push_many (the session's fresh events) -> closed windows ("max_length", "gap", ...)
+      -> Sessionizer.push_columns (the session's fresh events) -> closed windows ("max_length", "gap", ...)
       -> the whole bundle is one unit: windows produced and acknowledged, then ONE table write per
          changed session (SessionRunner.on_bundle)
     timer every sessions.sweep_every_s (streams/app.py `tick`)
@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
@@ -57,7 +58,7 @@ from logad.records import Window
 from logad.sessionizer import SessionRules, Sessionizer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
-from streams.codec import encode_window, encode_windows
+from streams.codec import encode_window, encode_windows, to_columns, to_rows
 from streams.kafka_clients import key_partition as partition_of, send_batched
 
 log = logging.getLogger("logad.sessions")
@@ -166,6 +167,12 @@ class BytesTable(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self.table)
 
+    def tombstone_keys(self) -> list[str]:
+        """Keys whose value is a tombstone ([null, ...], see SessionStore), found on the raw bytes:
+        no JSON decode of the live sessions (a purge used to decode every open session)."""
+        return [k.decode("utf-8", "replace") if isinstance(k, bytes) else k
+                for k, v in list(self.table.items()) if v is not None and v.startswith(b"[null")]
+
 
 class ChangelogTable(BytesTable):
     """BytesTable over a Faust table whose changelog this class writes itself.
@@ -232,6 +239,7 @@ class SessionStore(MutableMapping[str, Any]):
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table = table
         self._pending: dict[str, tuple | None] = {}  # key -> wrapped value to write, None = delete
+        self._read: dict[str, Any] = {}  # key -> its table value, decoded once per unit of work
         self._wm: dict[str, dict[str, int]] = {}  # watermarks changed since the last flush
         self._delta = 0  # live sessions added - removed by pending writes (keeps len() O(1))
         self._was_tomb: dict[str, bool] = {}  # pending key -> its table value is a tombstone
@@ -243,16 +251,27 @@ class SessionStore(MutableMapping[str, Any]):
         self._tombs_scanned = False  # tombstones recovered from the changelog are queued at the first purge
 
     # -- raw access ------------------------------------------------------------------------------
-    def _raw(self, key: str) -> Any:
+    def _stored(self, key: str) -> Any:
+        """The table's value of `key` (a BytesTable decodes JSON on every read: read once per unit;
+        the watermark check, the sessionizer and the write bookkeeping all look at it)."""
+        try:
+            return self._read[key]
+        except KeyError:
+            v = self._read[key] = self.table.get(key)
+            return v
+
+    def _raw(self, key: str, cache: bool = True) -> Any:
         if key in self._pending:
             return self._pending[key]
-        return self.table.get(key)
+        if not cache and key not in self._read:  # a scan (items(): evictions, close_all): no cache
+            return self.table.get(key)
+        return self._stored(key)
 
     def _put(self, key: str, value: tuple | None) -> None:
         if key in self._pending:
             before = self._pending[key]
         else:
-            before = self.table.get(key)
+            before = self._stored(key)
             self._was_tomb[key] = before is not None and state_of(before) is None
         self._pending[key] = value
         self._delta += _live(value) - _live(before)
@@ -273,7 +292,7 @@ class SessionStore(MutableMapping[str, Any]):
 
     # -- MutableMapping (what the Sessionizer sees: live sessions only) ----------------------------
     def __getitem__(self, key: str) -> Any:
-        raw = self._raw(key)
+        raw = self._raw(key, cache=False)
         state = None if raw is None else state_of(raw)
         if state is None:
             raise KeyError(key)
@@ -313,7 +332,7 @@ class SessionStore(MutableMapping[str, Any]):
         """Open sessions, O(1): table keys - tombstones + pending changes. (Tombstones that a
         rebalance brings in count as open until the next purge: an upper bound, never below.)"""
         if self._tombs is None:
-            self._tombs = sum(1 for v in list(self.table.values()) if v is not None and state_of(v) is None)
+            self._tombs = len(self._tombstone_keys())
         return len(self.table) - self._tombs + self._delta
 
     # -- batching --------------------------------------------------------------------------------
@@ -339,13 +358,20 @@ class SessionStore(MutableMapping[str, Any]):
 
     def discard(self) -> None:
         self._pending.clear()
+        self._read.clear()
         self._wm.clear()
         self._was_tomb.clear()
         self._delta = 0
 
+    def _tombstone_keys(self) -> list[str]:
+        scan = getattr(self.table, "tombstone_keys", None)  # BytesTable: on the raw bytes
+        if scan is not None:
+            return scan()
+        return [k for k, v in list(self.table.items()) if v is not None and state_of(v) is None]
+
     def purge_tombstones(self) -> int:
         """Delete every tombstone (call only when nothing before them can be re-delivered)."""
-        dead = [k for k, v in list(self.table.items()) if v is not None and state_of(v) is None]
+        dead = self._tombstone_keys()
         self._tombs = len(dead)  # exact again (flush takes the purged ones off)
         for k in dead:
             self._put(k, None)
@@ -356,8 +382,7 @@ class SessionStore(MutableMapping[str, Any]):
         if not self._tombs_scanned:  # recovered ones: their close time is unknown, count it as now
             self._tombs_scanned = True
             known = {k for _, k in self._tomb_times}
-            self._tomb_times.extend((self.clock, k) for k, v in list(self.table.items())
-                                    if k not in known and v is not None and state_of(v) is None)
+            self._tomb_times.extend((self.clock, k) for k in self._tombstone_keys() if k not in known)
         n = 0
         q = self._tomb_times
         while q and q[0][0] < t:
@@ -385,16 +410,27 @@ class SessionProcessor:
 
     def apply(self, session_id: str, rp: str, events: list[tuple[int, float | None, int]],
               now: float) -> list[Window]:
-        """One session's events from one record -> the windows they close. `now`: when they arrived
-        (the input clock of the session's last activity). Changes stay buffered until flush()."""
-        self.store.clock = now
-        last = self.store.watermark(session_id).get(rp, -1)
-        fresh = [e for e in events if e[2] > last]  # positions rise within a record
-        self.duplicates += len(events) - len(fresh)
-        if not fresh:
+        """apply_columns of events given as rows [(tid, ts, pos), ...] (tests, tools)."""
+        return self.apply_columns(session_id, rp, *to_columns(events), now)
+
+    def apply_columns(self, session_id: str, rp: str, tids: list[int], tss: list[float | None],
+                      poss: list[int], now: float) -> list[Window]:
+        """One session's events from one record, as columns (rising positions) -> the windows they
+        close. `now`: when they arrived (the input clock of the session's last activity). Changes
+        stay buffered until flush()."""
+        store = self.store
+        store.clock = now
+        if not poss:
             return []
-        self.store.set_watermark(session_id, rp, fresh[-1][2])
-        return self.sessionizer.push_many(session_id, [(tid, ts) for tid, ts, _pos in fresh], now, probe=self.probes)
+        last = store.watermark(session_id).get(rp, -1)
+        if poss[0] <= last:  # re-delivered (a crash re-read them): drop what is already applied
+            i = bisect_right(poss, last)
+            self.duplicates += i
+            if i == len(poss):
+                return []
+            tids, tss, poss = tids[i:], tss[i:], poss[i:]
+        store.set_watermark(session_id, rp, poss[-1])
+        return self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
 
     def sweep(self, now: float, final: bool) -> list[Window]:
         """Close sessions idle at input time `now`. `final`: everything is committed, so closes need
@@ -482,28 +518,30 @@ class SessionRunner:
         unit is dropped and redone session by session, so one bad session cannot sink the others;
         failures are (session id, its events, the error) for the caller to dead-letter.
 
-        Sessions are (id, events[, arrival time of the last one]); the arrival time is the session's
-        last activity (else `now`, else the wall clock). `clock`: the bundle's input clock."""
+        Sessions are (id, tids, times, positions, arrival time of the last one | None), as
+        streams.codec.decode_events_columns gives them; the arrival time is the session's last
+        activity (else `now`, else the wall clock). `clock`: the bundle's input clock. Failures
+        carry the session's events as rows."""
         async with self.lock:
             dup = self.proc.duplicates
             t = time.time() if now is None else now
             windows: list[Window] = []
             failures: list[tuple[str, list, Exception]] = []
             try:
-                apply = self.proc.apply
-                for sid, events, *arrival in sessions:
-                    windows += apply(sid, rp, events, arrival[0] if arrival and arrival[0] is not None else t)
+                apply = self.proc.apply_columns
+                for sid, tids, tss, poss, arrival in sessions:
+                    windows += apply(sid, rp, tids, tss, poss, t if arrival is None else arrival)
             except Exception:
                 self.proc.store.discard()
                 self.proc.duplicates = dup
                 log.exception("events bundle %d@%d failed; applying it session by session", partition, offset)
                 windows = []
-                for sid, events, *arrival in sessions:
+                for sid, tids, tss, poss, arrival in sessions:
                     try:
-                        ws = self.proc.apply(sid, rp, events, arrival[0] if arrival and arrival[0] is not None else t)
+                        ws = self.proc.apply_columns(sid, rp, tids, tss, poss, t if arrival is None else arrival)
                     except Exception as e:  # noqa: PERF203 (rare path)
                         self.proc.store.discard()
-                        failures.append((sid, events, e))
+                        failures.append((sid, to_rows(tids, tss, poss), e))
                         continue
                     await self._unit(ws)
                     windows += ws

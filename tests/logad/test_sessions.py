@@ -109,6 +109,61 @@ def test_push_many_decides_like_one_push_per_event():
     assert one.counters["closed_max_events"] and one.counters["late_events"]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_push_columns_fast_path_decides_and_stores_like_push(seed):
+    """push_columns appends common runs to the compact state without a windower: the windows, the
+    counters and every stored state must be exactly those of one push per event, on streams that
+    mix the fast path (whole-second times in order) with everything it must leave to push_many:
+    gaps, late events, fractional and missing times, terminal ids, ids that do not fit a byte,
+    filling windows, the events cap and evictions."""
+    from logad.sessionizer import SessionRules, Sessionizer
+
+    rng = random.Random(seed)
+    rules = SessionRules(rule=WindowRule(10, 4), gap_s=50.0, max_open_sessions=25, max_events_per_session=40,
+                         terminal_ids=frozenset({9}))
+    clock: dict[str, float] = {}
+    runs = []  # (key, [(tid, ts)], now)
+    for step in range(2500):
+        key = f"s{rng.randrange(40)}"
+        run = []
+        for _ in range(rng.randint(1, 6)):
+            r = rng.random()
+            if r < 0.03:
+                t = None
+            else:
+                dt = rng.choice([0.0, 1.0, 1.0, 2.0, 7.0]) if r < 0.93 else rng.choice([60.0, -3.0, 0.25])
+                t = clock.get(key, 1226262975.0) + dt
+                clock[key] = t
+            tid = 9 if rng.random() < 0.01 else 300 if rng.random() < 0.01 else rng.choice([3, 4, 5, 6, 7, 8])
+            run.append((tid, t))
+        runs.append((key, run, float(step // 3)))
+    one, cols = Sessionizer("hdfs", rules), Sessionizer("hdfs", rules)
+    expected, got = [], []
+    for key, run, now in runs:
+        for tid, ts in run:
+            expected += one.push(key, tid, ts, now)
+        got += cols.push_columns(key, [t for t, _ in run], [ts for _, ts in run], now)
+        assert cols.store.get(key) == one.store.get(key)
+    assert got == expected and one.counters == cols.counters
+    assert dict(one.store) == dict(cols.store)
+    assert got + cols.close_all() == expected + one.close_all()
+    assert one.counters["evicted"] and one.counters["closed_gap"] and one.counters["closed_terminal"]
+    assert one.counters["closed_max_events"] and one.counters["late_events"]
+
+
+def test_push_columns_takes_the_fast_path_on_ordinary_runs():
+    """The fast path is taken (no windower built) for an open session's in-order events."""
+    from logad.sessionizer import SessionRules, Sessionizer
+
+    sz = Sessionizer("hdfs", SessionRules(rule=WindowRule(64, 32)))
+    t = 1226262975.0
+    assert sz._append("b", [3, 4], [t, t + 1.0], 0.0)
+    assert sz._append("b", [5], [t + 2.0], 1.0)
+    assert sz.store["b"] == (3, 0, "345", t, "012", t + 2.0, 1.0)
+    assert not sz._append("b", [5], [t + 1.5], 1.0)  # late and fractional: push_many decides
+    assert sz._append("c", [3], [None], 0.0) and sz.store["c"] == (1, 0, "3", None, None, None, 0.0)
+
+
 def test_sweep_index_closes_exactly_the_idle_sessions():
     """The activity index (heap + lazy deletion) closes the same sessions as a full scan would."""
     from logad.sessionizer import SessionRules, Sessionizer, seen_of

@@ -523,7 +523,7 @@ def test_bundle_split_keeps_each_session_in_order() -> None:
         for sid, events, _ in part:
             seen.setdefault(sid, []).extend(events)
     assert {k: [list(e) for e in v] for k, v in seen.items()} == dict(sessions)
-    clocked = encode_bundles("hdfs", "r/0", [("a", [[3, 1.0, 1]] * 5, 17.5)], max_events=3, clock=20.0)
+    clocked = encode_bundles("hdfs", "r/0", [("a", [[3, 1.0, p] for p in range(5)], 17.5)], max_events=3, clock=20.0)
     decoded = [decode_events_record(None, v) for v in clocked]
     assert [d[3] for d in decoded] == [None, 20.0]  # the clock rides on the last record of the batch only
     assert [d[2][0][2] for d in decoded] == [17.5, 17.5]  # arrival of the session's last event
@@ -536,28 +536,63 @@ def test_bundle_split_keeps_each_session_in_order() -> None:
             decode_events_record(bad_key, bad)
 
 
+def cols(sessions: list[tuple]) -> list[tuple]:
+    """[(session id, [(tid, ts, pos), ...][, arrival])] -> on_bundle's sessions (columns, arrival)."""
+    from streams.codec import to_columns
+
+    return [(sid, *to_columns(rows), t[0] if t else None) for sid, rows, *t in sessions]
+
+
+def test_events_columns_are_checked_and_older_shapes_still_read() -> None:
+    """Column bundles (what the worker writes) decode to the session stage's columns; every older
+    shape gives the same columns; malformed columns are a CodecError saying what is wrong."""
+    from streams.codec import decode_events_columns, encode_bundles
+
+    rows = [(3, 1.0, 1), (4, None, 2), (5, 3.0, 9)]
+    (v,) = encode_bundles("hdfs", "r/0", [("a", rows, 5.0), ("b", [(6, 2.0, 3)])], clock=6.0)
+    want = ("hdfs", "r/0", [("a", [3, 4, 5], [1.0, None, 3.0], [1, 2, 9], 5.0), ("b", [6], [2.0], [3], None)], 6.0)
+    assert decode_events_columns(None, v) == want  # b's positions start below a's: a new session may
+    old_bundle = orjson.dumps({"src": "hdfs", "rp": "r/0", "t": 6.0, "s": [["a", rows, 5.0], ["b", [[6, 2.0, 3]]]]})
+    assert decode_events_columns(None, old_bundle) == want
+    assert decode_events_columns(b"a", encode_events("hdfs", "r/0", rows))[2] == [want[2][0][:4] + (None,)]
+    good = {"src": "hdfs", "rp": "r/0", "sid": ["a", "b"], "arr": [1, None], "n": [2, 1], "tid": [3, 4, 5],
+            "ts": [2, None, 3.5], "pos": [1, 2, 1]}
+    (_, tids, tss, _, arr), _ = decode_events_columns(None, orjson.dumps(good))[2]
+    assert (tids, tss, arr) == ([3, 4], [2.0, None], 1.0) and type(tss[0]) is float and type(arr) is float
+    for field, value in (("n", [2, 2]), ("n", [3, 0]), ("n", [2]), ("tid", [3, -1, 5]), ("tid", [3, True, 5]),
+                         ("pos", [2, 1, 1]), ("pos", [1, 1, 5]), ("pos", [1, 2.0, 3]), ("ts", [1.0, "x", 2.0]),
+                         ("ts", [1.0, False, 2.0]), ("sid", ["a", ""]), ("sid", ["a", 7]), ("arr", [1.0, "late"]),
+                         ("tid", "345"), ("sid", [])):
+        with pytest.raises(CodecError):
+            decode_events_columns(None, orjson.dumps({**good, field: value}))
+    del good["pos"]
+    with pytest.raises(CodecError):
+        decode_events_columns(None, orjson.dumps(good))
+
+
 def test_on_bundle_applies_once_and_isolates_a_failing_session(setup: tuple) -> None:
     from streams.sessionize import SessionRunner
 
     _, rules = setup
 
     class Flaky(SessionProcessor):
-        def apply(self, session_id, rp, events, now):
+        def apply_columns(self, session_id, rp, tids, tss, poss, now):
             if session_id == "bad":
                 raise RuntimeError("boom")
-            return super().apply(session_id, rp, events, now)
+            return super().apply_columns(session_id, rp, tids, tss, poss, now)
 
     table: dict = {}
     producer = FakeProducer()
     runner = SessionRunner(Flaky("hdfs", rules, table), producer, "W")
     full = [(3 + k % 4, 1.0 + k, k) for k in range(9)]  # 9 events: one sliding window closes (length 8)
     ok = [("a", full), ("b", [(3, 1.0, 0)])]
-    windows, failures = asyncio.run(runner.on_bundle("r/0", ok, partition=1, offset=7))
+    windows, failures = asyncio.run(runner.on_bundle("r/0", cols(ok), partition=1, offset=7))
     assert not failures and [w.session_id for w in windows] == ["a"] and len(producer.sent) == 1
     assert sorted(table) == ["a", "b"] and runner.processed_end == {1: 8}
-    windows, failures = asyncio.run(runner.on_bundle("r/0", [("c", full), ("bad", [(3, 1.0, 0)]), ("d", [(3, 1.0, 0)])],
-                                                     partition=1, offset=8))
+    windows, failures = asyncio.run(runner.on_bundle(
+        "r/0", cols([("c", full), ("bad", [(3, 1.0, 0)]), ("d", [(3, 1.0, 0)])]), partition=1, offset=8))
     assert [f[0] for f in failures] == ["bad"] and [w.session_id for w in windows] == ["c"]
+    assert failures[0][1] == [(3, 1.0, 0)]  # the failed session's events, as rows (for its dead letter)
     assert sorted(table) == ["a", "b", "c", "d"] and runner.processed_end == {1: 9}
 
 
@@ -574,7 +609,7 @@ def test_idle_sessions_close_on_the_input_clock(setup: tuple) -> None:
     table: dict = {}
     runner = SessionRunner(SessionProcessor("hdfs", rules, table), FakeProducer(), "W")
     ev = [(3, 1.0, 1)]
-    asyncio.run(runner.on_bundle("r/0", [("a", ev, 10.0), ("b", [(3, 1.0, 2)], 10.35)], 0, 0, clock=10.4))
+    asyncio.run(runner.on_bundle("r/0", cols([("a", ev, 10.0), ("b", [(3, 1.0, 2)], 10.35)]), 0, 0, clock=10.4))
     assert runner.input_clock([0, 1]) is None  # partition 1 has no clock yet: no sweep
     asyncio.run(runner.on_bundle("r/0", [], 1, 0, clock=10.5))
     assert runner.input_clock([0, 1]) == 10.4 and runner.input_clock([1]) == 10.5
@@ -636,7 +671,7 @@ def test_changelog_table_writes_store_and_changelog_itself() -> None:
     runner = SessionRunner(SessionProcessor("hdfs", load_rules_for_test(), t), producer, "W")
 
     async def go() -> None:
-        await runner.on_bundle("r/0", [("blk_1", [(3, 1.0, 5)], 1.0)], 0, 0)
+        await runner.on_bundle("r/0", cols([("blk_1", [(3, 1.0, 5)], 1.0)]), 0, 0)
         assert not t.queued and t.in_flight  # sent with the bundle; acks awaited by settled() (commit gate)
         await t.settled()
         assert not t.in_flight
