@@ -124,6 +124,8 @@ def settings_for(bootstrap: str, prefix: str, **env: str) -> tuple[dict[str, str
 
 
 PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR")  # set: worker/scorer run under pyinstrument (text report there)
+# set: worker/scorer run under cProfile (<name>-<id>.prof there; CPU per function, threads not included)
+CPROFILE_DIR = os.environ.get("BENCH_CPROFILE_DIR")
 
 
 class Proc:
@@ -136,6 +138,10 @@ class Proc:
             cmd = [sys.executable, "-m", "pyinstrument", "-i", "0.002", "-r", "text", "-p", "show_all",
                    "-p", "time=percent_of_total", "-o", str(out), "-m",
                    "logad_cli.main", *args]
+        elif CPROFILE_DIR:
+            Path(CPROFILE_DIR).mkdir(parents=True, exist_ok=True)
+            out = Path(CPROFILE_DIR) / f"{name}-{uuid.uuid4().hex[:6]}.prof"
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "logad_cli.main", *args]
         with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                          start_new_session=True)

@@ -229,6 +229,9 @@ class ChangelogTable(BytesTable):
             raise
 
 
+_MISSING = object()
+
+
 def _live(value: Any) -> bool:
     return value is not None and state_of(value) is not None
 
@@ -254,27 +257,27 @@ class SessionStore(MutableMapping[str, Any]):
     def _stored(self, key: str) -> Any:
         """The table's value of `key` (a BytesTable decodes JSON on every read: read once per unit;
         the watermark check, the sessionizer and the write bookkeeping all look at it)."""
-        try:
-            return self._read[key]
-        except KeyError:
+        v = self._read.get(key, _MISSING)
+        if v is _MISSING:
             v = self._read[key] = self.table.get(key)
-            return v
+        return v
 
     def _raw(self, key: str, cache: bool = True) -> Any:
-        if key in self._pending:
-            return self._pending[key]
+        v = self._pending.get(key, _MISSING)
+        if v is not _MISSING:
+            return v
         if not cache and key not in self._read:  # a scan (items(): evictions, close_all): no cache
             return self.table.get(key)
         return self._stored(key)
 
     def _put(self, key: str, value: tuple | None) -> None:
-        if key in self._pending:
-            before = self._pending[key]
-        else:
+        pending = self._pending
+        before = pending.get(key, _MISSING)
+        if before is _MISSING:
             before = self._stored(key)
             self._was_tomb[key] = before is not None and state_of(before) is None
-        self._pending[key] = value
-        self._delta += _live(value) - _live(before)
+        pending[key] = value
+        self._delta += (value is not None and value[0] is not None) - _live(before)
 
     def watermark(self, key: str) -> dict[str, int]:
         if key in self._wm:
@@ -282,13 +285,16 @@ class SessionStore(MutableMapping[str, Any]):
         raw = self._raw(key)
         return watermark_of(raw) if raw else {}
 
-    def set_watermark(self, key: str, rp: str, pos: int) -> None:
+    def set_watermark(self, key: str, rp: str, pos: int, written: bool = False) -> None:
+        """Raise the watermark of (key, rp) to pos. `written`: the caller writes or deletes the key
+        in this unit anyway (which carries the watermark), so the stored value is not rewritten."""
         wm = self.watermark(key)
         wm[rp] = pos
         self._wm[key] = wm
-        raw = self._raw(key)
-        if raw is not None:  # keep the stored value's watermark in step (tombstone or live)
-            self._put(key, wrap(state_of(raw), wm))
+        if not written:
+            raw = self._raw(key)
+            if raw is not None:  # keep the stored value's watermark in step (tombstone or live)
+                self._put(key, wrap(state_of(raw), wm))
 
     # -- MutableMapping (what the Sessionizer sees: live sessions only) ----------------------------
     def __getitem__(self, key: str) -> Any:
@@ -300,7 +306,9 @@ class SessionStore(MutableMapping[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:  # the Sessionizer's hot path: no KeyError
         raw = self._raw(key)
-        state = None if raw is None else state_of(raw)
+        if raw is None:
+            return default
+        state = raw[0] if type(raw) is not dict else raw.get("s")
         return default if state is None else state
 
     def __setitem__(self, key: str, state: Any) -> None:
@@ -429,7 +437,8 @@ class SessionProcessor:
             if i == len(poss):
                 return []
             tids, tss, poss = tids[i:], tss[i:], poss[i:]
-        store.set_watermark(session_id, rp, poss[-1])
+        # (pushing at least one event always writes or deletes the session, with its watermark)
+        store.set_watermark(session_id, rp, poss[-1], written=True)
         return self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
 
     def sweep(self, now: float, final: bool) -> list[Window]:
