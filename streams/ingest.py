@@ -95,6 +95,9 @@ class Ingestor:
         self._part: dict[str, int] = {}  # session id -> events partition
         self._clock_sent: dict[tuple[str, int], float] = {}  # (raw partition, events partition) -> wall time
         self._now = 0.0  # wall time of the batch being processed
+        # parse_fields' common case, inlined in _record: (header match, session-key findall, ts cache)
+        self._fast = ((fmt.header_re.match, fmt.session_res[0].findall, fmt.ts_cache)
+                      if fmt.full_header and len(fmt.session_res) == 1 and fmt.timestamp_formats else None)
 
     def partition_of(self, session_id: str) -> int:
         """The events partition of a session: Kafka's default partitioner on the id's UTF-8 bytes
@@ -206,20 +209,48 @@ class Ingestor:
         fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
         base = r.offset << LINE_BITS
         ok = events = unk = truncated = non_utf8 = 0
-        for i, line in enumerate(lines):
-            if not line.isascii():
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError:
-                    non_utf8 += 1  # parsed anyway, with U+FFFD (as `logad detect` does)
-            f = parse_fields(line, fmt, limit)
-            if type(f) is Rejected:
-                self.stats.rejected[f.reason] += 1
-                self._dead(out, r, f.reason, line, line=i, detail=f.detail)
-                continue
-            ts, _level, _component, content, keys, trunc = f
+        fast = self._fast if value.isascii() else None
+        if fast is not None:
+            # The common record (all ASCII, a format with one header regex and one session-key rule):
+            # parse_fields inlined on str lines of ONE decode, each step as parse_fields takes it;
+            # any line off that path (NULs, over-long, no header, no key, a timestamp not cached
+            # yet, blank) goes to parse_fields itself, which decides. Same results (tested).
+            header, findall, ts_cache = fast
+            pieces: list = value.decode("ascii").split("\n")
+            if len(pieces) > 1 and not pieces[-1]:
+                pieces.pop()
+        else:
+            pieces = lines
+        for i, piece in enumerate(pieces):
+            m = None
+            if fast is not None:
+                text = piece.rstrip("\r")
+                m = header(text) if len(piece) <= limit and "\x00" not in text else None
+                if m is not None:
+                    ts_text, content = m.group("timestamp", "content")
+                    keys = findall(content)
+                    ts = ts_cache.get(ts_text) if ts_text is not None else None
+                    if ts is None or not keys or text.isspace():
+                        m = None
+                    elif len(keys) > 1:
+                        keys = dict.fromkeys(keys)
+                line = piece.encode("ascii") if m is None else None
+            else:
+                line = piece
+                if not line.isascii():
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        non_utf8 += 1  # parsed anyway, with U+FFFD (as `logad detect` does)
+            if m is None:
+                f = parse_fields(line, fmt, limit)
+                if type(f) is Rejected:
+                    self.stats.rejected[f.reason] += 1
+                    self._dead(out, r, f.reason, line, line=i, detail=f.detail)
+                    continue
+                ts, _level, _component, content, keys, trunc = f
+                truncated += trunc
             ok += 1
-            truncated += trunc
             tid = match(content)
             if tid == UNK:
                 unk += 1

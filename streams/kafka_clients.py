@@ -258,7 +258,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
     return counts
 
 
-PARTITION_CACHE = 1 << 16  # keys per generation and partition count (two generations: <= ~15 MB)
+PARTITION_CACHE = 1 << 18  # keys per generation and partition count (two generations: <= ~55 MB)
 _partitions: dict[int, tuple[dict[bytes, int], dict[bytes, int]]] = {}  # n -> (current, previous)
 
 
