@@ -84,7 +84,7 @@ class Sessionizer:
 
     def _close(self, key: str, state: Any, reason: str) -> Window | None:
         self.counters[f"closed_{reason}"] += 1
-        window = self._windower(key, state).close(reason)
+        window = SessionWindower.close_state(self.source, key, self.rules.rule, state, reason)
         del self.store[key]
         if self._heap is not None:
             self._seen.pop(key, None)

@@ -164,6 +164,27 @@ class SessionWindower:
         """
         return (self.n, self.start, pack_ids(self.ids), *_pack_ts(self.ts))
 
+    @staticmethod
+    def close_state(source: str, session_id: str, rule: WindowRule, state, reason: str) -> Window | None:
+        """from_state(...).close(reason) without rebuilding the windower: the tail window straight
+        from the compact state (a sweep closes most sessions; only two event times are needed)."""
+        if isinstance(state, dict):
+            return SessionWindower.from_state(source, session_id, rule, state).close(reason)
+        n, start, ids, base, rest = state[:5]
+        ctx = rule.n_context(start)
+        if n <= start + ctx:
+            return None
+        last = n - start - 1  # index of the last event in the window
+        if rest is None:
+            first_ts = last_ts = None
+        elif isinstance(rest, str):
+            first_ts, last_ts = base + (ord(rest[ctx]) - CHAR_BASE), base + (ord(rest[last]) - CHAR_BASE)
+        else:
+            first_ts, last_ts = rest[ctx], rest[last]
+        return Window(source=source, session_id=session_id, start=start, ids=tuple(unpack_ids(ids)),
+                      n_context=ctx, first_ts=first_ts, last_ts=last_ts, reason=reason, final=True,
+                      n_lines=n - start - ctx)
+
     @classmethod
     def from_state(cls, source: str, session_id: str, rule: WindowRule, state) -> SessionWindower:
         """Inverse of to_state; also reads the older dict form ({"n", "start", "ids", "ts"})."""

@@ -73,6 +73,28 @@ def test_compact_state_round_trips_exactly(ts):
     assert (w3.ids, w3.ts) == ([3, 4], [1.0, None])
 
 
+def test_close_state_equals_closing_a_rebuilt_windower():
+    """close_state builds the tail window from the compact state: the same Window as
+    from_state(...).close(...), for every state form (compact or listed times, wide ids, none)."""
+    import orjson
+
+    rng = random.Random(5)
+    rule = WindowRule(8, 3)
+    for _ in range(400):
+        w = SessionWindower("hdfs", "s", rule)
+        t = 1226262975.0
+        for _ in range(rng.randint(0, 30)):
+            kind = rng.random()
+            ts = None if kind < 0.1 else t + rng.choice([0.0, 1.0, 2.0]) if kind < 0.8 else t + rng.random()
+            w.push(rng.choice([3, 4, 5, 300]) if rng.random() < 0.9 else 70000, ts)
+        for state in (w.to_state(), orjson.loads(orjson.dumps(w.to_state()))):
+            expected = SessionWindower.from_state("hdfs", "s", rule, state).close("idle")
+            assert SessionWindower.close_state("hdfs", "s", rule, state, "idle") == expected
+    old = {"n": 2, "start": 0, "ids": [3, 4], "ts": [1.0, None]}
+    assert SessionWindower.close_state("hdfs", "s", rule, old, "end") == SessionWindower.from_state(
+        "hdfs", "s", rule, old).close("end")
+
+
 def test_push_many_decides_like_one_push_per_event():
     """Random sessions with gaps, late events, terminal ids, the events cap and evictions: applying
     each session's events in runs (push_many) closes exactly the windows of one push per event."""
