@@ -332,6 +332,7 @@ async def tick(ctx: WorkerContext, app: faust.App) -> None:
     if tuple(mine) != ctx.assigned:  # a rebalance recovered other sessions into the table
         ctx.assigned = tuple(mine)
         ctx.runner.proc.sessionizer.invalidate_index()
+        ctx.runner.proc.store.rescan()
     await observe(ctx, app, mine)
     caught_up = bool(mine) and await ctx.ingest.caught_up()
     committed: dict[int, int] = {}

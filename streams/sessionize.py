@@ -279,6 +279,19 @@ class SessionStore(MutableMapping[str, Any]):
         pending[key] = value
         self._delta += (value is not None and value[0] is not None) - _live(before)
 
+    def applied(self, key: str, rp: str) -> int:
+        """The last position of raw partition `rp` applied to `key` (-1: none); no dict is built
+        for the usual value of one raw partition."""
+        wm = self._wm.get(key)
+        if wm is not None:
+            return wm.get(rp, -1)
+        raw = self._raw(key)
+        if not raw:
+            return -1
+        if type(raw) is not dict and len(raw) == 3:
+            return raw[2] if raw[1] == rp else -1
+        return watermark_of(raw).get(rp, -1)
+
     def watermark(self, key: str) -> dict[str, int]:
         if key in self._wm:
             return self._wm[key]
@@ -317,12 +330,13 @@ class SessionStore(MutableMapping[str, Any]):
     def __delitem__(self, key: str) -> None:
         if self._raw(key) is None:
             raise KeyError(key)
-        wm = self.watermark(key)
-        if wm and not self.tombstones_final:
-            self._put(key, wrap(None, wm))
-            self._tomb_times.append((self.clock, key))
-        else:
-            self._put(key, None)
+        if not self.tombstones_final:
+            wm = self.watermark(key)
+            if wm:
+                self._put(key, wrap(None, wm))
+                self._tomb_times.append((self.clock, key))
+                return
+        self._put(key, None)
 
     def __iter__(self) -> Iterator[str]:
         owned = self.owned
@@ -377,8 +391,16 @@ class SessionStore(MutableMapping[str, Any]):
             return scan()
         return [k for k, v in list(self.table.items()) if v is not None and state_of(v) is None]
 
+    def rescan(self) -> None:
+        """Values came in behind the store's back (a rebalance recovered other partitions): count
+        the tombstones again at the next use, and queue the recovered ones for the age purge."""
+        self._tombs = None
+        self._tombs_scanned = False
+
     def purge_tombstones(self) -> int:
         """Delete every tombstone (call only when nothing before them can be re-delivered)."""
+        if self._tombs == 0 and not any(v is not None and state_of(v) is None for v in self._pending.values()):
+            return 0  # none in the table, none pending: no scan of every open session (each caught-up tick)
         dead = self._tombstone_keys()
         self._tombs = len(dead)  # exact again (flush takes the purged ones off)
         for k in dead:
@@ -430,7 +452,7 @@ class SessionProcessor:
         store.clock = now
         if not poss:
             return []
-        last = store.watermark(session_id).get(rp, -1)
+        last = store.applied(session_id, rp)
         if poss[0] <= last:  # re-delivered (a crash re-read them): drop what is already applied
             i = bisect_right(poss, last)
             self.duplicates += i
