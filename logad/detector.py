@@ -158,6 +158,23 @@ class Detector:
                     if len(cache) >= self.cache_size:
                         cache.clear()
                     cache[key] = entry
+        return self._finish(windows, raw)
+
+    def score_cached(self, windows: Sequence[Window]) -> list[WindowScore] | None:
+        """score_windows(windows, details=True) when the cache holds every window (no model call:
+        cheap enough to run on an event loop), else None, and nothing is counted."""
+        if self.cache_size <= 0:
+            return None
+        get = self._cache.get
+        raw = [get((w.ids, w.n_context)) for w in windows]
+        if None in raw:
+            return None
+        out = self._finish(windows, raw)
+        self.cache_hits += len(out)
+        return out
+
+    def _finish(self, windows: Sequence[Window], raw: Sequence[list | None]) -> list[WindowScore]:
+        """Per window, its cache entry -> its WindowScore (the decision cached in the entry)."""
         out: list[WindowScore] = []
         for w, entry in zip(windows, raw):
             assert entry is not None

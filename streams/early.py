@@ -21,7 +21,10 @@ MAX_TRACKED = 1 << 20  # early-alerted sessions remembered while open; the oldes
 class EarlyGate:
     def __init__(self, max_tracked: int = MAX_TRACKED) -> None:
         self.max_tracked = max_tracked
-        self._alerted: dict[tuple[str, str], None] = {}  # (source, session id), in insertion order
+        # (source, session id) of the early-alerted open sessions, in insertion order. Read-only
+        # outside: while it is empty, admit() has nothing to do for a window that is not a probe
+        # (the scorer skips the call then).
+        self.tracked: dict[tuple[str, str], None] = {}
 
     @staticmethod
     def is_probe(ws: WindowScore) -> bool:
@@ -35,15 +38,15 @@ class EarlyGate:
         key = (w.source, w.session_id)
         if not self.is_probe(ws):
             if w.final:
-                self._alerted.pop(key, None)
+                self.tracked.pop(key, None)
             return False
-        if not ws.is_anomaly or key in self._alerted:
+        if not ws.is_anomaly or key in self.tracked:
             return False
-        if len(self._alerted) >= self.max_tracked:  # (a worker restart re-sends at most one per session anyway)
-            for k in list(self._alerted)[: self.max_tracked // 2]:
-                del self._alerted[k]
-        self._alerted[key] = None
+        if len(self.tracked) >= self.max_tracked:  # (a worker restart re-sends at most one per session anyway)
+            for k in list(self.tracked)[: self.max_tracked // 2]:
+                del self.tracked[k]
+        self.tracked[key] = None
         return True
 
     def __len__(self) -> int:
-        return len(self._alerted)
+        return len(self.tracked)

@@ -1,9 +1,10 @@
 """`logad scorer`: windows topic -> dynamic batches -> Detector.score_windows -> scores + alerts topics.
 
     windows records (bundles of windows, streams/codec.py)  --consumer task, getmany, decode-->
-      bounded asyncio.Queue of windows (queue_size)
-      --batcher: first window + whatever arrives within max_wait_ms, up to max_batch-->
-      Detector.score_windows(batch, details=True)   (in a thread: the event loop keeps fetching)
+      bounded queue of decoded records (WindowQueue: ~queue_size windows; one entry per record)
+      --batcher: the first waiting windows + whatever arrives within max_wait_ms, up to max_batch-->
+      Detector.score_windows(batch, details=True)   (in a thread when the model must run: the event
+         loop keeps fetching; a batch the score cache answers whole is scored inline)
       -> scores topic: ONE bundle record per partition per batch (every score of the batch; a normal
          window's without its surprising events unless scorer.score_details)
       -> alerts topic: one record per anomaly (logad.alerts.make_event, key session id: users subscribe)
@@ -32,6 +33,7 @@ from typing import Any
 from logad.alerts import iso_time, make_event
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
+from logad.sessions import PROBE
 from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_json, encode_scores
 from streams.early import EarlyGate
 
@@ -44,7 +46,7 @@ FORWARD_BATCH = 64  # windows per model forward pass (see run_scorer)
 MAX_SCORES_BYTES = 512 * 1024  # a scores bundle record stays below this (topics take 1 MiB records)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """One window of a windows record (or the whole record, when it cannot be decoded)."""
 
@@ -60,19 +62,93 @@ def unpack(records: list[Any]) -> list[Outcome]:
     """Windows records -> one Outcome per window (a record that cannot be decoded: one, failed)."""
     out: list[Outcome] = []
     for r in records:
-        try:
-            items = decode_windows(r.value)
-        except CodecError as e:
-            out.append(Outcome(r, None, error=f"bad_window: {e}"))
-            continue
-        last = len(items) - 1
-        bundle = last > 0
+        out += unpack_record(r)
+    return out
+
+
+def unpack_record(r: Any) -> list[Outcome]:
+    """One windows record -> its windows' Outcomes, in order (the last one has last=True)."""
+    try:
+        items = decode_windows(r.value)
+    except CodecError as e:
+        return [Outcome(r, None, error=f"bad_window: {e}")]
+    out = [Outcome(r, w, last=False) for w in items]
+    out[-1].last = True
+    if len(items) > 1:
         for i, w in enumerate(items):
             if isinstance(w, CodecError):
-                out.append(Outcome(r, None, error=f"bad_window: {w}", last=i == last, index=i if bundle else None))
-            else:
-                out.append(Outcome(r, w, last=i == last))
+                out[i] = Outcome(r, None, error=f"bad_window: {w}", last=out[i].last, index=i)
+    elif isinstance(items[0], CodecError):
+        out[0] = Outcome(r, None, error=f"bad_window: {items[0]}")
     return out
+
+
+class WindowQueue:
+    """The bounded queue between the consumer and the batcher: one entry per decoded windows
+    record (a list of Outcomes), bounded in windows (put waits while `maxsize` or more are
+    waiting: a record is let in whole, so the queue can hold up to one record more). An
+    asyncio.Queue of one entry per window cost a put and a get per window (~10% of the scorer's
+    CPU on a burst of bundles); get() takes whole records, splitting one only at `limit`."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = max(1, maxsize)
+        self._items: deque[list[Outcome]] = deque()
+        self._size = 0  # windows waiting
+        self._ready = asyncio.Event()  # set while something waits
+        self._room = asyncio.Event()  # set while fewer than maxsize windows wait
+        self._room.set()
+
+    def qsize(self) -> int:
+        """Windows waiting (what the logad_scorer_queue gauge shows)."""
+        return self._size
+
+    def empty(self) -> bool:
+        return not self._size
+
+    async def put(self, outcomes: list[Outcome]) -> None:
+        while self._size >= self.maxsize:
+            await self._room.wait()
+        self.put_nowait(outcomes)
+
+    def put_nowait(self, outcomes: list[Outcome]) -> None:
+        if outcomes:
+            self._items.append(outcomes)
+            self._size += len(outcomes)
+            self._ready.set()
+            if self._size >= self.maxsize:
+                self._room.clear()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Until something waits (True), or `timeout` seconds passed (False)."""
+        if self._size:
+            return True
+        if timeout is None:
+            await self._ready.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        return True
+
+    def take(self, limit: int) -> list[Outcome]:
+        """Up to `limit` waiting windows, oldest first (whole records while they fit)."""
+        out: list[Outcome] = []
+        items = self._items
+        while items and len(out) < limit:
+            head = items[0]
+            room = limit - len(out)
+            if len(head) <= room:
+                out += items.popleft()
+            else:  # split: the rest of the record stays first in line
+                out += head[:room]
+                items[0] = head[room:]
+        self._size -= len(out)
+        if not self._size:
+            self._ready.clear()
+        if self._size < self.maxsize:
+            self._room.set()
+        return out
 
 
 def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
@@ -98,7 +174,7 @@ class Scorer:
         self.cfg: ScorerConfig = settings.scorer
         self.topics = settings.topics
         self.metrics = metrics
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.cfg.queue_size))
+        self.queue = WindowQueue(self.cfg.queue_size)
         self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
         self.scored = 0
         self.alerts = 0
@@ -112,8 +188,8 @@ class Scorer:
         while True:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=self.cfg.max_batch)
             for recs in batch.values():
-                for o in unpack(recs):
-                    await self.queue.put(o)
+                for r in recs:  # decoded one record at a time: a full queue stops the decoding too
+                    await self.queue.put(unpack_record(r))
             if self.metrics is not None:
                 self.metrics.queue.set(self.queue.qsize())
                 await self._observe_lag()
@@ -129,19 +205,17 @@ class Scorer:
             log.debug("lag metrics: %s", e)
 
     async def next_batch(self) -> list[Any]:
-        """The first waiting window, plus whatever arrives within max_wait_ms, up to max_batch."""
-        items = [await self.queue.get()]
+        """The waiting windows, plus whatever arrives within max_wait_ms of the first, up to max_batch."""
+        q, limit = self.queue, max(1, self.cfg.max_batch)
+        await q.wait()
+        items = q.take(limit)
         deadline = time.monotonic() + self.cfg.max_wait_ms / 1000.0
-        while len(items) < self.cfg.max_batch:
-            if not self.queue.empty():
-                items.append(self.queue.get_nowait())
+        while len(items) < limit:
+            if not q.empty():
+                items += q.take(limit - len(items))
                 continue
             left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                items.append(await asyncio.wait_for(self.queue.get(), left))
-            except (asyncio.TimeoutError, TimeoutError):
+            if left <= 0 or not await q.wait(left):
                 break
         return items
 
@@ -170,7 +244,19 @@ class Scorer:
         todo = [o for o in outcomes if o.window is not None]
         if todo:
             hits, misses = getattr(self.det, "cache_hits", 0), getattr(self.det, "cache_misses", 0)
-            results = await asyncio.to_thread(score_batch, self.det, [o.window for o in todo])
+            windows = [o.window for o in todo]
+            # A batch the score cache answers whole costs ~1-2 us per window of plain Python: scored
+            # here (a thread hand-off and its GIL switches cost more); otherwise in a thread, so the
+            # event loop keeps fetching while the model runs.
+            results = None
+            cached = getattr(self.det, "score_cached", None)
+            if cached is not None:
+                try:
+                    results = cached(windows)
+                except Exception:  # noqa: BLE001 (score_batch retries it window by window, and logs)
+                    results = None
+            if results is None:
+                results = await asyncio.to_thread(score_batch, self.det, windows)
             if self.metrics is not None:
                 self.metrics.cache_hits.inc(getattr(self.det, "cache_hits", 0) - hits)
                 self.metrics.cache_misses.inc(getattr(self.det, "cache_misses", 0) - misses)
@@ -179,8 +265,8 @@ class Scorer:
                     o.error = f"score_failed: {type(res).__name__}: {res}"
                 else:
                     o.score = res
-        futures = await self.send(outcomes)
-        task = asyncio.ensure_future(self._settle(outcomes, futures, self._last, t0))
+        futures, counts = await self._send(outcomes)
+        task = asyncio.ensure_future(self._settle(outcomes, futures, self._last, t0, counts))
         self._last = task
         if wait:
             await task
@@ -189,27 +275,42 @@ class Scorer:
         return task
 
     async def _settle(self, outcomes: list[Outcome], futures: list[asyncio.Future], previous: asyncio.Task | None,
-                      t0: float) -> None:
+                      t0: float, counts: tuple[int, int]) -> None:
         await asyncio.gather(*futures)  # every score / alert / dead letter of the batch acknowledged
         if previous is not None:
             await previous  # commits stay in batch order (a failed one raises here too)
+        # The batch's records, in order, each with whether its last window is in this batch (a
+        # record's windows are contiguous in a batch: one entry per record, not per window).
+        runs: list[list] = []
+        prev = None
+        for o in outcomes:
+            if o.record is not prev:
+                prev = o.record
+                runs.append([prev, o.last])
+            elif o.last:
+                runs[-1][1] = True
         if self.metrics is not None:
-            self.metrics.windows.inc(sum(o.score is not None for o in outcomes))
+            self.metrics.windows.inc(counts[0])
             # (an anomalous probe is an alert only when the early gate let it out: counted in send())
-            self.metrics.alerts.inc(sum(o.score is not None and o.score.is_anomaly and not EarlyGate.is_probe(o.score)
-                                        for o in outcomes))
-            done = time.time()  # window produced by the worker -> its score acknowledged here
-            for o in outcomes:
-                ts = getattr(o.record, "timestamp", None)
+            self.metrics.alerts.inc(counts[1])
+            # Window produced by the worker -> its score acknowledged here: one observation per windows
+            # record per batch (the windows of a bundle share their record's timestamp).
+            done = time.time()
+            for r, _ in runs:
+                ts = getattr(r, "timestamp", None)
                 if isinstance(ts, int) and ts > 0:
                     self.metrics.latency.observe(max(0.0, done - ts / 1000.0))
         # Everything up to this batch is acknowledged: commit past it (records of a partition arrive
         # in order), but past a bundle only once its last window is in: a bundle split over two
         # batches commits its own offset first (re-delivered whole if we stop in between).
         # Commits coalesce: one in flight at a time, the next takes all that settled.
-        for o in outcomes:
-            tp = _tp(o.record)
-            self._to_commit[tp] = max(self._to_commit.get(tp, 0), o.record.offset + int(o.last))
+        ends: dict[tuple[str, int], int] = {}
+        for r, last in runs:
+            key = (r.topic, r.partition)
+            ends[key] = max(ends.get(key, 0), r.offset + int(last))
+        for (topic, partition), end in ends.items():
+            tp = _tp(topic, partition)
+            self._to_commit[tp] = max(self._to_commit.get(tp, 0), end)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_loop())
         if self.metrics is not None:
@@ -228,50 +329,63 @@ class Scorer:
     async def send(self, outcomes: list[Outcome]) -> list[asyncio.Future]:
         """Queue the batch's scores (one bundle per scores partition), alerts (one record each) and
         dead letters; returns the delivery futures."""
-        from streams.kafka_clients import key_partition, send_batched
+        return (await self._send(outcomes))[0]
+
+    async def _send(self, outcomes: list[Outcome]) -> tuple[list[asyncio.Future], tuple[int, int]]:
+        """send(), and (windows scored, alerts on closed windows) of the batch for the metrics."""
+        from streams.kafka_clients import send_batched
 
         futures = []
         stamp = iso_time(time.time())  # the batch is decided at one instant: format its `time` once
         details = self.cfg.score_details  # normal windows' score records without the surprising events
         version = self.det.version
-        n = self.topics.partitions
+        thresholds = self.thresholds
+        gate = self.early
+        scored = [o.score for o in outcomes if o.score is not None]
+        # as the default partitioner places records keyed by session id: one vectorised pass per batch
+        parts = key_partitions([s.window.session_id.encode() for s in scored], self.topics.partitions)
         scores: dict[int, list[bytes]] = {}
         alerts: list[tuple[int, bytes | None, bytes]] = []
-        parts: dict[str, int] = {}  # session id -> partition (a batch often holds several windows of one)
-        for o in outcomes:
-            if o.score is not None:
-                sid = o.window.session_id  # type: ignore[union-attr]
-                part = parts.get(sid)
-                if part is None:  # as the default partitioner places records keyed by session id
-                    part = parts[sid] = key_partition(sid.encode(), n)
-                if self.early.admit(o.score):  # the first anomalous probe of an open session
-                    alerts.append((part, sid.encode(), encode_json(make_event(o.score, version, self.thresholds,
-                                                                              early=True, stamp=stamp))))
-                    self.alerts += 1
-                    if self.metrics is not None:
-                        self.metrics.alerts.inc()
-                if EarlyGate.is_probe(o.score):  # a probe has no score of its own on the scores topic
-                    continue
-                # (an anomalous window's score envelope keeps its surprising events: it is also the alert)
-                event = encode_json(make_event(o.score, version, self.thresholds, stamp=stamp, details=details))
-                scores.setdefault(part, []).append(event)
-                self.scored += 1
-                if o.score.is_anomaly:
-                    alerts.append((part, sid.encode(), event))
-                    self.alerts += 1
-            else:
-                reason, _, detail = o.error.partition(": ")
+        n_alerts = n_probes = 0
+        for ws, part in zip(scored, parts):
+            w = ws.window
+            probe = w.reason == PROBE
+            # the gate only has work for probes and, once it tracks sessions, for their final windows
+            if (probe or gate.tracked) and gate.admit(ws):  # the first anomalous probe of an open session
+                alerts.append((part, w.session_id.encode(), encode_json(make_event(
+                    ws, version, thresholds, early=True, stamp=stamp))))
+                self.alerts += 1
                 if self.metrics is not None:
-                    self.metrics.dead.labels(reason).inc()
-                r = o.record
-                log.warning("window %s/%d@%d%s dead-lettered: %s", r.topic, r.partition, r.offset,
-                            "" if o.index is None else f"[{o.index}]", o.error)
-                futures.append(await self.producer.send(self.topics.dead_letter, key=r.key, value=encode_dead_letter(
-                    reason, r.topic, r.partition, r.offset, r.value, line=o.index, detail=detail)))
+                    self.metrics.alerts.inc()
+            if probe:  # a probe has no score of its own on the scores topic
+                n_probes += 1
+                continue
+            # (an anomalous window's score envelope keeps its surprising events: it is also the alert)
+            event = encode_json(make_event(ws, version, thresholds, stamp=stamp, details=details))
+            scores.setdefault(part, []).append(event)
+            if ws.is_anomaly:
+                alerts.append((part, w.session_id.encode(), event))
+                n_alerts += 1
+        self.scored += len(scored) - n_probes
+        self.alerts += n_alerts
+        if len(scored) < len(outcomes):
+            for o in outcomes:
+                if o.score is None:
+                    futures.append(await self._dead_letter(o))
         futures += await send_batched(self.producer, self.topics.scores,
                                       ((p, None, v) for p, events in scores.items() for v in _bundles(events)))
         futures += await send_batched(self.producer, self.topics.alerts, alerts)
-        return futures
+        return futures, (len(scored), n_alerts)
+
+    async def _dead_letter(self, o: Outcome) -> asyncio.Future:
+        reason, _, detail = o.error.partition(": ")
+        if self.metrics is not None:
+            self.metrics.dead.labels(reason).inc()
+        r = o.record
+        log.warning("window %s/%d@%d%s dead-lettered: %s", r.topic, r.partition, r.offset,
+                    "" if o.index is None else f"[{o.index}]", o.error)
+        return await self.producer.send(self.topics.dead_letter, key=r.key, value=encode_dead_letter(
+            reason, r.topic, r.partition, r.offset, r.value, line=o.index, detail=detail))
 
     async def publish(self, outcomes: list[Outcome]) -> None:
         """Send and wait for the acks (no commit)."""
@@ -292,10 +406,51 @@ def _bundles(events: list[bytes]) -> list[bytes]:
     return out
 
 
-def _tp(record: Any) -> Any:
+def _tp(topic: str, partition: int) -> Any:
     from aiokafka import TopicPartition
 
-    return TopicPartition(record.topic, record.partition)
+    return TopicPartition(topic, partition)
+
+
+_M = 0x5BD1E995
+
+
+def key_partitions(keys: list[bytes], partitions: int) -> list[int]:
+    """streams.kafka_clients.key_partition of every key (Kafka's default partitioner: murmur2),
+    vectorised over the keys of equal length with numpy's wrapping uint32 arithmetic: a batch's
+    session ids are mostly new (one window each), so the per-key cache misses, and the per-key
+    Python murmur2 (~3 us) was the scorer's largest single cost on a burst of windows."""
+    import numpy as np
+
+    out = [0] * len(keys)
+    by_len: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_len.setdefault(len(k), []).append(i)
+    m = np.uint32(_M)
+    for n, idx in by_len.items():
+        a = np.frombuffer(b"".join([keys[i] for i in idx]), dtype=np.uint8).reshape(len(idx), n)
+        h = np.full(len(idx), (0x9747B28C ^ n) & 0xFFFFFFFF, dtype=np.uint32)
+        n4 = n & ~3
+        if n4:
+            words = np.ascontiguousarray(a[:, :n4]).view("<u4")
+            for j in range(n4 // 4):
+                k = words[:, j] * m
+                k ^= k >> np.uint32(24)
+                k *= m
+                h = (h * m) ^ k
+        extra = n & 3
+        if extra >= 3:
+            h ^= a[:, n4 + 2].astype(np.uint32) << np.uint32(16)
+        if extra >= 2:
+            h ^= a[:, n4 + 1].astype(np.uint32) << np.uint32(8)
+        if extra:
+            h = (h ^ a[:, n4].astype(np.uint32)) * m
+        h ^= h >> np.uint32(13)
+        h *= m
+        h ^= h >> np.uint32(15)
+        for i, p in zip(idx, ((h & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()):
+            out[i] = p
+    return out
 
 
 async def serve(settings: Settings, detector: Any, group: str, metrics: Any = None) -> None:

@@ -361,27 +361,64 @@ def test_window_bundles_roundtrip_and_split() -> None:
 
 
 def test_scorer_dynamic_batches() -> None:
+    """Queue entries are decoded records (lists of windows); a batch takes whole records up to
+    max_batch windows (splitting the one that does not fit) and waits up to max_wait_ms for more."""
     from logad.config import ScorerConfig
     from streams.scorer import Scorer
 
-    async def go() -> list[int]:
+    async def go() -> list[list[int]]:
         settings = Settings(scorer=ScorerConfig(max_batch=3, max_wait_ms=30, queue_size=10))
         scorer = Scorer(FakeDetector(set()), FakeConsumer(), FakeProducer(), settings)
-        for i in range(4):
-            scorer.queue.put_nowait(i)
-        sizes = [len(await scorer.next_batch()), len(await scorer.next_batch())]  # full, then what is left
+        scorer.queue.put_nowait([0, 1])
+        scorer.queue.put_nowait([2, 3])
+        assert scorer.queue.qsize() == 4  # windows, not records
+        batches = [await scorer.next_batch(), await scorer.next_batch()]  # full (a record split), then the rest
 
         async def late() -> None:
             await asyncio.sleep(0.005)
-            scorer.queue.put_nowait(9)
+            scorer.queue.put_nowait([9])
 
-        scorer.queue.put_nowait(8)
+        scorer.queue.put_nowait([8])
         task = asyncio.create_task(late())
-        sizes.append(len(await scorer.next_batch()))  # waits up to max_wait for a second window
+        batches.append(await scorer.next_batch())  # waits up to max_wait for a second window
         await task
-        return sizes
+        return batches
 
-    assert asyncio.run(go()) == [3, 1, 2]
+    assert asyncio.run(go()) == [[0, 1, 2], [3], [8, 9]]
+
+
+def test_scorer_queue_backpressure() -> None:
+    """put() waits while queue_size windows or more are waiting; a record is let in whole."""
+    from streams.scorer import WindowQueue
+
+    async def go() -> list:
+        q = WindowQueue(3)
+        await q.put([1, 2])
+        await q.put([3, 4])  # 2 < 3 waiting: in, whole (4 now)
+        blocked = asyncio.create_task(q.put([5]))
+        await asyncio.sleep(0.01)
+        seen = [blocked.done(), q.qsize()]
+        seen.append(q.take(2))  # 2 left: room again
+        await asyncio.wait_for(blocked, 1)
+        seen += [q.qsize(), q.take(10), q.empty(), await q.wait(0.01)]
+        return seen
+
+    assert asyncio.run(go()) == [False, 4, [1, 2], 3, [3, 4, 5], True, False]
+
+
+def test_scorer_key_partitions_match_kafka() -> None:
+    """The scorer's vectorised partitioner equals the default partitioner (murmur2) key by key."""
+    import random
+
+    from streams.kafka_clients import murmur2
+    from streams.scorer import key_partitions
+
+    rng = random.Random(5)
+    keys = [rng.randbytes(rng.randint(0, 41)) for _ in range(2000)] + [b"", b"a", "blk_é".encode()]
+    keys += [f"blk_{rng.randint(-10**19, 10**19)}".encode() for _ in range(2000)]
+    for n in (1, 4, 7, 12):
+        assert key_partitions(keys, n) == [(murmur2(k) & 0x7FFFFFFF) % n for k in keys]
+    assert key_partitions([], 4) == []
 
 
 # ------------------------------------------------------------------- replay, evaluation, topics
