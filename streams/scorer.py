@@ -495,7 +495,7 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
 
     from logad.detector import Detector
     from streams.metrics import ScorerMetrics
-    from streams.worker import banner, setup_logging, use_uvloop
+    from streams.worker import banner, setup_logging, tune_gc, use_uvloop
 
     use_uvloop()
     setup_logging(settings.logging)
@@ -513,4 +513,8 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
         start_http_server(settings.web.scorer_port, addr=settings.web.host)
     except OSError as e:
         log.warning("metrics server not started on %s:%d: %s", settings.web.host, settings.web.scorer_port, e)
+    # (a burst of bundles allocates several containers per window, a decoded dict, its Window, its
+    # score, its envelope: with the default gen0 threshold, collections kept traversing torch and
+    # the model loaded above)
+    tune_gc()
     asyncio.run(serve(settings, detector, group, metrics))
