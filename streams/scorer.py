@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from logad.alerts import iso_time, make_event
+from logad.alerts import EventEncoder, iso_time
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from logad.sessions import PROBE
-from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_json, encode_scores
+from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_scores
 from streams.early import EarlyGate
 
 log = logging.getLogger("logad.scorer")
@@ -178,6 +178,7 @@ class Scorer:
         self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
         self.scored = 0
         self.alerts = 0
+        self._encoder = EventEncoder(detector.version, self.thresholds)
         self.early = EarlyGate()  # probes (scorer.early_alerts) -> at most one early alert per open session
         self._last: asyncio.Task | None = None  # the latest batch's ack-and-commit task
         self._to_commit: dict[Any, int] = {}  # settled offsets not committed yet
@@ -338,8 +339,7 @@ class Scorer:
         futures = []
         stamp = iso_time(time.time())  # the batch is decided at one instant: format its `time` once
         details = self.cfg.score_details  # normal windows' score records without the surprising events
-        version = self.det.version
-        thresholds = self.thresholds
+        encoder = self._encoder  # = encode_json(make_event(...)), the same bytes (logad.alerts)
         gate = self.early
         scored = [o.score for o in outcomes if o.score is not None]
         # as the default partitioner places records keyed by session id: one vectorised pass per batch
@@ -352,8 +352,7 @@ class Scorer:
             probe = w.reason == PROBE
             # the gate only has work for probes and, once it tracks sessions, for their final windows
             if (probe or gate.tracked) and gate.admit(ws):  # the first anomalous probe of an open session
-                alerts.append((part, w.session_id.encode(), encode_json(make_event(
-                    ws, version, thresholds, early=True, stamp=stamp))))
+                alerts.append((part, w.session_id.encode(), encoder.encode(ws, stamp, early=True)))
                 self.alerts += 1
                 if self.metrics is not None:
                     self.metrics.alerts.inc()
@@ -361,7 +360,7 @@ class Scorer:
                 n_probes += 1
                 continue
             # (an anomalous window's score envelope keeps its surprising events: it is also the alert)
-            event = encode_json(make_event(ws, version, thresholds, stamp=stamp, details=details))
+            event = encoder.encode(ws, stamp, details=details)
             scores.setdefault(part, []).append(event)
             if ws.is_anomaly:
                 alerts.append((part, w.session_id.encode(), event))
