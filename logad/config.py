@@ -75,7 +75,7 @@ class ScorerConfig:
     device: str = "auto"  # auto | cpu | cuda
     max_batch: int = 1024  # windows per scoring batch (model forward passes are length-sorted chunks of it)
     max_wait_ms: float = 20.0  # longest a window waits for its batch to fill
-    queue_size: int = 4096  # bounded queue between the consumer and the model
+    queue_size: int = 4096  # windows waiting between the consumer and the model (a decoded record enters whole)
     early_alerts: bool = False  # score open sessions incrementally and send `early: true` alerts
     cache_size: int = 65536  # scores kept per distinct window (ids, n_context); repeats skip the model; 0 = off
     score_details: bool = False  # also attach the surprising events to score records of normal windows (alerts always have them)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from logad.config import LoggingConfig, Settings, TopicsConfig
 from logad.records import Window
-from streams.codec import encode_window
+from streams.codec import encode_window, encode_windows
 from streams.ingest import Ingestor, RawRecord
 from streams.metrics import SCORER_METRICS, WORKER_METRICS, ScorerMetrics, WorkerMetrics
 from tests.streams.test_stream_units import HDFS, LINES, FakeConsumer, FakeDetector, FakeProducer
@@ -73,6 +73,8 @@ def test_scorer_metrics_endpoint_serves_every_metric() -> None:
     windows = [Window("hdfs", f"blk_{i}", 0, tuple(range(3, 3 + i)), 0, 1.0, 2.0, "idle", True, i) for i in (1, 3)]
     recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=w.session_id.encode(), value=encode_window(w),
                             timestamp=1_700_000_000_000) for i, w in enumerate(windows)]
+    (bundle,) = encode_windows([Window("hdfs", f"blk_b{i}", 0, (3, 4), 0, 1.0, 2.0, "idle", True, 2) for i in (1, 2)])
+    recs.append(SimpleNamespace(topic="W", partition=0, offset=2, key=None, value=bundle, timestamp=1_700_000_000_000))
     scorer = Scorer(FakeDetector(set()), FakeConsumer(), FakeProducer(), settings, m)
     asyncio.run(scorer.handle(recs))
     m.lag.labels("scorer", "W", "0").set(0)
@@ -80,8 +82,8 @@ def test_scorer_metrics_endpoint_serves_every_metric() -> None:
     names = declared(text)
     for name in SCORER_METRICS:
         assert name in names or f"{name}_total" in names or name.removesuffix("_total") in names, name
-    assert "logad_scorer_windows_total 2.0" in text and "logad_scorer_alerts_total 1.0" in text
-    assert "logad_scoring_latency_seconds_count 2.0" in text
+    assert "logad_scorer_windows_total 4.0" in text and "logad_scorer_alerts_total 1.0" in text
+    assert "logad_scoring_latency_seconds_count 3.0" in text  # one observation per windows record (a bundle: one)
 
 
 def test_json_logs_are_one_object_per_line(monkeypatch) -> None:
