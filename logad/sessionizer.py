@@ -236,16 +236,19 @@ class Sessionizer:
                 out.append(w)
         return out
 
-    def sweep(self, now: float) -> list[Window]:
+    def sweep(self, now: float, limit: int | None = None) -> list[Window]:
         """Close sessions idle for longer than idle_timeout_s at time `now` (of the clock `push`
-        was given: wall clock, or the stream's input clock), oldest activity first."""
+        was given: wall clock, or the stream's input clock), oldest activity first; at most
+        `limit` of them (the rest stay for the next call)."""
         if self._heap is None:
             self.reindex()
         heap, seen, store, idle = self._heap, self._seen, self.store, self.rules.idle_timeout_s
-        assert heap is not None
+        if heap is None:
+            raise RuntimeError("activity index missing after reindex")
         owned = getattr(store, "owned", None)
-        out = []
-        while heap and now - heap[0][0] > idle:
+        out: list[Window] = []
+        closed = 0
+        while heap and now - heap[0][0] > idle and (limit is None or closed < limit):
             t, key = heapq.heappop(heap)
             if seen.get(key) != t:
                 continue  # stale entry: the session was active again, or closed
@@ -259,6 +262,7 @@ class Sessionizer:
                 heapq.heappush(heap, (actual, key))
                 continue
             w = self._close(key, state, "idle")
+            closed += 1
             if w is not None:
                 out.append(w)
         if len(heap) > 2 * len(seen) + 1024:  # too many stale entries: compact

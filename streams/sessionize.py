@@ -68,6 +68,7 @@ log = logging.getLogger("logad.sessions")
 # (1 s). On a stream that is never completely quiet the "everything committed" purge of a caught-up
 # tick never comes, so tombstones also go once their close is this old in input time.
 TOMBSTONE_TTL_S = 60.0
+SWEEP_CHUNK = 4096  # idle sessions closed per unit of work (~30 ms of closing; see SessionRunner.sweep)
 
 
 # ----------------------------------------------------------------------------- model bundle, lite
@@ -466,15 +467,23 @@ class SessionProcessor:
     def sweep(self, now: float, final: bool) -> list[Window]:
         """Close sessions idle at input time `now`. `final`: everything is committed, so closes need
         no tombstone and every tombstone goes; otherwise tombstones older than TOMBSTONE_TTL_S go."""
+        return self.sweep_some(now, final, None)[0]
+
+    def sweep_some(self, now: float, final: bool, limit: int | None) -> tuple[list[Window], bool]:
+        """sweep, closing at most `limit` sessions; returns (the windows, whether every idle session
+        is closed now). The tombstone purge runs once the last idle session is closed."""
         self.store.tombstones_final = final
         self.store.clock = now
         try:
-            out = self.sessionizer.sweep(now)
-            if final:
-                self.store.purge_tombstones()
-            else:
-                self.store.purge_tombstones_before(now - TOMBSTONE_TTL_S)
-            return out
+            before = self.sessionizer.counters["closed_idle"]
+            out = self.sessionizer.sweep(now, limit)
+            done = limit is None or self.sessionizer.counters["closed_idle"] - before < limit
+            if done:
+                if final:
+                    self.store.purge_tombstones()
+                else:
+                    self.store.purge_tombstones_before(now - TOMBSTONE_TTL_S)
+            return out, done
         finally:
             self.store.tombstones_final = False
 
@@ -615,16 +624,23 @@ class SessionRunner:
         self.processed_end[partition] = max(self.processed_end.get(partition, 0), offset + 1)
 
     async def sweep(self, now: float, final: bool) -> list[Window]:
-        async with self.lock:
-            try:
-                windows = self.proc.sweep(now, final)
-                await self._emit(windows)
-            except BaseException:
-                self.proc.store.discard()
-                raise
-            self.proc.store.flush()
-            await self._drain()
-            return windows
+        """Close every session idle at `now`, SWEEP_CHUNK sessions per unit of work (close ->
+        produce -> acks -> state): at the end of a replay tens of thousands close at once, and the
+        scorer can score the first chunk while the next is closed, instead of waiting for all."""
+        out: list[Window] = []
+        done = False
+        while not done:
+            async with self.lock:
+                try:
+                    windows, done = self.proc.sweep_some(now, final, SWEEP_CHUNK)
+                    await self._emit(windows)
+                except BaseException:
+                    self.proc.store.discard()
+                    raise
+                self.proc.store.flush()
+                await self._drain()
+            out += windows
+        return out
 
     def lag_free(self, end: dict[int, int], committed: dict[int, int]) -> bool:
         """Every events record that exists in our partitions has been handled."""

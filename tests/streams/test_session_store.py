@@ -39,3 +39,42 @@ def test_applied_reads_the_watermark_without_building_it() -> None:
     del proc.store["a"]
     proc.store.flush()
     assert "a" not in table and state_of(table["m"]) is not None
+
+
+def test_sweep_in_chunks_closes_what_one_sweep_closes() -> None:
+    """SessionRunner.sweep closes SWEEP_CHUNK sessions per unit: the same windows and the same
+    table as one sweep of everything, each chunk produced before its state is written."""
+    import asyncio
+
+    import streams.sessionize as sz
+
+    rules = SessionRules(rule=WindowRule(8, 4), idle_timeout_s=1.0)
+
+    class Producer:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        async def send(self, topic, key=None, value=None, partition=None):
+            self.sent.append(value)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    def run(chunk: int) -> tuple[list, dict, int]:
+        old, sz.SWEEP_CHUNK = sz.SWEEP_CHUNK, chunk
+        try:
+            table: dict = {}
+            proc = SessionProcessor("hdfs", rules, table)
+            for i in range(25):
+                proc.apply(f"s{i}", "r/0", [(3, 1.0, i)], now=float(i % 5))
+            proc.store.flush()
+            producer = Producer()
+            runner = sz.SessionRunner(proc, producer, "W")
+            windows = asyncio.run(runner.sweep(4.5, final=False))  # idle: activity before 3.5
+            return windows, dict(table), len(producer.sent)
+        finally:
+            sz.SWEEP_CHUNK = old
+
+    whole, chunks = run(1000), run(3)
+    assert whole[0] == chunks[0] and whole[1] == chunks[1] and len(whole[0]) == 20
+    assert chunks[2] == 20 == whole[2]  # every window produced (one record each without partitions)
