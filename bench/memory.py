@@ -50,7 +50,8 @@ def child(n: int, events: int, layout: str, cap: int) -> dict:
     from logad.sessionizer import SessionRules
     from logad.sessions import WindowRule
     from streams.codec import position
-    from streams.sessionize import BytesTable, SessionProcessor, state_of
+    from streams.session_store import BytesTable, state_of
+    from streams.sessionize import SessionProcessor
 
     rules = SessionRules(rule=WindowRule(64, 32), max_open_sessions=cap)
     table: dict = {}

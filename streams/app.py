@@ -6,7 +6,7 @@
 
 Faust carries no payload codec here: every topic is value_serializer="raw" and streams/codec.py
 turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table has
-bytes keys and values (orjson; sessionize.ChangelogTable writes the store and the changelog
+bytes keys and values (orjson; session_store.ChangelogTable writes the store and the changelog
 itself, acked before each events record is returned to Faust), `use_partitioner=True` (its
 changelog partition is the key's murmur2 partition, exactly the events topic's partition for that
 key, so the timer can write it outside an event), an in-memory store rebuilt from the changelog,
@@ -39,7 +39,8 @@ from streams.codec import CodecError, decode_events_columns, encode_dead_letter,
 from streams.ingest import IngestLoop, Ingestor
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics
-from streams.sessionize import ChangelogTable, SessionProcessor, SessionRunner, key_partition, load_session_rules
+from streams.session_store import ChangelogTable
+from streams.sessionize import SessionProcessor, SessionRunner, key_partition, load_session_rules
 from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, changelog_topic, topics_for
 
 log = logging.getLogger("logad.worker")
@@ -111,7 +112,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
     events_topic = app.topic(topics.events, key_serializer="raw", value_serializer="raw", partitions=parts,
                              internal=False)
     # bytes keys and values: the changelog key is the session id exactly as on the events topic
-    # (co-partitioned), the value our orjson (see sessionize.BytesTable).
+    # (co-partitioned), the value our orjson (see session_store.BytesTable).
     table = app.Table(SESSIONS_TABLE, default=None, partitions=parts, use_partitioner=True,
                       key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)

@@ -26,7 +26,6 @@ import logging
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,10 @@ from logad.alerts import EventEncoder, iso_time
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from logad.sessions import PROBE
-from streams.codec import CodecError, decode_windows, encode_dead_letter, encode_scores
+from streams.codec import encode_dead_letter, encode_scores
 from streams.early import EarlyGate
+from streams.kafka_clients import key_partitions
+from streams.window_queue import Outcome, WindowQueue, unpack, unpack_record
 
 log = logging.getLogger("logad.scorer")
 
@@ -44,111 +45,6 @@ FORWARD_BATCH = 64  # windows per model forward pass (see run_scorer)
 
 
 MAX_SCORES_BYTES = 512 * 1024  # a scores bundle record stays below this (topics take 1 MiB records)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One window of a windows record (or the whole record, when it cannot be decoded)."""
-
-    record: Any  # the consumer record
-    window: Window | None
-    score: WindowScore | None = None
-    error: str = ""  # why it went to the dead letter
-    last: bool = True  # the record's last window: settling it lets the commit pass the record
-    index: int | None = None  # position in a bundle (for the dead letter)
-
-
-def unpack(records: list[Any]) -> list[Outcome]:
-    """Windows records -> one Outcome per window (a record that cannot be decoded: one, failed)."""
-    out: list[Outcome] = []
-    for r in records:
-        out += unpack_record(r)
-    return out
-
-
-def unpack_record(r: Any) -> list[Outcome]:
-    """One windows record -> its windows' Outcomes, in order (the last one has last=True)."""
-    try:
-        items = decode_windows(r.value)
-    except CodecError as e:
-        return [Outcome(r, None, error=f"bad_window: {e}")]
-    out = [Outcome(r, w, last=False) for w in items]
-    out[-1].last = True
-    if len(items) > 1:
-        for i, w in enumerate(items):
-            if isinstance(w, CodecError):
-                out[i] = Outcome(r, None, error=f"bad_window: {w}", last=out[i].last, index=i)
-    elif isinstance(items[0], CodecError):
-        out[0] = Outcome(r, None, error=f"bad_window: {items[0]}")
-    return out
-
-
-class WindowQueue:
-    """The bounded queue between the consumer and the batcher: one entry per decoded windows
-    record (a list of Outcomes), bounded in windows (put waits while `maxsize` or more are
-    waiting: a record is let in whole, so the queue can hold up to one record more). An
-    asyncio.Queue of one entry per window cost a put and a get per window (~10% of the scorer's
-    CPU on a burst of bundles); get() takes whole records, splitting one only at `limit`."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = max(1, maxsize)
-        self._items: deque[list[Outcome]] = deque()
-        self._size = 0  # windows waiting
-        self._ready = asyncio.Event()  # set while something waits
-        self._room = asyncio.Event()  # set while fewer than maxsize windows wait
-        self._room.set()
-
-    def qsize(self) -> int:
-        """Windows waiting (what the logad_scorer_queue gauge shows)."""
-        return self._size
-
-    def empty(self) -> bool:
-        return not self._size
-
-    async def put(self, outcomes: list[Outcome]) -> None:
-        while self._size >= self.maxsize:
-            await self._room.wait()
-        self.put_nowait(outcomes)
-
-    def put_nowait(self, outcomes: list[Outcome]) -> None:
-        if outcomes:
-            self._items.append(outcomes)
-            self._size += len(outcomes)
-            self._ready.set()
-            if self._size >= self.maxsize:
-                self._room.clear()
-
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Until something waits (True), or `timeout` seconds passed (False)."""
-        if self._size:
-            return True
-        if timeout is None:
-            await self._ready.wait()
-            return True
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            return False
-        return True
-
-    def take(self, limit: int) -> list[Outcome]:
-        """Up to `limit` waiting windows, oldest first (whole records while they fit)."""
-        out: list[Outcome] = []
-        items = self._items
-        while items and len(out) < limit:
-            head = items[0]
-            room = limit - len(out)
-            if len(head) <= room:
-                out += items.popleft()
-            else:  # split: the rest of the record stays first in line
-                out += head[:room]
-                items[0] = head[room:]
-        self._size -= len(out)
-        if not self._size:
-            self._ready.clear()
-        if self._size < self.maxsize:
-            self._room.set()
-        return out
 
 
 def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
@@ -409,47 +305,6 @@ def _tp(topic: str, partition: int) -> Any:
     from aiokafka import TopicPartition
 
     return TopicPartition(topic, partition)
-
-
-_M = 0x5BD1E995
-
-
-def key_partitions(keys: list[bytes], partitions: int) -> list[int]:
-    """streams.kafka_clients.key_partition of every key (Kafka's default partitioner: murmur2),
-    vectorised over the keys of equal length with numpy's wrapping uint32 arithmetic: a batch's
-    session ids are mostly new (one window each), so the per-key cache misses, and the per-key
-    Python murmur2 (~3 us) was the scorer's largest single cost on a burst of windows."""
-    import numpy as np
-
-    out = [0] * len(keys)
-    by_len: dict[int, list[int]] = {}
-    for i, k in enumerate(keys):
-        by_len.setdefault(len(k), []).append(i)
-    m = np.uint32(_M)
-    for n, idx in by_len.items():
-        a = np.frombuffer(b"".join([keys[i] for i in idx]), dtype=np.uint8).reshape(len(idx), n)
-        h = np.full(len(idx), (0x9747B28C ^ n) & 0xFFFFFFFF, dtype=np.uint32)
-        n4 = n & ~3
-        if n4:
-            words = np.ascontiguousarray(a[:, :n4]).view("<u4")
-            for j in range(n4 // 4):
-                k = words[:, j] * m
-                k ^= k >> np.uint32(24)
-                k *= m
-                h = (h * m) ^ k
-        extra = n & 3
-        if extra >= 3:
-            h ^= a[:, n4 + 2].astype(np.uint32) << np.uint32(16)
-        if extra >= 2:
-            h ^= a[:, n4 + 1].astype(np.uint32) << np.uint32(8)
-        if extra:
-            h = (h ^ a[:, n4].astype(np.uint32)) * m
-        h ^= h >> np.uint32(13)
-        h *= m
-        h ^= h >> np.uint32(15)
-        for i, p in zip(idx, ((h & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()):
-            out[i] = p
-    return out
 
 
 async def serve(settings: Settings, detector: Any, group: str, metrics: Any = None) -> None:

@@ -1,11 +1,12 @@
-"""SessionStore bookkeeping that the session stage's speed relies on (streams/sessionize.py)."""
+"""SessionStore bookkeeping that the session stage's speed relies on (streams/session_store.py)."""
 
 from __future__ import annotations
 
 from logad.config import SessionConfig
 from logad.sessionizer import SessionRules
 from logad.sessions import WindowRule
-from streams.sessionize import SessionProcessor, SessionStore, state_of, wrap
+from streams.session_store import SessionStore, state_of, wrap
+from streams.sessionize import SessionProcessor
 
 
 def test_purge_skips_the_scan_only_while_the_count_says_no_tombstones() -> None:

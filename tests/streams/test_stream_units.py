@@ -30,7 +30,8 @@ from streams.codec import (MAX_BUNDLE_BYTES, CodecError, decode_events, decode_s
                            decode_windows, encode_dead_letter, encode_events, encode_window, encode_windows,
                            position, split_position)
 from streams.ingest import Ingestor, RawRecord
-from streams.sessionize import SessionProcessor, key_partition, load_session_rules, state_of, watermark_of
+from streams.session_store import state_of, watermark_of
+from streams.sessionize import SessionProcessor, key_partition, load_session_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = ROOT / "data/hdfs/HDFS_head20k.log.gz"
@@ -322,7 +323,8 @@ def test_scorer_early_alerts_from_probes() -> None:
 def test_scorer_window_bundles_commit_after_their_last_window() -> None:
     """A bundle's bad window is dead-lettered alone (with its index); a bundle split over two
     batches is committed past only when its last window is settled."""
-    from streams.scorer import Scorer, unpack
+    from streams.scorer import Scorer
+    from streams.window_queue import unpack
 
     settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
     ws = [Window("hdfs", f"blk_{i}", 0, (3, 4, 5), 0, 1.0, 2.0, "idle", True, 3) for i in range(5)]
@@ -389,7 +391,7 @@ def test_scorer_dynamic_batches() -> None:
 
 def test_scorer_queue_backpressure() -> None:
     """put() waits while queue_size windows or more are waiting; a record is let in whole."""
-    from streams.scorer import WindowQueue
+    from streams.window_queue import WindowQueue
 
     async def go() -> list:
         q = WindowQueue(3)
@@ -411,7 +413,7 @@ def test_scorer_key_partitions_match_kafka() -> None:
     import random
 
     from streams.kafka_clients import murmur2
-    from streams.scorer import key_partitions
+    from streams.kafka_clients import key_partitions
 
     rng = random.Random(5)
     keys = [rng.randbytes(rng.randint(0, 41)) for _ in range(2000)] + [b"", b"a", "blk_é".encode()]
@@ -460,7 +462,7 @@ def test_partition_plan() -> None:
 
 
 def test_bytes_table_keeps_keys_as_on_the_events_topic() -> None:
-    from streams.sessionize import BytesTable
+    from streams.session_store import BytesTable
 
     raw: dict[bytes, bytes] = {}
     t = BytesTable(raw)
@@ -728,7 +730,8 @@ def test_detection_delay_counts_from_the_first_unseen_template() -> None:
 
 
 def test_changelog_table_writes_store_and_changelog_itself() -> None:
-    from streams.sessionize import ChangelogTable, SessionRunner
+    from streams.session_store import ChangelogTable
+    from streams.sessionize import SessionRunner
 
     class Producer(FakeProducer):
         async def send(self, topic: str, key: bytes | None = None, value: bytes | None = b"", partition=None):
