@@ -108,7 +108,10 @@ def run_worker(settings: Settings, *, app_id: str, model_dir: str | Path, raw_to
 
     import faust
 
+    from streams.watchdog import start_recovery_watchdog
+
     tune_gc()
+    start_recovery_watchdog(app)
     worker = faust.Worker(app, loglevel=settings.logging.level.lower(), quiet=True,
                           redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()

@@ -331,6 +331,26 @@ class Pipeline:
         except Exception as e:
             raise AssertionError(f"{e}\n{self.logs()}") from None
 
+    def wait_drained_supervised(self, timeout: float = 150.0, restarts: int = 2) -> tuple[dict, int]:
+        """wait_drained, restarting the worker as its supervisor would when it exits because its
+        table recovery stalled (streams.watchdog.STALL_EXIT_CODE; compose: restart: unless-stopped).
+        Returns (the drained state, how many such restarts it took)."""
+        from streams.watchdog import STALL_EXIT_CODE
+
+        deadline, done = time.monotonic() + timeout, 0
+        while True:
+            try:
+                return self.wait_drained(timeout=max(5.0, min(20.0, deadline - time.monotonic()))), done
+            except AssertionError:
+                w = self.worker
+                if not w.alive() and w.proc is not None and w.proc.returncode == STALL_EXIT_CODE and done < restarts:
+                    done += 1
+                    w.start()
+                    self.wait_up("worker")
+                    continue
+                if time.monotonic() >= deadline:
+                    raise
+
     def read(self, topic: str) -> list[Any]:
         from streams.alerts_cli import read_topic
 

@@ -84,14 +84,16 @@ def test_worker_crash_loop(kafka_bootstrap: str, tmp_path: Path, offline: dict[s
             wait_for(handled, 90, "the last incarnation to handle records", on_timeout=p.logs)
             kills[-1]["handling_again_s"] = round(time.monotonic() - t_kill, 1)
         p.wait_replay(replay)
-        state = p.wait_drained(timeout=150)
+        # (faust-streaming 0.15.3 can hang in table recovery after such a loop: the worker then exits
+        # with streams.watchdog.STALL_EXIT_CODE and is started again, as compose's restart policy does)
+        state, stall_restarts = p.wait_drained_supervised(timeout=150)
         seconds = time.monotonic() - t0
         dups_dropped = p.metrics("worker").get("logad_duplicate_events_total")
         out = p.outcome()
         check_no_fault(out, offline, labelled, p.logs())
         assert state["raw"] == N_LINES
         figures = dict(
-            seed=SEED, kills=kills,
+            seed=SEED, kills=kills, recovery_stall_restarts=stall_restarts,
             alerts_expected=len(offline), alerts_observed=len(out["alerts"]),
             alert_records=len(out["alert_records"]),
             alert_duplicates=len(out["alert_records"]) - len(out["alerts"]),
