@@ -19,10 +19,10 @@ one state read and one write, deciding exactly as the same `push` calls would.
 from __future__ import annotations
 
 import heapq
-from operator import sub
 from collections import Counter
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+from operator import sub
 from typing import Any
 
 from logad.records import Window

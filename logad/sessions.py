@@ -214,8 +214,10 @@ def pack_ids(ids: list[int]) -> str | list[int]:
     if not ids:
         return ""
     try:
-        if min(ids) >= 0 and max(ids) < BYTE_MAX and bool not in set(map(type, ids)):
-            return bytes(ids).translate(_TO_CHARS).decode("latin-1")  # bytes() rejects non-ints
+        if bool not in set(map(type, ids)):
+            chars = id_chars(ids)  # bytes() rejects non-ints
+            if chars is not None:
+                return chars
     except TypeError:
         return list(ids)
     if all(type(i) is int and 0 <= i < _MAX_CHAR for i in ids):

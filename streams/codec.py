@@ -165,8 +165,7 @@ def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple], max_
 
 
 _INT, _STR = {int}, {str}
-_TIMES = {float, int, type(None)}
-_ARRIVALS = {float, int, type(None)}
+_TIMES = {float, int, type(None)}  # of event and arrival times (bool is its own type: not among them)
 
 
 def _bundle_columns(doc: dict) -> list[tuple[str, list[int], list[float | None], list[int], float | None]]:
@@ -194,12 +193,12 @@ def _bundle_columns(doc: dict) -> list[tuple[str, list[int], list[float | None],
     if set(map(type, poss)) != _INT:
         raise TypeError("positions must be ints")
     types = set(map(type, tss))
-    if not types <= _TIMES or bool in types:
+    if not types <= _TIMES:
         raise TypeError("event times must be numbers or null")
     if int in types:  # JSON without a fraction: times stay floats, as a parsed line's are
         tss = [None if t is None else float(t) for t in tss]
     types = set(map(type, arrivals))
-    if not types <= _ARRIVALS:
+    if not types <= _TIMES:
         raise TypeError("arrival times must be numbers or null")
     if int in types:
         arrivals = [None if t is None else float(t) for t in arrivals]
@@ -329,7 +328,6 @@ def decode_window(data: bytes | None) -> Window:
 
 
 _WINDOW_KEYS = frozenset(WINDOW_FIELDS)
-_INT = {int}
 
 
 def _window(doc: Any) -> Window:

@@ -187,7 +187,10 @@ class Ingestor:
             self._dead(out, r, "too_large", value, detail=f"{len(value)} bytes > ingest.max_record_bytes "
                                                           f"{self.max_record_bytes}")
             return
-        lines = value.split(b"\n")
+        # The common record (all ASCII, a format with one header regex and one session-key rule) is
+        # split into str lines of ONE decode and parsed inline below; any other into bytes lines.
+        fast = self._fast if value.isascii() else None
+        lines: list = value.decode("ascii").split("\n") if fast is not None else value.split(b"\n")
         if len(lines) > 1 and not lines[-1]:
             lines.pop()  # "a\nb\n": the final newline ends a line, it does not start one
         if len(lines) > MAX_LINES_PER_RECORD:
@@ -209,19 +212,12 @@ class Ingestor:
         fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
         base = r.offset << LINE_BITS
         ok = events = unk = truncated = non_utf8 = 0
-        fast = self._fast if value.isascii() else None
         if fast is not None:
-            # The common record (all ASCII, a format with one header regex and one session-key rule):
-            # parse_fields inlined on str lines of ONE decode, each step as parse_fields takes it;
-            # any line off that path (NULs, over-long, no header, no key, a timestamp not cached
-            # yet, blank) goes to parse_fields itself, which decides. Same results (tested).
+            # parse_fields inlined on the str lines, each step as parse_fields takes it; any line off
+            # that path (NULs, over-long, no header, no key, a timestamp not cached yet, blank) goes
+            # to parse_fields itself, which decides. Same results (tested).
             header, findall, ts_cache = fast
-            pieces: list = value.decode("ascii").split("\n")
-            if len(pieces) > 1 and not pieces[-1]:
-                pieces.pop()
-        else:
-            pieces = lines
-        for i, piece in enumerate(pieces):
+        for i, piece in enumerate(lines):
             m = None
             if fast is not None:
                 text = piece.rstrip("\r")

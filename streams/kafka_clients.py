@@ -285,13 +285,16 @@ def key_partition(key: bytes, partitions: int) -> int:
     return p
 
 
+_M = 0x5BD1E995  # murmur2's multiplier
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2, unsigned), equal to
     aiokafka.partitioner.murmur2 (tested) at ~half its cost: 4-byte words via struct."""
     n = len(data)
     h = (0x9747B28C ^ n) & 0xFFFFFFFF
     n4 = n & ~3
-    m = 0x5BD1E995
+    m = _M
     for (k,) in struct.iter_unpack("<I", data[:n4]):
         k = (k * m) & 0xFFFFFFFF
         k ^= k >> 24
@@ -337,9 +340,6 @@ async def send_batched(producer: Any, topic: str, records: Iterable[tuple[int, b
                     raise ValueError(f"a record of {len(v or b'')} bytes does not fit a producer batch")
         futures.append(await producer.send_batch(batch, topic, partition=p))
     return futures
-
-
-_M = 0x5BD1E995
 
 
 def key_partitions(keys: list[bytes], partitions: int) -> list[int]:

@@ -35,7 +35,7 @@ from logad.records import Window, WindowScore
 from logad.sessions import PROBE
 from streams.codec import encode_dead_letter, encode_scores
 from streams.early import EarlyGate
-from streams.kafka_clients import key_partitions
+from streams.kafka_clients import key_partitions, send_batched
 from streams.window_queue import Outcome, WindowQueue, unpack, unpack_record
 
 log = logging.getLogger("logad.scorer")
@@ -230,8 +230,6 @@ class Scorer:
 
     async def _send(self, outcomes: list[Outcome]) -> tuple[list[asyncio.Future], tuple[int, int]]:
         """send(), and (windows scored, alerts on closed windows) of the batch for the metrics."""
-        from streams.kafka_clients import send_batched
-
         futures = []
         stamp = iso_time(time.time())  # the batch is decided at one instant: format its `time` once
         details = self.cfg.score_details  # normal windows' score records without the surprising events

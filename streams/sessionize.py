@@ -1,6 +1,7 @@
 """Sessions in the stream: events records -> logad.sessionizer.Sessionizer over a Faust table -> windows.
 
-    events bundle ({"src", "rp", "t", "c": [[session id, tids, times, positions, arrival], ...]}, streams/codec.py)
+    events bundle ({"src", "rp", "t", "sid", "arr", "n", "tid", "ts", "pos"}: columns, streams/codec.py)
+      -> per session (id, tids, times, positions, arrival): streams.codec.decode_events_columns
       -> per session: drop events at or below its raw-position watermark (re-deliveries after a crash)
       -> Sessionizer.push_columns (the session's fresh events) -> closed windows ("max_length", "gap", ...)
       -> the whole bundle is one unit: windows produced and acknowledged, then ONE table write per
