@@ -25,5 +25,7 @@ HOST = MaskRule("host", r"(?<![\w.-])(?=[a-z-]*\d)[a-z0-9-]+(?:\.[a-z0-9-]+){2,}
 NUM = MaskRule("num", r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[KMGT]i?B|ms|s)?(?![\w])", "<NUM>", needs="0123456789")
 
 DEFAULT_MASKS: tuple[MaskRule, ...] = (UUID, IP, PATH, HEX, HOST, NUM)
-# Drain3 similarity threshold used with these masks when a format file sets none.
-DEFAULT_SIM_TH = 0.5
+# Drain3 similarity threshold for format files that set none: Drain3's own default. A loose
+# threshold is right here because TemplateVocab.fit splits clusters on constant words afterwards
+# (logad.template_split); a strict one splits variables that these generic masks leave unmasked.
+DEFAULT_SIM_TH = 0.4

@@ -32,6 +32,7 @@ from logad.formats import FORMATS, LogFormat
 from logad.masking import MAX_CACHED_LINE, WILDCARD, Masker, MaskRule, render
 from logad.parse import parse_line
 from logad.records import Rejected
+from logad.template_split import split_cluster
 
 PAD, UNK, BOS = 0, 1, 2
 SPECIAL_KEYS = ("<pad>", "<unk>", "<bos>")
@@ -170,11 +171,13 @@ class TemplateVocab:
     @classmethod
     def fit(cls, contents: Iterable[str], fmt: LogFormat, seed: TemplateVocab | None = None, *,
             sim_th: float | None = None, depth: int | None = None, max_children: int | None = None,
-            max_clusters: int | None = None) -> TemplateVocab:
+            max_clusters: int | None = None, split: bool = True) -> TemplateVocab:
         """Mine templates offline: lines matching a seed entry count for it; Drain3 mines the rest.
 
         Mined templates get keys "T1", "T2", ... in Drain3's creation order (deterministic for a
-        given input order). Our masking runs before Drain3; Drain3's own masking is off.
+        given input order). Our masking runs before Drain3; Drain3's own masking is off. `split`:
+        each Drain3 cluster is then split where its lines choose between a few constant words
+        (logad.template_split), so the similarity threshold need not separate those.
         """
         if seed is not None and seed.masker is not None and seed.masking_fingerprint != fmt.masker.fingerprint:
             raise ConfigError(f"seed vocab was built with other masking than format {fmt.name!r} has")
@@ -182,6 +185,7 @@ class TemplateVocab:
         seed_counts: Counter[int] = Counter()
         mask = fmt.masker.mask
         seed_match = seed.match_masked if seed is not None and seed.masker is not None else None
+        per_cluster: dict[int, Counter[str]] = {}
         for content in contents:
             masked = mask(content)
             if seed_match is not None:
@@ -189,22 +193,26 @@ class TemplateVocab:
                 if tid != UNK:
                     seed_counts[tid] += 1
                     continue
-            miner.add_log_message(masked)
+            cluster, _ = miner.drain.add_log_message(masked)
+            if split:  # distinct masked lines per cluster: few, as masked lines repeat massively
+                per_cluster.setdefault(cluster.cluster_id, Counter())[masked] += 1
         entries = [replace(e, count=seed_counts[i + N_SPECIAL]) for i, e in enumerate(seed._entries)] if seed else []
         taken = {e.key for e in entries}
-        by_pattern: dict[str, int] = {}  # Drain3 can end with two clusters of one template: merge them
+        by_pattern: dict[str, int] = {}  # two clusters can end with one template: merge them
         n = 0
         for cluster in sorted(miner.drain.clusters, key=lambda c: c.cluster_id):
-            pattern = cluster.get_template()
-            if pattern in by_pattern:
-                i = by_pattern[pattern]
-                entries[i] = replace(entries[i], count=entries[i].count + cluster.size)
-                continue
-            n += 1
-            while f"T{n}" in taken:
+            lines = per_cluster.get(cluster.cluster_id)
+            parts = split_cluster(lines) if lines else [(cluster.get_template(), cluster.size)]
+            for pattern, size in parts:
+                if pattern in by_pattern:
+                    i = by_pattern[pattern]
+                    entries[i] = replace(entries[i], count=entries[i].count + size)
+                    continue
                 n += 1
-            by_pattern[pattern] = len(entries)
-            entries.append(TemplateEntry(f"T{n}", render(pattern), cluster.size, pattern, token_wildcards=True))
+                while f"T{n}" in taken:
+                    n += 1
+                by_pattern[pattern] = len(entries)
+                entries.append(TemplateEntry(f"T{n}", render(pattern), size, pattern, token_wildcards=True))
         return cls(entries, fmt)
 
     # -- lookups ------------------------------------------------------------------------------

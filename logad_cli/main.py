@@ -94,12 +94,38 @@ def prepare(
 
 
 @app.command("eval-parser")
-def eval_parser(dataset: Annotated[str, typer.Option(help="hdfs | openstack")] = "hdfs",
-                out_dir: Annotated[Path, typer.Option()] = ART / "metrics" / "parsing") -> None:
-    """Parsing accuracy of our masking + Drain3 on the Loghub 2k sample (Loghub-2.0 corrected truth)."""
-    from training.parser_eval import main as run
+def eval_parser(
+    dataset: Annotated[str, typer.Option(help="built-in sample: hdfs | openstack")] = "hdfs",
+    out_dir: Annotated[Path, typer.Option()] = ART / "metrics" / "parsing",
+    log_format: Annotated[Optional[str], typer.Option("--format", help="format file or built-in name")] = None,
+    log: Annotated[Optional[Path], typer.Option(help="raw log to mine (with --format)")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="Loghub structured CSV with EventTemplate (with --format)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="JSON result file (with --format)")] = None,
+    loghub_table: Annotated[bool, typer.Option("--loghub-table", help="the 8-system table of data/loghub_2k")] = False,
+) -> None:
+    """Parsing accuracy (GA, FGA, PA vs Loghub-2.0 truth) of our template mining, beside plain Drain3.
 
-    _print_json(run(dataset, out_dir))
+    --format F --log L --truth T [--out J]: any log; --loghub-table: the eight Loghub 2k samples with
+    formats/loghub (writes loghub_2k.json and .md to --out-dir); else --dataset's built-in sample.
+    """
+    from training import parser_eval as pe
+
+    if loghub_table:
+        if log_format or log or truth:
+            raise LogadError("--loghub-table takes no --format/--log/--truth")
+        table = pe.write_loghub_table(out_dir)
+        sys.stdout.write(pe.table_markdown(table))
+        return
+    if log_format or log or truth:
+        if not (log_format and log and truth):
+            raise LogadError("--format, --log and --truth go together")
+        result = pe.evaluate(log_format, log, truth)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        _print_json(result)
+        return
+    _print_json(pe.main(dataset, out_dir))
 
 
 @templates_app.command("match")
