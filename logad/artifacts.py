@@ -5,6 +5,7 @@ A bundle is a folder:
     manifest.json         model config, window rule, vocab file + sha256, weights sha256, training
                           config, data hashes, git commit, metrics
     template_vocab.json   the frozen vocab the ids refer to
+    format.toml           (bundles made by `logad train`) the log format file, verbatim
     thresholds.json       (after `logad calibrate`) decision thresholds + the model hash they fit
     reference.safetensors (after calibrate) normal count-vector reference + seen-template mask
 Loading checks that every hash, size and shape agrees and raises ArtifactError with one line if not.
@@ -34,6 +35,7 @@ FORMAT = "logad-model/1"
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
 VOCAB = "template_vocab.json"
+LOG_FORMAT = "format.toml"  # the log format file a bundle was trained with (absent: a built-in format)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -92,6 +94,37 @@ def save_bundle(
     }
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def write_format(out_dir: str | Path, fmt: Any) -> dict | None:
+    """Store a format read from a file (its TOML text, verbatim) in a bundle; None for a built-in."""
+    if not fmt.source_text:
+        return None
+    p = Path(out_dir) / LOG_FORMAT
+    p.write_text(fmt.source_text, encoding="utf-8")
+    return {"file": LOG_FORMAT, "sha256": sha256_file(p), "name": fmt.name}
+
+
+def bundle_format(model_dir: str | Path, format_name: str | None = None) -> Any:
+    """The LogFormat of a bundle: its format.toml (checked against the manifest's hash when the
+    manifest records one), else the built-in format its vocab names."""
+    from logad.formats import FORMATS, format_from_text
+
+    d = Path(model_dir)
+    p = d / LOG_FORMAT
+    if p.is_file():
+        manifest = read_json(d / MANIFEST, "model manifest") if (d / MANIFEST).is_file() else {}
+        meta = manifest.get("log_format") if isinstance(manifest, dict) else None
+        if isinstance(meta, dict) and meta.get("sha256") != sha256_file(p):
+            raise ArtifactError(f"{p}: sha256 differs from the manifest (the format file was edited after training)")
+        try:
+            return format_from_text(p.read_text(encoding="utf-8"), origin=str(p))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"{p}: cannot read the format file ({e})") from None
+    if format_name in FORMATS:
+        return FORMATS[format_name]
+    raise ArtifactError(f"model {d} has no {LOG_FORMAT} and its vocab names no built-in format "
+                        f"({format_name!r}): pass --format")
 
 
 @dataclass

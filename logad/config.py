@@ -70,6 +70,22 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    max_unparsed_rate: float = 0.5  # more lines than this share not parsed -> wrong format: fail / hold alerts
+    max_unknown_rate: float = 0.5  # more parsed lines than this share matching no template -> wrong model
+    min_lines: int = 50  # judge only after this many lines (offline: per run; stream: per window of lines)
+    window_lines: int = 10_000  # stream: the rates are judged over this many most recent lines per source
+
+    def __post_init__(self) -> None:
+        for name in ("max_unparsed_rate", "max_unknown_rate"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"guard.{name} must be in (0, 1], got {v}")
+        if self.min_lines < 1 or self.window_lines < self.min_lines:
+            raise ConfigError(f"guard: need 1 <= min_lines <= window_lines, got {self.min_lines}, {self.window_lines}")
+
+
+@dataclass(frozen=True)
 class ScorerConfig:
     model_dir: str = "artifacts/models/hdfs"  # model bundle used by the scoring worker
     device: str = "auto"  # auto | cpu | cuda
@@ -101,6 +117,7 @@ class Settings:
     topics: TopicsConfig = field(default_factory=TopicsConfig)  # topic names and sizes
     ingest: IngestConfig = field(default_factory=IngestConfig)  # raw-line ingest
     sessions: SessionConfig = field(default_factory=SessionConfig)  # session/window state
+    guard: GuardConfig = field(default_factory=GuardConfig)  # wrong-format / wrong-model detection
     scorer: ScorerConfig = field(default_factory=ScorerConfig)  # scoring worker
     web: WebConfig = field(default_factory=WebConfig)  # web and metrics servers
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # process logs

@@ -1,32 +1,43 @@
-"""Offline detection of a raw log file, with exactly the steps the streaming detector runs:
+"""Offline detection of raw log files, with exactly the steps the streaming detector runs:
 
-    raw line -> parse_line -> LogRecord            (Rejected: counted by reason)
-             -> vocab.match(content) -> template id (UNK when nothing matches; vocab never changes)
-             -> Sessionizer.push per session key     -> closed Windows
-             -> Detector.score_windows (batched)     -> WindowScore
-             -> alerts.make_event                    -> alert JSON (anomalous windows only)
+    PATH... -> logad.readers (files, folders, .gz; multi-line entries) -> parse_line -> LogRecord
+                                                         (Rejected: counted by reason)
+            -> vocab.match(content) -> template id     (UNK when nothing matches; vocab never changes)
+            -> events in time order                    (stable: a file already in time order keeps
+                                                        its order, as the stream reads it)
+            -> Sessionizer.push per session key        -> closed Windows
+            -> Detector.score_windows (batched)        -> WindowScore
+            -> alerts.make_event                       -> alert JSON (anomalous windows only)
 At end of input every open session is closed ("end"), as the stream's idle timer closes them.
+Before any alert is written the input is checked against the format and the model
+(logad.guard): when most lines do not parse or match no template, nothing is scored and the
+command fails with the rates.
 """
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import orjson
 
 from logad.alerts import make_event
-from logad.config import SessionConfig
+from logad.config import GuardConfig, SessionConfig
 from logad.formats import LogFormat, load_format
-from logad.parse import ParseStats, open_lines, parse_line
+from logad.guard import check_input
+from logad.parse import ParseStats, parse_line
+from logad.readers import iter_file_records
 from logad.records import LogRecord, Window
 from logad.sessionizer import SessionRules, Sessionizer
+from logad.templates import UNK
 
-if TYPE_CHECKING:  # the model (torch) loads only in detect_file: the worker imports session_rules
+if TYPE_CHECKING:  # the model (torch) loads only in detect_paths: the worker imports session_rules
     from logad.detector import Detector
+    from logad.templates import TemplateVocab
 
 
 def session_rules(detector: Detector, fmt: LogFormat, cfg: SessionConfig) -> SessionRules:
@@ -40,7 +51,7 @@ def session_rules(detector: Detector, fmt: LogFormat, cfg: SessionConfig) -> Ses
 
 def windows_from_lines(lines: Iterable[bytes | str], fmt: LogFormat, detector: Detector,
                        sessionizer: Sessionizer, stats: ParseStats) -> Iterator[Window]:
-    """Closed windows of the lines, in the order they close; then every remaining session ("end")."""
+    """Closed windows of the lines (one file, in its order), then every remaining session ("end")."""
     vocab = detector.bundle.vocab
     now = 0.0  # offline: no wall clock; idle closes happen at end of input
     for raw in lines:
@@ -54,33 +65,87 @@ def windows_from_lines(lines: Iterable[bytes | str], fmt: LogFormat, detector: D
     yield from sessionizer.close_all("end")
 
 
-def detect_file(file: str | Path, model_dir: str | Path, log_format: str | None, out: str | Path | None,
-                session_cfg: SessionConfig = SessionConfig(), device: str = "auto", batch: int = 512) -> dict:
-    """Write one alert JSON per line for every anomalous window; return a summary."""
-    from logad.detector import Detector
+# (event time, origin, line, session keys, template id): one parsed entry
+Event = tuple[float | None, str, int, tuple[str, ...], int]
+
+
+def read_events(paths: Sequence[str | Path], fmt: LogFormat, vocab: TemplateVocab, stats: ParseStats,
+                order: str = "time") -> tuple[list[Event], int]:
+    """Every parsed entry of the files as an Event, and how many matched no template (UNK).
+
+    order "time": a stable sort by event time (entries without a time keep the time before them),
+    so per-service logs concatenated into one file, or several files, interleave as they happened;
+    "file": files in the order given, lines in file order."""
+    if order not in ("time", "file"):
+        raise ValueError(f"order must be 'time' or 'file', got {order!r}")
+    out: list[Event] = []
+    unk = 0
+    match = vocab.match
+    for origin, line, rec in iter_file_records(paths, fmt, stats):
+        if not isinstance(rec, LogRecord):
+            continue
+        tid = match(rec.content)
+        unk += tid == UNK
+        out.append((rec.timestamp, origin, line, rec.session_keys, tid))
+    if order == "time" and any(e[0] is not None for e in out):
+        last = float("-inf")
+        keyed = []
+        for i, e in enumerate(out):
+            if e[0] is not None:
+                last = e[0]
+            keyed.append((last, i))
+        keyed.sort()  # (time, original index): stable
+        out = [out[i] for _, i in keyed]
+    return out, unk
+
+
+def windows_of_events(events: Iterable[Event], sessionizer: Sessionizer) -> Iterator[Window]:
+    now = 0.0
+    for ts, _origin, _line, keys, tid in events:
+        for key in keys:
+            yield from sessionizer.push(key, tid, ts, now)
+    yield from sessionizer.close_all("end")
+
+
+def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format: str | None = None,
+                 out: str | Path | None = None, session_cfg: SessionConfig = SessionConfig(),
+                 device: str = "auto", batch: int = 512, sessions_out: str | Path | None = None,
+                 guard: GuardConfig = GuardConfig(), order: str = "time") -> dict:
+    """Write one alert JSON per line for every anomalous window (and, with `sessions_out`, one CSV
+    row per scored session); return a summary. The format is the bundle's unless `log_format`."""
+    from logad.artifacts import bundle_format
+    from logad.detector import Detector, aggregate
 
     det = Detector.load(model_dir, device)
-    fmt = load_format(log_format or det.bundle.vocab.format_name or "hdfs")
+    vocab = det.bundle.vocab
+    fmt = load_format(log_format) if log_format else bundle_format(model_dir, vocab.format_name)
+    fmt.require_sessions()
     sz = Sessionizer(fmt.name, session_rules(det, fmt, session_cfg))
     stats = ParseStats()
+    events, unk = read_events(paths, fmt, vocab, stats, order)
+    health = check_input(stats, unk, guard, f"{len(paths)} input path(s) with format {fmt.name!r} and model "
+                                            f"{det.version}")
     th = det.thresholds.values if det.thresholds else {}
     fh: IO[bytes] = open(out, "wb") if out else sys.stdout.buffer
-    alerts, windows, sessions, flagged = 0, 0, set(), set()
+    alerts, windows = 0, 0
+    per_session: dict[str, list] = {}
+    n_events: Counter[str] = Counter()
     try:
         pending: list[Window] = []
 
         def flush() -> None:
             nonlocal alerts
             for ws in det.score_windows(pending, details=True):
+                sid = ws.window.session_id
+                per_session.setdefault(sid, []).append(ws)
+                n_events[sid] += len(ws.window.ids) - ws.window.n_context
                 if ws.is_anomaly:
                     alerts += 1
-                    flagged.add(ws.window.session_id)
                     fh.write(orjson.dumps(make_event(ws, det.version, th)) + b"\n")
             pending.clear()
 
-        for w in windows_from_lines(open_lines(file, fmt.max_line_bytes), fmt, det, sz, stats):
+        for w in windows_of_events(events, sz):
             windows += 1
-            sessions.add(w.session_id)
             pending.append(w)
             if len(pending) >= batch:
                 flush()
@@ -88,6 +153,30 @@ def detect_file(file: str | Path, model_dir: str | Path, log_format: str | None,
     finally:
         if out:
             fh.close()
-    return {"lines": stats.as_dict(), "windows": windows, "sessions": len(sessions), "alerts": alerts,
-            "anomalous_sessions": len(flagged), "session_closes": dict(Counter(sz.counters)),
-            "model_version": det.version}
+    results = [aggregate(sid, None, n_events[sid], ws) for sid, ws in per_session.items()]
+    if sessions_out is not None:
+        write_sessions_csv(sessions_out, results)
+    return {"lines": stats.as_dict(), "input": health, "windows": windows, "sessions": len(results),
+            "alerts": alerts, "anomalous_sessions": sum(r.is_anomaly for r in results),
+            "session_closes": dict(Counter(sz.counters)), "model_version": det.version, "format": fmt.name}
+
+
+def write_sessions_csv(path: str | Path, results: Iterable) -> int:
+    """`session_id,score,is_anomaly`, one row per scored session (score: its highest window's
+    combined score, > 0 exactly when it is anomalous)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with p.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["session_id", "score", "is_anomaly"])
+        for r in results:
+            w.writerow([r.session_id, f"{r.score:.6g}", int(r.is_anomaly)])
+            n += 1
+    return n
+
+
+def detect_file(file: str | Path, model_dir: str | Path, log_format: str | None, out: str | Path | None,
+                session_cfg: SessionConfig = SessionConfig(), device: str = "auto", batch: int = 512) -> dict:
+    """detect_paths on one file (the stream's comparison and the tests' entry point)."""
+    return detect_paths([file], model_dir, log_format, out, session_cfg, device, batch)

@@ -15,10 +15,12 @@ import re
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
 from logad.errors import ConfigError
+from logad.logformat import loghub_regex
 from logad.masking import Masker, MaskRule
 
 HEADER_FIELDS = ("timestamp", "level", "component", "content")  # named groups parse_line reads
@@ -49,14 +51,55 @@ NUM = MaskRule("num", r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[KMGT]i?B|ms|s)?(?![\w])"
 GENERIC = (UUID, IP, PATH, HEX, HOST, NUM)
 
 
+INPUTS = ("text", "json")  # what one raw line is: a plain log line, or a JSON object from a log shipper
+TIME_EPOCH, TIME_EPOCH_MS, TIME_ISO = "epoch", "epoch_ms", "iso8601"  # named timestamp formats
+_FIELD_ROLES = ("content", "level", "component")  # header groups read by role (any capitalisation)
+
+
+@dataclass(frozen=True)
+class JsonFields:
+    """Where the parts of a JSON log record are (dotted paths into nested objects, "" = absent).
+
+    Vector, Fluent Bit and Filebeat ship records such as {"message": "...", "@timestamp": "...",
+    "log": {"file": {"path": "..."}}}: map those names here and the records are read as they are.
+    """
+
+    message: str = "message"  # the log message (then parsed with header/log_format when one is given)
+    timestamp: str = ""  # event time: ISO 8601 text, epoch seconds/ms, or text in timestamp_formats
+    level: str = ""  # severity
+    component: str = ""  # logger / service name
+    session: str = ""  # session id (e.g. a trace id); one of the session rules
+    path: str = ""  # the file or container the line came from (session_from_path applies to it)
+
+    def paths(self) -> dict[str, tuple[str, ...]]:
+        return {k: tuple(v.split(".")) for k, v in vars(self).items() if v}
+
+
 @dataclass(frozen=True)
 class LogFormat:
-    """How to read one kind of log: header regex, timestamp, session keys, masking, Drain3 settings."""
+    """How to read one kind of log: header, timestamp, session rule, masking, Drain3 settings.
 
-    name: str  # "hdfs", "openstack", ...
-    header: str  # regex with named groups: content (required), timestamp, level, component (optional)
-    timestamp_formats: tuple[str, ...] = ()  # strptime formats tried in order; times are UTC
+    Session rules (at most one; commands that only parse need none):
+      session_keys       regexes over the content (every id named in the line: HDFS blocks)
+      session_field      a header field (or, for JSON input, `json.session`): a trace id, a pid
+      session_from_path  a regex over the line's origin, group 1: the file path offline, the Kafka
+                         record key in the stream (one file or container per session)
+      session_window_s   no session id at all: fixed time windows per origin (BGL-style logs)
+    """
+
+    name: str  # "hdfs", "openstack", "myapp", ...
+    header: str = ""  # regex with named groups: content (required), timestamp, level, component
+    log_format: str = ""  # alternative to header: Loghub syntax '<Date> <Time> <Level> <Content>'
+    timestamp_fields: tuple[str, ...] = ()  # header fields joined by a space into the timestamp text
+    timestamp_formats: tuple[str, ...] = ()  # strptime formats (or epoch | epoch_ms | iso8601), in order; UTC
     session_keys: tuple[str, ...] = ()  # regexes over the content; group 1 if the regex has one, else the match
+    session_field: str = ""  # header field holding the session id
+    session_from_path: str = ""  # regex over the origin (file path / record key); group 1 (or the match) is the id
+    session_window_s: float = 0.0  # > 0: sessions are fixed windows of this many seconds per origin
+    multiline: bool = False  # a line that does not match the header continues the previous entry
+    max_entry_lines: int = 1000  # continuation lines kept per entry; more are counted and dropped
+    input: str = "text"  # "text" | "json" (one JSON object per line; see JsonFields)
+    json: JsonFields | None = None  # field mapping of JSON input
     masking: tuple[MaskRule, ...] = ()  # ordered masking rules (the one definition for this dataset)
     merge_lists: bool = True  # "<BLK> <BLK> <BLK>" -> "<BLK>" (see logad.masking)
     terminal_templates: tuple[str, ...] = ()  # template keys that end a session (may be empty)
@@ -64,52 +107,136 @@ class LogFormat:
     drain_sim_th: float = 0.4  # Drain3 similarity threshold used by fit() / DriftMiner
     drain_depth: int = 4  # Drain3 prefix-tree depth
     drain_max_children: int = 100  # Drain3 max children per tree node
+    source_text: str = field(default="", compare=False, repr=False)  # the TOML it was read from ("" = built in)
     # compiled state, built once in __post_init__
     header_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     session_res: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    path_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     masker: Masker = field(init=False, repr=False, compare=False)
     _header_groups: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    full_header: bool = field(init=False, repr=False, compare=False)  # all of HEADER_FIELDS are groups
+    _roles: dict[str, str] = field(init=False, repr=False, compare=False)  # role -> header group name
+    json_paths: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    full_header: bool = field(init=False, repr=False, compare=False)  # the built-ins' fast path applies
     # parse_timestamp's cache (parse_line peeks into it first: the hot path)
     ts_cache: dict[str, float | None] = field(init=False, repr=False, compare=False)
     _frac_split: bool = field(init=False, repr=False, compare=False)  # a format ends with ".%f"
 
     def __post_init__(self) -> None:
         where = f"format {self.name!r}"
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name):
+            raise ConfigError(f"{where}: name must be 1-64 letters, digits, '_', '.', '-' (it names topics and files)")
+        if self.input not in INPUTS:
+            raise ConfigError(f"{where}: input must be one of {INPUTS}, got {self.input!r}")
+        if self.header and self.log_format:
+            raise ConfigError(f"{where}: give header (a regex) or log_format (Loghub syntax), not both")
+        header = self.header
+        if self.log_format:
+            header = loghub_regex(self.log_format)[0]
+        if not header:
+            if self.input != "json":
+                raise ConfigError(f"{where}: a header regex or a log_format is needed (or input = \"json\")")
+            header = r"(?P<content>.*)"  # JSON: the message is the content
         try:
-            header_re = re.compile(self.header)
+            header_re = re.compile(header, re.DOTALL if self.multiline else 0)
             session_res = tuple(re.compile(p) for p in self.session_keys)
+            path_re = re.compile(self.session_from_path) if self.session_from_path else None
         except re.error as e:
             raise ConfigError(f"{where}: invalid regex: {e}") from None
-        if "content" not in header_re.groupindex:
-            raise ConfigError(f"{where}: header regex needs a named group 'content'")
-        if self.timestamp_formats and "timestamp" not in header_re.groupindex:
-            raise ConfigError(f"{where}: timestamp_formats given but the header has no 'timestamp' group")
-        if not session_res:
-            raise ConfigError(f"{where}: at least one session_keys regex is needed")
-        if any(rx.groups > 1 for rx in session_res):
-            raise ConfigError(f"{where}: a session_keys regex may have at most one group (the key)")
+        groups = header_re.groupindex
+        roles = {}
+        for role in _FIELD_ROLES:
+            found = [g for g in groups if g.lower() == role]
+            if len(found) > 1:
+                raise ConfigError(f"{where}: header fields {found} all read as the {role}: keep one")
+            if found:
+                roles[role] = found[0]
+        if "content" not in roles:
+            raise ConfigError(f"{where}: the header needs a content field (<Content> or (?P<content>...))")
+        ts_fields = self.timestamp_fields or (("timestamp",) if "timestamp" in groups else ())
+        for f in ts_fields + ((self.session_field,) if self.session_field and self.input != "json" else ()):
+            if f not in groups:
+                raise ConfigError(f"{where}: {f!r} is not a header field (fields: {', '.join(groups) or 'none'})")
+        jf = self.json if self.input == "json" else None
+        if self.input == "json" and jf is None:
+            object.__setattr__(self, "json", jf := JsonFields())
+        if self.input != "json" and self.json is not None:
+            raise ConfigError(f"{where}: [json] field mapping given but input is not \"json\"")
+        if self.timestamp_formats and not ts_fields and not (jf and jf.timestamp):
+            raise ConfigError(f"{where}: timestamp_formats given but no timestamp field "
+                              "(set timestamp_fields, a (?P<timestamp>...) group, or json.timestamp)")
+        if self.session_field and self.input == "json" and self.session_field not in groups:
+            raise ConfigError(f"{where}: for JSON input name the session id field as json.session")
+        rules = [n for n, on in (("session_keys", bool(session_res)), ("session_field", bool(self.session_field)),
+                                 ("json.session", bool(jf and jf.session)),
+                                 ("session_from_path", path_re is not None),
+                                 ("session_window_s", self.session_window_s != 0)) if on]
+        if len(rules) > 1:
+            raise ConfigError(f"{where}: choose one session rule, got {', '.join(rules)}")
+        if any(rx.groups > 1 for rx in session_res) or (path_re is not None and path_re.groups > 1):
+            raise ConfigError(f"{where}: a session regex may have at most one group (the key)")
+        if self.session_window_s < 0 or (self.session_window_s and not (ts_fields or (jf and jf.timestamp))):
+            raise ConfigError(f"{where}: session_window_s needs a positive number of seconds and a timestamp")
         if self.max_line_bytes < 64:
             raise ConfigError(f"{where}: max_line_bytes must be >= 64, got {self.max_line_bytes}")
+        if self.max_entry_lines < 1:
+            raise ConfigError(f"{where}: max_entry_lines must be >= 1, got {self.max_entry_lines}")
         if not 0.0 < self.drain_sim_th <= 1.0 or self.drain_depth < 3:
             raise ConfigError(f"{where}: need 0 < drain_sim_th <= 1 and drain_depth >= 3")
-        groups = tuple(g for g in HEADER_FIELDS if g in header_re.groupindex)
+        std = tuple(g for g in HEADER_FIELDS if g in groups)
         set_ = object.__setattr__  # frozen dataclass: compiled state is set once here
+        set_(self, "timestamp_fields", tuple(ts_fields))
         set_(self, "header_re", header_re)
         set_(self, "session_res", session_res)
+        set_(self, "path_re", path_re)
         set_(self, "masker", Masker(self.masking, self.merge_lists))
-        set_(self, "_header_groups", groups)
-        set_(self, "full_header", len(groups) == len(HEADER_FIELDS))
+        set_(self, "_header_groups", std)
+        set_(self, "_roles", roles)
+        set_(self, "json_paths", jf.paths() if jf else {})
+        # The built-ins' fast path: the four standard groups, content-regex session keys, plain text.
+        set_(self, "full_header", len(std) == len(HEADER_FIELDS) and self.timestamp_fields == ("timestamp",)
+             and bool(session_res) and self.input == "text" and not self.multiline)
         set_(self, "ts_cache", {})
         set_(self, "_frac_split", any(f.endswith(".%f") for f in self.timestamp_formats))
+
+    # -- what a format can do -----------------------------------------------------------------
+    @property
+    def session_rule(self) -> str:
+        """The session rule in force ("" when the format only parses)."""
+        if self.session_res:
+            return "session_keys"
+        if self.session_field:
+            return "session_field"
+        if self.json is not None and self.json.session:
+            return "json.session"
+        if self.path_re is not None:
+            return "session_from_path"
+        if self.session_window_s:
+            return "session_window_s"
+        return ""
+
+    def require_sessions(self) -> None:
+        """Raise ConfigError when the format cannot group lines into sessions (train, detect, stream)."""
+        if not self.session_rule:
+            raise ConfigError(f"format {self.name!r} has no session rule: set one of session_keys, session_field, "
+                              "session_from_path, session_window_s (or json.session)")
 
     def header_fields(self, m: re.Match[str]) -> tuple[str | None, str, str, str]:
         """(timestamp text, level, component, content) of a header match; absent groups -> None / ""."""
         if self.full_header:
             ts, level, component, content = m.group(*HEADER_FIELDS)
             return ts, level or "", component or "", content
-        d = m.groupdict()
-        return d.get("timestamp"), d.get("level") or "", d.get("component") or "", d["content"]
+        roles = self._roles
+        tsf = self.timestamp_fields
+        if not tsf:
+            ts = None
+        elif len(tsf) == 1:
+            ts = m.group(tsf[0])
+        else:
+            parts = m.group(*tsf)
+            ts = None if None in parts else " ".join(parts)
+        level = m.group(roles["level"]) or "" if "level" in roles else ""
+        component = m.group(roles["component"]) or "" if "component" in roles else ""
+        return ts, level, component, m.group(roles["content"]) or ""
 
     def find_session_keys(self, content: str) -> tuple[str, ...]:
         """Session ids named in the content (rule order, then order of appearance), without duplicates."""
@@ -119,6 +246,21 @@ class LogFormat:
         if len(found) > 1:
             return tuple(dict.fromkeys(found))
         return tuple(found)
+
+    def key_from_origin(self, origin: str) -> str | None:
+        """The session id session_from_path finds in an origin (file path or record key), or None."""
+        if self.path_re is None:
+            return None
+        m = self.path_re.search(origin)
+        if m is None:
+            return None
+        return m.group(1) if self.path_re.groups else m.group(0)
+
+    def window_key(self, origin: str, ts: float) -> str:
+        """The session of a fixed time window: origin + the window's start (epoch seconds)."""
+        w = self.session_window_s
+        start = int(ts // w * w) if w >= 1 else ts // w * w
+        return f"{origin or self.name}@{start}"
 
     def parse_timestamp(self, text: str) -> float | None:
         """Seconds since the epoch (UTC) of a header timestamp, or None when no format fits.
@@ -147,14 +289,39 @@ class LogFormat:
         return None if base is None else base + frac
 
     def _strptime(self, text: str, frac_split: bool) -> float | None:
-        for f in self.timestamp_formats:
+        for f in self.timestamp_formats or (TIME_ISO, TIME_EPOCH):
+            if f in (TIME_EPOCH, TIME_EPOCH_MS, TIME_ISO):
+                t = named_time(text, f)
+                if t is not None:
+                    return t
+                continue
             if frac_split and f.endswith(".%f"):
                 f = f[:-3]
             try:
+                if "%z" in f or "%Z" in f:
+                    return datetime.strptime(text, f).timestamp()
                 return float(calendar.timegm(time.strptime(text, f)))
             except ValueError:
                 continue
         return None
+
+
+def named_time(value: str | float | int, kind: str) -> float | None:
+    """Epoch seconds of an `epoch` / `epoch_ms` number or an ISO 8601 text; None when it is not one."""
+    try:
+        if kind == TIME_ISO:
+            if not isinstance(value, str):
+                return None
+            d = datetime.fromisoformat(value.strip())
+            if d.tzinfo is None:
+                d = d.replace(tzinfo=timezone.utc)  # times without a zone are UTC, as strptime formats
+            return d.timestamp()
+        x = float(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if x != x or x in (float("inf"), float("-inf")):
+        return None
+    return x / 1000.0 if kind == TIME_EPOCH_MS else x
 
 
 def _hdfs() -> LogFormat:
@@ -201,23 +368,37 @@ def _openstack() -> LogFormat:
 
 FORMATS: dict[str, LogFormat] = {"hdfs": _hdfs(), "openstack": _openstack()}
 
-_TOML_KEYS = {f.name for f in fields(LogFormat) if f.init} - {"masking"} | {"mask"}
+_TOML_KEYS = ({f.name for f in fields(LogFormat) if f.init} - {"masking", "source_text"}) | {"mask", "default_masks"}
 _MASK_KEYS = {"name", "pattern", "placeholder", "scope", "needs"}
+_TYPES: dict[str, type] = {"name": str, "header": str, "log_format": str, "session_field": str,
+                           "session_from_path": str, "input": str, "multiline": bool, "merge_lists": bool,
+                           "default_masks": bool, "max_line_bytes": int, "max_entry_lines": int,
+                           "drain_sim_th": float, "drain_depth": int, "drain_max_children": int,
+                           "session_window_s": float}
+_LISTS = ("timestamp_fields", "timestamp_formats", "session_keys", "terminal_templates")
+EXAMPLE = """name = "myapp"
+log_format = '<Date> <Time> <Level> \\[<Thread>\\] <Component>: <Content>'
+timestamp_fields = ["Date", "Time"]
+timestamp_formats = ["%Y-%m-%d %H:%M:%S,%f"]
+session_keys = ['request_id=(\\w+)']"""
 
 
 def load_format(name_or_path: str | Path) -> LogFormat:
     """A built-in format by name, or one read from a TOML file.
 
-    TOML keys are LogFormat's fields; masking rules are an array of tables:
+    TOML keys are LogFormat's fields (see docs in README "Your own logs"), e.g.
         name = "myapp"
-        header = '(?P<timestamp>\\S+ \\S+) (?P<level>\\w+) (?P<content>.*)'
-        timestamp_formats = ["%Y-%m-%d %H:%M:%S"]
-        session_keys = ['session=(\\w+)']
-        [[mask]]
-        name = "num"
-        pattern = '(?<![\\w.])\\d+(?![\\w])'
-        placeholder = "<NUM>"
-    Unknown keys, wrong types and invalid regexes raise ConfigError.
+        log_format = '<Date> <Time> <Level> \\[<Thread>\\] <Component>: <Content>'
+        timestamp_fields = ["Date", "Time"]
+        timestamp_formats = ["%Y-%m-%d %H:%M:%S,%f"]
+        session_field = "Thread"
+        multiline = true
+        [[mask]]                       # optional, applied before logad's default masks
+        name = "order"
+        pattern = 'ORD-\\d+'
+        placeholder = "<ORDER>"
+    `[json]` maps the fields of JSON input (input = "json"). Unknown keys, wrong types and invalid
+    regexes raise ConfigError naming the key.
     """
     if isinstance(name_or_path, str) and name_or_path in FORMATS:
         return FORMATS[name_or_path]
@@ -225,39 +406,78 @@ def load_format(name_or_path: str | Path) -> LogFormat:
     if not path.is_file():
         raise ConfigError(f"unknown log format {str(name_or_path)!r}: not one of {sorted(FORMATS)} nor a TOML file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"format file {path} is not valid TOML: {e}") from None
-    return format_from_dict(data, origin=str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"format file {path} cannot be read: {e}") from None
+    return format_from_text(text, origin=str(path))
+
+
+def format_from_text(text: str, origin: str = "format config") -> LogFormat:
+    """A format from the text of a TOML format file (as stored in a model bundle)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"format file {origin} is not valid TOML: {e}") from None
+    fmt = format_from_dict(data, origin=origin)
+    object.__setattr__(fmt, "source_text", text)
+    return fmt
+
+
+def _json_fields(value: Any, origin: str) -> JsonFields:
+    known = {f.name for f in fields(JsonFields)}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: [json] must be a table of field paths")
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"{origin}: unknown keys {sorted(unknown)} in [json] (known: {sorted(known)})")
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{origin}: json.{k} must be a string (a dotted field path), got {v!r}")
+    return JsonFields(**value)
 
 
 def format_from_dict(data: dict[str, Any], origin: str = "format config") -> LogFormat:
     unknown = set(data) - _TOML_KEYS
     if unknown:
         raise ConfigError(f"{origin}: unknown keys {sorted(unknown)} (known: {sorted(_TOML_KEYS)})")
-    for required in ("name", "header", "session_keys"):
-        if required not in data:
-            raise ConfigError(f"{origin}: missing key {required!r}")
+    if "name" not in data:
+        raise ConfigError(f"{origin}: missing key 'name'. A minimal format file:\n{EXAMPLE}")
+    if "header" not in data and "log_format" not in data and data.get("input") != "json":
+        raise ConfigError(f"{origin}: missing key 'log_format' (or 'header', or input = \"json\"). A minimal "
+                          f"format file:\n{EXAMPLE}")
     rules = []
-    for i, m in enumerate(data.get("mask", [])):
+    masks = data.get("mask", [])
+    if not isinstance(masks, list):
+        raise ConfigError(f"{origin}: mask must be an array of tables ([[mask]])")
+    for i, m in enumerate(masks):
         if not isinstance(m, dict) or set(m) - _MASK_KEYS or not {"name", "pattern", "placeholder"} <= set(m):
             raise ConfigError(f"{origin}: mask #{i} needs name, pattern, placeholder (optional: scope, needs)")
         if not all(isinstance(v, str) for v in m.values()):
             raise ConfigError(f"{origin}: mask #{i}: values must be strings")
         rules.append(MaskRule(**m))
-    kw: dict[str, Any] = {k: v for k, v in data.items() if k != "mask"}
-    types = {"name": str, "header": str, "merge_lists": bool, "max_line_bytes": int, "drain_sim_th": float,
-             "drain_depth": int, "drain_max_children": int}
-    for k, typ in types.items():
-        if k in kw:
-            v = kw[k]
+    kw: dict[str, Any] = {k: v for k, v in data.items() if k not in ("mask", "default_masks")}
+    for k, typ in _TYPES.items():
+        if k in data:
+            v = data[k]
             if typ is float and isinstance(v, int) and not isinstance(v, bool):
-                v = kw[k] = float(v)
-            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+                v = float(v)
+            if not isinstance(v, typ) or (typ in (int, float) and isinstance(v, bool)):
                 raise ConfigError(f"{origin}: {k} must be {typ.__name__}, got {v!r}")
-    for k in ("timestamp_formats", "session_keys", "terminal_templates"):
+            if k in kw:
+                kw[k] = v
+    for k in _LISTS:
         if k in kw:
             if not isinstance(kw[k], list) or not all(isinstance(x, str) for x in kw[k]):
                 raise ConfigError(f"{origin}: {k} must be a list of strings")
             kw[k] = tuple(kw[k])
+    if "json" in kw:
+        kw["json"] = _json_fields(kw["json"], origin)
+    # A format file gets logad's generic masks after its own rules (numbers, ids, addresses...):
+    # what a newcomer needs; `default_masks = false` leaves exactly the file's rules.
+    if data.get("default_masks", True):
+        from logad.default_masks import DEFAULT_MASKS, DEFAULT_SIM_TH
+
+        own = {r.name for r in rules}
+        rules += [r for r in DEFAULT_MASKS if r.name not in own]
+        kw.setdefault("drain_sim_th", DEFAULT_SIM_TH)
     return LogFormat(masking=tuple(rules), **kw)

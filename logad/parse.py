@@ -15,10 +15,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 from logad.errors import ParseError
-from logad.formats import LogFormat
+from logad.formats import TIME_EPOCH, TIME_EPOCH_MS, LogFormat, named_time
 from logad.records import LogRecord, Rejected
 
 DETAIL_CHARS = 120  # how much of a bad line a Rejected keeps (enough to recognise it, bounded)
@@ -48,24 +50,33 @@ def _limit_str(text: str, limit: int) -> tuple[str, bool]:
     return data[:limit].decode("utf-8", "ignore"), True
 
 
-def parse_line(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None) -> LogRecord | Rejected:
-    """Parse one raw line. Lines longer than the limit (bytes) are cut there and marked truncated.
+def parse_line(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None,
+               origin: str = "") -> LogRecord | Rejected:
+    """Parse one raw line (or one multi-line entry). Lines longer than the limit (bytes) are cut there
+    and marked truncated. `origin` is where the line came from (a file path offline, the Kafka record
+    key in the stream): session_from_path and session_window_s sessions are named from it.
 
     Rejected reasons: "empty", "unparseable" (header does not match), "bad_timestamp",
-    "no_session_key" (nothing to attach the event to).
+    "no_timestamp" (time windows need one), "no_session_key" (nothing to attach the event to),
+    "bad_json" / "no_message" (JSON input).
     """
-    fields = parse_fields(raw, fmt, max_line_bytes)
+    fields = parse_fields(raw, fmt, max_line_bytes, origin)
     if type(fields) is Rejected:
         return fields
     return LogRecord(fmt.name, *fields)
 
 
-def parse_fields(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None
-                 ) -> tuple[float | None, str, str, str, tuple[str, ...], bool] | Rejected:
+Fields = tuple[float | None, str, str, str, tuple[str, ...], bool]  # LogRecord's fields after source
+
+
+def parse_fields(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None, origin: str = ""
+                 ) -> Fields | Rejected:
     """parse_line without the LogRecord: (timestamp, level, component, content, session_keys,
     truncated), in LogRecord's field order, or Rejected. The streaming ingest's hot path (a tuple
     is several times cheaper to build than the dataclass)."""
     limit = fmt.max_line_bytes if max_line_bytes is None else max_line_bytes
+    if fmt.input == "json":
+        limit = max(limit, JSON_LINE_BYTES)  # the limit applies to the message, not the JSON around it
     if type(raw) is bytes and len(raw) <= limit:  # the common case, inlined
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
         truncated = False
@@ -77,15 +88,14 @@ def parse_fields(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = 
         text = text.replace("\x00", "")
     if not text or text.isspace():
         return Rejected("empty")
+    if not fmt.full_header:
+        return _parse_general(text, truncated, fmt, origin)
     m = fmt.header_re.match(text)
     if m is None:
         return Rejected("unparseable", text[:DETAIL_CHARS])
-    if fmt.full_header:  # inlined fmt.header_fields (hot path)
-        ts_text, level, component, content = m.group("timestamp", "level", "component", "content")
-        level = level or ""
-        component = component or ""
-    else:
-        ts_text, level, component, content = fmt.header_fields(m)
+    ts_text, level, component, content = m.group("timestamp", "level", "component", "content")
+    level = level or ""
+    component = component or ""
     session_res = fmt.session_res
     if len(session_res) == 1:  # fast path (both built-ins): one findall, usually one key
         keys = tuple(session_res[0].findall(content))
@@ -105,14 +115,125 @@ def parse_fields(raw: bytes | str, fmt: LogFormat, max_line_bytes: int | None = 
     return ts, level, component, content, keys, truncated
 
 
+JSON_LINE_BYTES = 1 << 20  # a JSON record is read whole up to this size; its message is then cut to the limit
+
+
+def _walk(doc: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(part)
+    return doc
+
+
+def _json_time(value: Any, fmt: LogFormat) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if fmt.timestamp_formats:
+            for f in fmt.timestamp_formats:
+                if f in (TIME_EPOCH, TIME_EPOCH_MS):
+                    return named_time(value, f)
+            return None
+        return named_time(value, TIME_EPOCH_MS if abs(value) > 1e11 else TIME_EPOCH)  # ms after 1973 as s
+    if isinstance(value, str):
+        return fmt.parse_timestamp(value)
+    return None
+
+
+def _parse_general(text: str, truncated: bool, fmt: LogFormat, origin: str) -> Fields | Rejected:
+    """Every format but the built-ins' shape: header fields by role, JSON input, any session rule."""
+    doc: Any = None
+    if fmt.input == "json":
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            return Rejected("bad_json", f"{e}: {text[:DETAIL_CHARS]}")
+        if not isinstance(doc, dict):
+            return Rejected("bad_json", f"not a JSON object: {text[:DETAIL_CHARS]}")
+        paths = fmt.json_paths
+        msg = _walk(doc, paths["message"])
+        if not isinstance(msg, str) or not msg.strip():
+            return Rejected("no_message", f"no text at {'.'.join(paths['message'])}: {text[:DETAIL_CHARS]}")
+        msg, cut = _limit_str(msg, fmt.max_line_bytes)
+        truncated = truncated or cut
+        text = msg
+    m = fmt.header_re.match(text)
+    if m is None:
+        return Rejected("unparseable", text[:DETAIL_CHARS])
+    ts_text, level, component, content = fmt.header_fields(m)
+    ts = None
+    if ts_text is not None:
+        ts = fmt.parse_timestamp(ts_text)
+        if ts is None:
+            return Rejected("bad_timestamp", text[:DETAIL_CHARS])
+    if doc is not None:
+        paths = fmt.json_paths
+        if "timestamp" in paths:
+            raw_ts = _walk(doc, paths["timestamp"])
+            ts = _json_time(raw_ts, fmt) if raw_ts is not None else None
+            if ts is None and raw_ts is not None:
+                return Rejected("bad_timestamp", f"{raw_ts!r}: {text[:DETAIL_CHARS]}")
+        for role in ("level", "component"):
+            if role in paths:
+                v = _walk(doc, paths[role])
+                if v is not None:
+                    if role == "level":
+                        level = str(v)
+                    else:
+                        component = str(v)
+        if "path" in paths:
+            p = _walk(doc, paths["path"])
+            origin = str(p) if p is not None else origin
+    rule = fmt.session_rule
+    keys: tuple[str, ...]
+    if rule == "session_keys":
+        keys = fmt.find_session_keys(content)
+    elif rule == "session_field":
+        v = m.group(fmt.session_field)
+        keys = (v,) if v else ()
+    elif rule == "json.session":
+        v = _walk(doc, fmt.json_paths["session"])
+        keys = (str(v),) if v is not None and v != "" and not isinstance(v, dict | list) else ()
+    elif rule == "session_from_path":
+        k = fmt.key_from_origin(origin)
+        keys = (k,) if k else ()
+    elif rule == "session_window_s":
+        if ts is None:
+            return Rejected("no_timestamp", text[:DETAIL_CHARS])
+        keys = (fmt.window_key(origin, ts),)
+    else:
+        keys = ()
+    if not keys:
+        return Rejected("no_session_key", text[:DETAIL_CHARS])
+    return ts, level, component, content, keys, truncated
+
+
 def content_of(line: bytes | str, fmt: LogFormat, max_line_bytes: int | None = None) -> str | None:
     """The message part of a line (header stripped), session key or not; None when the header does not match.
 
     For template mining and parser evaluation, where lines without a session key still count.
     """
     limit = fmt.max_line_bytes if max_line_bytes is None else max_line_bytes
+    if fmt.input == "json":
+        r = parse_fields(line, fmt, limit)
+        if type(r) is not Rejected:
+            return r[3]  # type: ignore[index]
+        return None if r.reason not in ("no_session_key", "no_timestamp") else _json_content(line, fmt)
     text = _limit_str(line, limit)[0] if isinstance(line, str) else _decode(line, limit)[0]
     m = fmt.header_re.match(text.replace("\x00", ""))
+    return None if m is None else fmt.header_fields(m)[3]
+
+
+def _json_content(line: bytes | str, fmt: LogFormat) -> str | None:
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    msg = _walk(doc, fmt.json_paths["message"])
+    if not isinstance(msg, str):
+        return None
+    m = fmt.header_re.match(msg)
     return None if m is None else fmt.header_fields(m)[3]
 
 
@@ -120,13 +241,15 @@ def content_of(line: bytes | str, fmt: LogFormat, max_line_bytes: int | None = N
 class ParseStats:
     """Counters for a stream of parse results (exported as metrics and printed by the CLI)."""
 
-    lines: int = 0  # lines read
+    lines: int = 0  # raw lines read
     records: int = 0  # LogRecords produced
     truncated: int = 0  # records cut at max_line_bytes
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> count
+    continued: int = 0  # continuation lines joined to the entry before them (multi-line formats)
+    dropped_lines: int = 0  # continuation lines beyond max_entry_lines, dropped
 
-    def add(self, result: LogRecord | Rejected) -> None:
-        self.lines += 1
+    def add(self, result: LogRecord | Rejected, lines: int = 1) -> None:
+        self.lines += lines
         if isinstance(result, LogRecord):
             self.records += 1
             if result.truncated:
@@ -135,8 +258,17 @@ class ParseStats:
             self.rejected[result.reason] += 1
 
     def as_dict(self) -> dict[str, object]:
-        return {"lines": self.lines, "records": self.records, "truncated": self.truncated,
-                "rejected": dict(sorted(self.rejected.items()))}
+        d: dict[str, object] = {"lines": self.lines, "records": self.records, "truncated": self.truncated,
+                                "rejected": dict(sorted(self.rejected.items()))}
+        if self.continued or self.dropped_lines:
+            d.update(continued=self.continued, dropped_lines=self.dropped_lines)
+        return d
+
+    @property
+    def rejected_rate(self) -> float:
+        """Share of raw lines that gave no record (continuation lines count with their entry)."""
+        bad = self.lines - self.records - self.continued - self.dropped_lines
+        return bad / self.lines if self.lines else 0.0
 
 
 def _read_bounded(f: IO[bytes], limit: int) -> Iterator[bytes]:

@@ -93,6 +93,43 @@ def prepare(
         Console().print(f"templates: {info['n_templates']}")
 
 
+@app.command()
+def train(
+    log_format: Annotated[Path, typer.Option("--format", help="the log format file (TOML) describing the logs")],
+    logs: Annotated[list[Path], typer.Option("--logs", help="log files or folders (gzip ok); repeatable")],
+    out: Annotated[Path, typer.Option(help="model bundle folder to write")],
+    labels: Annotated[Optional[Path], typer.Option(help="CSV session_id,label (Normal|Anomaly): anomalous sessions never train; enables P/R/F1")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="fine-tune from this bundle (e.g. artifacts/models/hdfs) instead of training from scratch")] = None,
+    epochs: Annotated[float, typer.Option(help="passes over the training windows")] = 20.0,
+    max_samples: Annotated[int, typer.Option(help="cap on training windows (bounds CPU time)")] = 60_000,
+    percentile: Annotated[float, typer.Option(help="calibration: flag at most (100-p)% of normal validation sessions")] = 99.5,
+    instability: Annotated[float, typer.Option(help="calibration: tolerate this rate of dropped/duplicated/swapped lines")] = 0.02,
+    split: Annotated[str, typer.Option(help="auto (by time when every session has one) | time | hash (of the session id)")] = "auto",
+    seed: Annotated[int, typer.Option()] = 1337,
+    keep_work: Annotated[bool, typer.Option(help="keep <out>/.work (checkpoints)")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Raw logs -> a calibrated model bundle: parse, mine templates, sessions and splits, train, calibrate, report."""
+    from training.train import TrainOptions, train_bundle
+
+    s = settings()
+    opts = TrainOptions(epochs=epochs, max_samples=max_samples, percentile=percentile, instability=instability,
+                        seed=seed, device=device, keep_work=keep_work, split_by=split)
+    report = train_bundle(log_format, logs, out, labels, init, opts, s.sessions, s.guard, progress=progress)
+    m = report["test"]["model"]
+    table = Table(title=f"{report['format']}: test split ({report['test']['sessions']} sessions, "
+                        f"{report['test']['anomaly']} anomalous)")
+    for col in ("detector", "precision", "recall", "F1"):
+        table.add_column(col)
+    table.add_row("logad", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}")
+    for k, b in report["test"].get("baselines", {}).items():
+        table.add_row(k, f"{b['precision']:.3f}", f"{b['recall']:.3f}", f"{b['f1']:.3f}")
+    Console().print(table)
+    Console().print(report["test"]["statement"])
+    Console().print(f"bundle: {out} (report: {out / 'report.md'}); {report['seconds']['total_s']:.0f} s")
+
+
 @app.command("eval-parser")
 def eval_parser(
     dataset: Annotated[str, typer.Option(help="built-in sample: hdfs | openstack")] = "hdfs",
@@ -402,17 +439,25 @@ def score(
 
 @app.command()
 def detect(
-    file: Annotated[Path, typer.Argument(help="raw log file (gzip ok)")],
-    model: Annotated[Path, typer.Option()] = ART / "models" / "hdfs",
-    log_format: Annotated[Optional[str], typer.Option("--format", help="hdfs | openstack | TOML file")] = None,
+    paths: Annotated[list[Path], typer.Argument(help="raw log files or folders (gzip ok)")],
+    model: Annotated[Path, typer.Option(help="model bundle (its format file says how to read the logs)")] = ART / "models" / "hdfs",
+    log_format: Annotated[Optional[str], typer.Option("--format", help="override the bundle's format: hdfs | openstack | a TOML file")] = None,
     out: Annotated[Optional[Path], typer.Option(help="alerts JSONL (default: stdout)")] = None,
+    sessions_out: Annotated[Optional[Path], typer.Option(help="CSV session_id,score,is_anomaly: one row per scored session")] = None,
+    order: Annotated[str, typer.Option(help="time: events in time order across lines and files (stable) | file: as read")] = "time",
     device: DeviceOpt = "auto",
 ) -> None:
-    """Offline detection on a raw log file: alerts as JSON lines (the streaming alert schema)."""
-    from logad.detect import detect_file
+    """Offline detection on raw logs: alerts as JSON lines (the streaming alert schema).
 
+    Fails (exit 2, with the rates) when most lines do not parse or match no template of the model:
+    a wrong format or the model of another system would otherwise flag every session."""
+    from logad.detect import detect_paths
+
+    if order not in ("time", "file"):
+        raise LogadError(f"--order must be time or file, got {order!r}")
     s = settings()
-    summary = detect_file(file, model, log_format, out, s.sessions, device)
+    summary = detect_paths(paths, model, log_format, out, s.sessions, device, sessions_out=sessions_out,
+                           guard=s.guard, order=order)
     console.print(summary)
 
 

@@ -70,14 +70,19 @@ def hash_unit(session_id: str, seed: int) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def split_sessions(sessions: list[Session], rule: SplitRule) -> SplitResult:
+def split_sessions(sessions: list[Session], rule: SplitRule, chronological: bool | None = None) -> SplitResult:
+    """Split by session start time when every session has one (or `chronological=True`, which
+    then requires it), else by a seeded hash of the session id (or `chronological=False`)."""
     ids = Counter(s.session_id for s in sessions)
     dup = [k for k, c in ids.items() if c > 1]
     if dup:
         raise ParseError(f"session id {dup[0]!r} occurs {ids[dup[0]]} times in the inputs; ids must be unique")
     out = SplitResult(rule="", splits={k: [] for k in SPLITS})
     evaluable = [s for s in sessions if not s.train_only]
-    chrono = bool(evaluable) and all(s.first_ts is not None for s in evaluable)
+    timed = bool(evaluable) and all(s.first_ts is not None for s in evaluable)
+    if chronological and not timed:
+        raise ParseError("a chronological split needs a timestamp on every session")
+    chrono = timed if chronological is None else chronological
     if chrono:
         # Chronological: oldest normal sessions train, then val, then test (random splits inflate
         # results, Le & Zhang ICSE'22); anomalies by start time too, val before test.
