@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
+from logad.default_masks import _UUID, DEFAULT_MASKS
 from logad.errors import ConfigError
 from logad.logformat import loghub_regex
 from logad.masking import Masker, MaskRule
@@ -26,29 +27,14 @@ from logad.masking import Masker, MaskRule
 HEADER_FIELDS = ("timestamp", "level", "component", "content")  # named groups parse_line reads
 _MISSING = object()
 
-# -- masking building blocks (order matters: earlier rules see raw text, later ones see placeholders)
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-# Characters that end a path (Loghub-2.0's path delimiters: a path is "/x/y" between them).
-_PATH_CH = r"""[^\s/,!;:=|"'\[\](){}]"""
-_PATH_START = r"""(?<![^\s,!;:=|"'\[\](){}])"""  # start of text or after a delimiter
-
+# -- masking building blocks (order matters: earlier rules see raw text, later ones see placeholders).
+# The generic rules are logad.default_masks' (what format files get by default); the built-ins add
+# OpenStack's request ids and URLs in front of them.
 REQ = MaskRule("req", r"req-" + _UUID, "<REQ>", "line")  # OpenStack request ids
 # `"GET /v2/.../detail HTTP/1.1"`: the request target and protocol are one parameter (Loghub-2.0).
 # `[^\s"]*` (not `\S*`) so that no two candidate starts scan the same text: '"/"/"/...' stays linear.
 URL = MaskRule("url", r'/(?<![^\s"]/)[^\s"]* HTTP/\d(?:\.\d)?(?=")', "<URL>", "line")
-UUID = MaskRule("uuid", r"(?<![\w-])" + _UUID + r"(?![\w-])", "<UUID>", needs="-")
-# IPv4 with an optional leading "/" (HDFS writes "/10.250.19.102:54106"); the port stays a <NUM>
-# because Loghub-2.0 templates keep "<*>:<*>".
-IP = MaskRule("ip", r"(?<![\w.])/?\d{1,3}(?:\.\d{1,3}){3}(?!\.?\d)(?!\w)", "<IP>", needs=".")
-PATH = MaskRule("path", _PATH_START + r"(?:/" + _PATH_CH + r"+)+/?", "<PATH>", needs="/")
-HEX = MaskRule("hex", r"(?<![\w-])(?:0[xX][0-9a-fA-F]+|[0-9a-f]{16,})(?![\w-])", "<HEX>")
-# Host names: 3+ lowercase dot-separated labels, the first with a digit ("cp-1.slowvm1.tcloud-pg0...");
-# the digit keeps Python module paths ("nova.compute.manager") out.
-HOST = MaskRule("host", r"(?<![\w.-])(?=[a-z-]*\d)[a-z0-9-]+(?:\.[a-z0-9-]+){2,}(?![\w.-])", "<HOST>", needs=".")
-# Numbers, signed or decimal, with an optional unit ("64172MB", "15GB", "20ms"); "-" and ":" split
-# dates and times into numbers, as Loghub-2.0 does ("<*>-<*>-<*> <*>:<*>:<*>").
-NUM = MaskRule("num", r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[KMGT]i?B|ms|s)?(?![\w])", "<NUM>", needs="0123456789")
-GENERIC = (UUID, IP, PATH, HEX, HOST, NUM)
+GENERIC = DEFAULT_MASKS
 
 
 INPUTS = ("text", "json")  # what one raw line is: a plain log line, or a JSON object from a log shipper
@@ -475,7 +461,7 @@ def format_from_dict(data: dict[str, Any], origin: str = "format config") -> Log
     # A format file gets logad's generic masks after its own rules (numbers, ids, addresses...):
     # what a newcomer needs; `default_masks = false` leaves exactly the file's rules.
     if data.get("default_masks", True):
-        from logad.default_masks import DEFAULT_MASKS, DEFAULT_SIM_TH
+        from logad.default_masks import DEFAULT_SIM_TH
 
         own = {r.name for r in rules}
         rules += [r for r in DEFAULT_MASKS if r.name not in own]

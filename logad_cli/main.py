@@ -127,6 +127,8 @@ def train(
         table.add_row(k, f"{b['precision']:.3f}", f"{b['recall']:.3f}", f"{b['f1']:.3f}")
     Console().print(table)
     Console().print(report["test"]["statement"])
+    for w in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
     Console().print(f"bundle: {out} (report: {out / 'report.md'}); {report['seconds']['total_s']:.0f} s")
 
 
@@ -293,6 +295,10 @@ def calibrate(
 
 
 def _default_data(model: Path) -> Path:
+    """The dataset a bundle was trained on: <bundle>/data for bundles made by `logad train`, else the
+    shipped models' prepared datasets."""
+    if (model / "data" / "test.parquet").is_file():
+        return model / "data"
     name = model.name
     return ART / ("openstack_finetune" if name == "openstack" else "hdfs_pretrain")
 

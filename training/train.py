@@ -270,6 +270,7 @@ def _report(out: Path, data_dir: Path, fmt: LogFormat, stats: ParseStats, unk: i
         "test": {"sessions": test["sessions"], "normal": test["normal"], "anomaly": test["anomaly"],
                  "model": res["model"]},
     }
+    rep["warnings"] = warnings(info, th, unk)
     if test["anomaly"] > 0 and test["normal"] > 0:
         rep["test"]["baselines"] = {k: {m: v[m] for m in ("precision", "recall", "f1")}
                                     for k, v in res["baselines"].items()}
@@ -278,6 +279,25 @@ def _report(out: Path, data_dir: Path, fmt: LogFormat, stats: ParseStats, unk: i
         rep["test"]["statement"] = (f"no labelled anomalies in the test split: {res['model']['fpr']:.2%} of its "
                                     f"{test['normal']} held-out normal sessions are flagged")
     return rep
+
+
+def warnings(info: dict, th: dict, unk: int) -> list[str]:
+    """What a person should know before trusting the bundle."""
+    out = []
+    extra = th.get("extra", {})
+    target = 1.0 - float(extra.get("target_percentile", th["percentile"])) / 100.0
+    rate = float(extra.get("joint_normal_flag_rate", 0.0))
+    if rate > target + 1e-9:
+        out.append(f"calibration could not reach its target: {rate:.1%} of the normal validation sessions are still "
+                   f"flagged (target {target:.1%}). The validation sessions differ from the training ones (with a "
+                   "split by time: the newest logs behave differently); train on logs that cover the behaviour "
+                   "you call normal, or use --split hash when time order does not matter")
+    if info["counts"]["train"]["sessions"] < 100:
+        out.append(f"only {info['counts']['train']['sessions']} training sessions: thresholds rest on few "
+                   "examples; more normal logs make them steadier")
+    if unk:
+        out.append(f"{unk} training lines matched no mined template (they count as unseen events)")
+    return out
 
 
 def report_markdown(r: dict) -> str:
@@ -300,5 +320,8 @@ def report_markdown(r: dict) -> str:
               f"| logad | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |"]
     for k, b in r["test"].get("baselines", {}).items():
         lines.append(f"| {k} (baseline) | {b['precision']:.3f} | {b['recall']:.3f} | {b['f1']:.3f} |")
-    lines += ["", r["test"]["statement"], "", f"Time: {r.get('seconds', {})}", ""]
+    lines += ["", r["test"]["statement"], ""]
+    if r.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
+    lines += [f"Time (s): {r.get('seconds', {})}", ""]
     return "\n".join(lines)
