@@ -56,13 +56,14 @@ def _print_json(obj) -> None:
 def prepare(
     dataset: Annotated[str, typer.Argument(help="hdfs | openstack | all | raw")] = "all",
     out_root: Annotated[Path, typer.Option(help="Datasets are written to <out-root>/{hdfs_pretrain,openstack_finetune}.")] = ART,
-    raw: Annotated[Optional[Path], typer.Option(help="raw log file (dataset=raw)")] = None,
-    log_format: Annotated[str, typer.Option("--format", help="log format of --raw: hdfs | openstack | a TOML file")] = "hdfs",
-    labels: Annotated[Optional[Path], typer.Option(help="SessionId,Label CSV for --raw")] = None,
-    reference: Annotated[Optional[Path], typer.Option(help="EventId,EventTemplate CSV seeding the vocab (--raw)")] = None,
+    raw: Annotated[Optional[list[Path]], typer.Option(help="raw log files or folders (dataset=raw; repeatable)")] = None,
+    log_format: Annotated[Optional[Path], typer.Option("--format", help="format file of --raw")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="session_id,label CSV for --raw")] = None,
+    split: Annotated[str, typer.Option(help="dataset=raw: auto | time | hash")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="output folder (dataset=raw)")] = None,
 ) -> None:
-    """Build train/val/test parquet splits and the template vocab."""
+    """Build train/val/test parquet splits and the template vocab (the shipped datasets, or raw logs
+    with a format file; `logad train` does this and trains in one go)."""
     from training import datasets
 
     jobs = []
@@ -71,11 +72,17 @@ def prepare(
     if dataset in ("openstack", "all"):
         jobs.append(("openstack", lambda: datasets.prepare_openstack(out_root / "openstack_finetune")))
     if dataset == "raw":
-        if raw is None or out is None:
-            raise LogadError("prepare raw needs --raw FILE and --out FOLDER")
-        from training.raw import prepare_raw
+        if not raw or out is None or log_format is None:
+            raise LogadError("prepare raw needs --raw PATH, --format FILE and --out FOLDER")
+        if split not in ("auto", "time", "hash"):
+            raise LogadError(f"--split must be auto, time or hash, got {split!r}")
+        from logad.formats import load_format
+        from training.train import prepare_from_logs
 
-        jobs.append((raw.name, lambda: prepare_raw(raw, log_format, out, labels, reference)))
+        s = settings()
+        fmt = load_format(log_format)
+        jobs.append((fmt.name, lambda: prepare_from_logs(fmt, list(raw), out, labels, split_by=split,
+                                                        gap_s=s.sessions.gap_s, guard=s.guard)[1]))
     if not jobs:
         raise LogadError(f"unknown dataset {dataset!r} (hdfs | openstack | all | raw)")
     for name, job in jobs:
@@ -83,8 +90,8 @@ def prepare(
         table = Table(title=f"{name}: {info['split_rule']}")
         for col in ("split", "sessions", "normal", "anomaly", "events", "unseen template rate"):
             table.add_column(col)
-        for split, c in info["counts"].items():
-            table.add_row(split, str(c["sessions"]), str(c["normal"]), str(c["anomaly"]), str(c["events"]),
+        for split_name, c in info["counts"].items():
+            table.add_row(split_name, str(c["sessions"]), str(c["normal"]), str(c["anomaly"]), str(c["events"]),
                           f"{c['unseen_template_rate']:.4f}")
         Console().print(table)
         for k in ("lines", "rejected"):

@@ -137,7 +137,6 @@ def train_bundle(format_path: str | Path, logs: list[Path], out: str | Path, lab
                  progress: bool = True) -> dict:
     """Build the bundle at `out`; returns the report (also written to <out>/report.json)."""
     from training.calibrate import calibrate
-    from training.pretrain import publish
 
     t0 = time.time()
     out = Path(out)
@@ -151,32 +150,9 @@ def train_bundle(format_path: str | Path, logs: list[Path], out: str | Path, lab
     steps: dict[str, float] = {}
 
     stats = ParseStats()
-    records = read_logs(fmt, logs, stats, progress)
-    check_input(stats, 0, guard, f"{len(logs)} input path(s) with format {fmt.name!r}")
-    steps["read_s"] = time.time() - t0
-    if not records:
-        raise ConfigError("no log lines parsed: check the format file against the logs")
-
-    t = time.time()
-    vocab = TemplateVocab.fit((r[2] for r in records), fmt)
-    tids = vocab.match_many(r[2] for r in records)
-    unk = sum(1 for x in tids if x == UNK)
-    steps["templates_s"] = time.time() - t
-
-    sessions = build_sessions(records, tids, vocab, sessions_cfg.gap_s, ",".join(p.name for p in logs)[:200])
-    label_counts = apply_labels(sessions, read_labels(labels)) if labels is not None else {}
-    n_normal = sum(s.label == 0 for s in sessions)
-    if n_normal < MIN_NORMAL_SESSIONS:
-        raise ConfigError(f"{n_normal} normal sessions found (need >= {MIN_NORMAL_SESSIONS}): more logs, or a session "
-                          f"rule ({fmt.session_rule}) that groups lines into more sessions")
-    split = split_sessions(sessions, opts.split, {"auto": None, "time": True, "hash": False}[opts.split_by])
+    vocab, info, unk, label_counts = prepare_from_logs(fmt, logs, out / "data", labels, opts.split, opts.split_by,
+                                                       sessions_cfg.gap_s, guard, stats, steps, progress)
     data_dir = out / "data"
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    info = write_dataset(data_dir, split, vocab, {"dataset": fmt.name, "format": fmt.name,
-                                                 "inputs": [str(p) for p in logs]})
-    if info["counts"]["val"]["normal"] == 0 or info["counts"]["train"]["sessions"] == 0:
-        raise ConfigError("the split left no normal sessions for training or validation: give more sessions")
 
     t = time.time()
     train_info = _train_model(fmt, vocab, data_dir, out, init, opts, progress)
@@ -201,6 +177,45 @@ def train_bundle(format_path: str | Path, logs: list[Path], out: str | Path, lab
     write_json(out / "report.json", report)
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     return report
+
+
+def prepare_from_logs(fmt: LogFormat, logs: list[Path], data_dir: Path, labels: str | Path | None,
+                      rule: SplitRule = SplitRule(), split_by: str = "auto", gap_s: float = SessionConfig.gap_s,
+                      guard: GuardConfig = GuardConfig(), stats: ParseStats | None = None,
+                      steps: dict[str, float] | None = None, progress: bool = True
+                      ) -> tuple[TemplateVocab, dict, int, dict[str, int]]:
+    """Raw logs -> <data_dir>/{train,val,test}.parquet + template_vocab.json + split.json (`logad
+    prepare raw`, and the first half of `logad train`). Returns (vocab, split info, lines that
+    matched no mined template, label counts)."""
+    fmt.require_sessions()
+    stats = stats if stats is not None else ParseStats()
+    steps = steps if steps is not None else {}
+    t = time.time()
+    records = read_logs(fmt, logs, stats, progress)
+    check_input(stats, 0, guard, f"{len(logs)} input path(s) with format {fmt.name!r}")
+    steps["read_s"] = time.time() - t
+    if not records:
+        raise ConfigError("no log lines parsed: check the format file against the logs")
+    t = time.time()
+    vocab = TemplateVocab.fit((r[2] for r in records), fmt)
+    tids = vocab.match_many(r[2] for r in records)
+    unk = sum(1 for x in tids if x == UNK)
+    steps["templates_s"] = time.time() - t
+    sessions = build_sessions(records, tids, vocab, gap_s, ",".join(p.name for p in logs)[:200])
+    label_counts = apply_labels(sessions, read_labels(labels)) if labels is not None else {}
+    n_normal = sum(s.label == 0 for s in sessions)
+    if n_normal < MIN_NORMAL_SESSIONS:
+        raise ConfigError(f"{n_normal} normal sessions found (need >= {MIN_NORMAL_SESSIONS}): more logs, or a session "
+                          f"rule ({fmt.session_rule}) that groups lines into more sessions")
+    split = split_sessions(sessions, rule, {"auto": None, "time": True, "hash": False}[split_by])
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    info = write_dataset(data_dir, split, vocab, {"dataset": fmt.name, "format": fmt.name,
+                                                 "inputs": [str(p) for p in logs], "lines": stats.as_dict(),
+                                                 **label_counts})
+    if info["counts"]["val"]["normal"] == 0 or info["counts"]["train"]["sessions"] == 0:
+        raise ConfigError("the split left no normal sessions for training or validation: give more sessions")
+    return vocab, info, unk, label_counts
 
 
 def _sha(p: Path) -> str:
@@ -242,8 +257,6 @@ def _train_model(fmt: LogFormat, vocab: TemplateVocab, data_dir: Path, out: Path
     meta = {"dataset": fmt.name, "train_windows": len(train_ex), "epoch_samples": len(train_ex),
             "stage": "finetune" if init is not None else "scratch", **init_info}
     run = train(model, train_ex, val_ex, vocab, rule, cfg, work, meta=meta, progress=progress)
-    from training.pretrain import publish
-
     publish(work / "best", out)
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)

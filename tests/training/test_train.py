@@ -125,3 +125,15 @@ def test_fine_tune_from_the_shipped_model(sample: Path, tmp_path: Path) -> None:
     assert report["training"]["init"].endswith("hdfs")
     b = load_bundle(out)
     assert b.rule == load_bundle(ROOT / "artifacts" / "models" / "hdfs").rule
+
+
+def test_prepare_raw_writes_the_splits(sample: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prep"
+    cmd = [sys.executable, "-m", "logad_cli.main", "prepare", "raw", "--raw", str(sample), "--format", str(FORMAT),
+           "--labels", str(LABELS), "--out", str(out), "--split", "hash"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert all((out / f).is_file() for f in ("train.parquet", "val.parquet", "test.parquet", "template_vocab.json"))
+    assert "sha256" in json.loads((out / "split.json").read_text())["split_rule"]
+    r = subprocess.run(cmd[:5] + ["--raw", str(sample)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "needs --raw PATH, --format FILE and --out FOLDER" in r.stderr
