@@ -83,25 +83,65 @@ def write_diagnostics(out_dir: str | Path, name: str, model: NextTokenTransforme
         report["history"] = run.history
         report["train_curve"] = run.train_curve
         report["samples"], report["seconds"], report["stopped_early"] = run.samples, run.seconds, run.stopped_early
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["samples"] for r in run.train_curve], [r["loss"] for r in run.train_curve], label="train (EMA)")
-        ax.plot([r["samples"] for r in run.history], [r["val_loss"] for r in run.history], "o-", label="val")
-        ax.set(xlabel="training samples (windows)", ylabel="next-template NLL", title=f"{name}: loss")
-        ax.set_yscale("log")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / f"{name}_loss.png", dpi=100)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in ("val", "test"):
-        bp = report[s]["by_position"]
-        ax.plot([r["position"] for r in bp], [r["loss"] for r in bp], label=f"{s} loss")
-        ax.plot([r["position"] for r in bp], [r["entropy"] for r in bp], "--", label=f"{s} entropy")
-    ax.set(xlabel="position in window", ylabel="nats", title=f"{name}: loss and entropy by position")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_positional.png", dpi=100)
-    plt.close(fig)
+        plot_loss(out / f"{name}_loss.png", name, run)
+    plot_positional(out / f"{name}_positional.png", name, report)
     report.update(extra or {})
     write_json(out / f"{name}_diagnostics.json", report)
     return report
+
+
+MIN_POSITION_EVENTS = 20  # a position's mean loss over fewer events is noise: drawn faint, not as a line
+
+
+def _thousands(x: float, _pos: int) -> str:
+    return f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+
+def plot_loss(path: Path, name: str, run: RunResult) -> None:
+    """Training (EMA) and validation loss against samples seen; ticks as 50k, 100k (no run-together digits)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["samples"] for r in run.train_curve], [r["loss"] for r in run.train_curve], label="train (moving average)")
+    ax.plot([r["samples"] for r in run.history], [r["val_loss"] for r in run.history], "o-",
+            label="validation (normal sessions)")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
+    ax.set(xlabel="training windows seen", ylabel="next-template loss (nats, log scale)",
+           title=f"{name}: loss while training")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_positional(path: Path, name: str, report: dict) -> None:
+    """Loss and entropy by position in the window, over the number of events behind each point.
+
+    Most sessions are shorter than a window, so late positions hold few events: the lower panel
+    shows how many, and points over fewer than MIN_POSITION_EVENTS events are drawn as faint dots
+    rather than joined into a line that would look like a trend."""
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    colors = {"val": "tab:blue", "test": "tab:green"}
+    for s in ("val", "test"):
+        bp = report[s]["by_position"]
+        ok = [r for r in bp if r["n"] >= MIN_POSITION_EVENTS]
+        few = [r for r in bp if r["n"] < MIN_POSITION_EVENTS]
+        ax.plot([r["position"] for r in ok], [r["loss"] for r in ok], "-", color=colors[s], label=f"{s}: loss")
+        ax.plot([r["position"] for r in ok], [r["entropy"] for r in ok], "--", color=colors[s],
+                label=f"{s}: predictive entropy")
+        if few:
+            ax.plot([r["position"] for r in few], [r["loss"] for r in few], ".", color=colors[s], alpha=0.35)
+        axn.bar([r["position"] + (0.2 if s == "test" else -0.2) for r in bp], [r["n"] for r in bp], width=0.4,
+                color=colors[s], label=s)
+    ax.set(ylabel="nats", title=f"{name}: loss and entropy by position in the window\n"
+                                f"(faint dots: fewer than {MIN_POSITION_EVENTS} events at that position)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    axn.set(xlabel="position in window", ylabel="events", yscale="log")
+    axn.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
