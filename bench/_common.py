@@ -114,8 +114,9 @@ def settings_for(bootstrap: str, prefix: str, **env: str) -> tuple[dict[str, str
     e = {k: v for k, v in os.environ.items() if not k.startswith("LOGAD_")}
     e.update({
         "LOGAD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LOGAD_TOPICS_RAW": f"{prefix}.raw",  # the raw topic of any source
         **{f"LOGAD_TOPICS_{t.upper()}": f"{prefix}.{t}" for t in
-           ("raw_hdfs", "events", "windows", "scores", "alerts", "dead_letter")},
+           ("events", "windows", "scores", "alerts", "dead_letter")},
         "LOGAD_SCORER_MODEL_DIR": str(MODEL), "LOGAD_SCORER_DEVICE": "cpu",
         "LOGAD_LOGGING_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
         **env,
@@ -171,7 +172,7 @@ class Pipeline:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"logad-bench-{self.id}."))
         self.ports = [free_port() for _ in range(workers)]
         self.env, self.settings = settings_for(bootstrap, self.id, LOGAD_WEB_SCORER_PORT=str(free_port()), **env)
-        self.raw = self.settings.topics.raw_hdfs
+        self.raw = f"{self.id}.raw"
         self.raw_partitions = raw_partitions
         asyncio.run(self._topics())
         self.workers = [Proc(f"worker{i}", ["worker", "--app-id", self.id, "--data-dir", str(self.tmp / f"faust{i}")],

@@ -145,7 +145,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from streams.codec import encode_window
+    from streams.codec import encode_windows, vocab_tag
+    from streams.sessionize import load_session_rules
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sample = sample_windows(16_252)
@@ -154,7 +155,8 @@ def main() -> None:
     rates = {} if args.no_model else model_rates(sample, devices)
     lines = int(args.windows / len(sample) * 16_252) + 1
     windows = sample_windows(lines)[: args.windows]
-    values = [encode_window(w) for w in windows]
+    tag = vocab_tag(load_session_rules(MODEL, None, SessionConfig())[0])  # the scorer refuses other vocabs
+    values = [v for w in windows for v in encode_windows([w], vocab=tag)]
     distinct = len({(w.ids, w.n_context) for w in windows})
     log(f"stream runs: {len(values):,} windows ({distinct} distinct id sequences)")
     stream = {}

@@ -40,8 +40,12 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class TopicsConfig:
-    raw_hdfs: str = "logs.hdfs"  # raw HDFS lines, one line (or newline-joined lines) per record
-    raw_openstack: str = "logs.openstack"  # raw OpenStack lines
+    # raw topic of a source (a log format's name, e.g. hdfs): a template, {source} = that name. One
+    # line, newline-joined lines or (multi-line formats) whole entries per record; JSON input: one
+    # JSON object per line
+    raw: str = "logs.{source}"
+    # per-source raw topic, overriding `raw` (TOML [topics.raw_by_source], env/--set "myapp=logs.x,hdfs=logs.h")
+    raw_by_source: dict[str, str] = field(default_factory=dict)
     events: str = "logad.events"  # templated events, keyed by session id
     windows: str = "logad.windows"  # closed session windows, input of the scorer
     scores: str = "logad.scores"  # every window score
@@ -155,11 +159,36 @@ def coerce(value: Any, typ: Any, key: str, origin: str) -> Any:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError
             return str(value)
+        if typing.get_origin(typ) is dict:
+            return _coerce_mapping(value, typ, key, origin)
     except (TypeError, ValueError):
         raise ConfigError(
             f"{key} (from {origin}): expected {getattr(typ, '__name__', typ)}, got {value!r}"
         ) from None
     raise ConfigError(f"{key}: unsupported setting type {typ!r}")
+
+
+def _coerce_mapping(value: Any, typ: Any, key: str, origin: str) -> dict[str, Any]:
+    """A TOML table, or "name=value,name=value" from env/CLI ("" = empty), -> {name: value}."""
+    ktyp, vtyp = typing.get_args(typ) or (str, str)
+    if isinstance(value, str):
+        pairs: list[tuple[str, str]] = []
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, eq, v = item.partition("=")
+            if not eq or not name.strip() or not v.strip():
+                raise ConfigError(f"{key} (from {origin}): expected name=value pairs separated by commas, got {item!r}")
+            pairs.append((name.strip(), v.strip()))
+        items: Any = pairs
+    elif isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        raise ConfigError(f"{key} (from {origin}): expected a table or name=value pairs, got {value!r}")
+    out: dict[str, Any] = {}
+    for name, v in items:
+        out[coerce(name, ktyp, f"{key} name", origin)] = coerce(v, vtyp, f"{key}.{name}", origin)
+    return out
 
 
 def _apply(base: Any, updates: Mapping[str, Any], origin: str) -> Any:

@@ -490,12 +490,23 @@ AppIdOpt = Annotated[str, typer.Option("--app-id", help="Faust app id = consumer
 
 
 def _model_dir(s, model: Path | None) -> Path:
+    """The bundle of a stream command: --model, else scorer.model_dir (LOGAD_SCORER_MODEL_DIR)."""
     return model or Path(s.scorer.model_dir)
+
+
+def _raw_topic(s, model_dir: Path, topic: str | None) -> str:
+    """--topic, else the raw topic of the bundle's source (its format's name; topics.raw / raw_by_source)."""
+    from streams.sessionize import model_format
+    from streams.topics import raw_topic
+
+    return topic or raw_topic(s, model_format(model_dir).name)
 
 
 @app.command("create-topics")
 def create_topics_cmd(
-    source: Annotated[str, typer.Option(help="raw topic(s) to create: hdfs | openstack | all")] = "all",
+    source: Annotated[str, typer.Option(help="source (log format name) whose raw topic to create; all = the "
+                                             "configured bundle's source and every topics.raw_by_source name")] = "all",
+    model: ModelOpt = None,
 ) -> None:
     """Create the pipeline's topics with explicit partition counts (idempotent)."""
     import asyncio
@@ -504,12 +515,15 @@ def create_topics_cmd(
     from streams.worker import prepare
 
     s = settings()
-    sources = ["hdfs", "openstack"] if source == "all" else [source]
-    created = []
-    for src in sources:
-        created += asyncio.run(prepare(s, raw_topic(s, src)))
-    plan = partition_plan(s, [raw_topic(s, src) for src in sources])
-    for name, n in plan.items():
+    if source == "all":
+        from streams.sessionize import model_format
+
+        sources = list(dict.fromkeys([model_format(_model_dir(s, model)).name, *s.topics.raw_by_source]))
+    else:
+        sources = [source]
+    raws = list(dict.fromkeys(raw_topic(s, src) for src in sources))
+    created = asyncio.run(prepare(s, raws))
+    for name, n in partition_plan(s, raws).items():
         typer.echo(f"{name}\t{n} partition(s){'  (created)' if name in created else ''}")
 
 
@@ -517,10 +531,12 @@ def create_topics_cmd(
 def worker(
     model: ModelOpt = None,
     app_id: AppIdOpt = "logad",
-    topic: Annotated[Optional[str], typer.Option(help="raw topic (default: topics.raw_<model format>)")] = None,
+    topic: Annotated[Optional[str], typer.Option(help="raw topic (default: the raw topic of the bundle's source)")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Faust data dir (default: a temp dir per app id)")] = None,
 ) -> None:
-    """Streaming worker: ingest (raw -> events) + sessions (events -> windows); metrics on web.host:web.port."""
+    """Streaming worker: ingest (raw -> events) + sessions (events -> windows); metrics on web.host:web.port.
+
+    Reads the raw lines with the bundle's log format (any format with a session rule)."""
     from streams.worker import run_worker
 
     s = settings()
@@ -543,28 +559,35 @@ def scorer(
 @app.command()
 def replay(
     file: Annotated[Path, typer.Argument(help="raw log file (gzip ok)")],
-    topic: Annotated[Optional[str], typer.Option(help="raw topic (default: topics.raw_<format>)")] = None,
+    topic: Annotated[Optional[str], typer.Option(help="raw topic (default: the raw topic of the format's source)")] = None,
     rate: Annotated[Optional[float], typer.Option(help="lines per second")] = None,
     speed: Annotated[Optional[float], typer.Option(help="replay K times faster than the log's timestamps")] = None,
     max_: Annotated[bool, typer.Option("--max", help="as fast as possible (the default)")] = False,
-    lines_per_record: Annotated[int, typer.Option(help="newline-joined lines per Kafka record")] = 1,
+    lines_per_record: Annotated[int, typer.Option(help="newline-joined lines per Kafka record (multi-line formats: "
+                                                       "whole entries, never split)")] = 1,
     partition: Annotated[int, typer.Option(help="partition to write (one: keeps the file order)")] = 0,
-    log_format: Annotated[str, typer.Option("--format", help="format of the file (for --speed and the default topic)")] = "hdfs",
+    model: ModelOpt = None,
+    log_format: Annotated[Optional[str], typer.Option("--format", help="format of the file: hdfs | openstack | a TOML "
+                                                                       "file (default: the bundle's)")] = None,
+    key: Annotated[Optional[str], typer.Option(help="record key (default: the file path for formats that name "
+                                                    "sessions from it, else none)")] = None,
     progress: Annotated[bool, typer.Option(help="tqdm progress bar")] = True,
 ) -> None:
     """Publish a log file's lines, in order, to a raw topic."""
     import asyncio
 
     from logad.formats import load_format
-    from streams.replay import Pace, replay as run
+    from streams.replay import Pace, default_key, replay as run
+    from streams.sessionize import model_format
     from streams.topics import raw_topic
 
     if max_ and (rate is not None or speed is not None):
         raise LogadError("choose one of --rate, --speed, --max")
     s = settings()
-    fmt = load_format(log_format)
+    fmt = load_format(log_format) if log_format else model_format(_model_dir(s, model))
     res = asyncio.run(run(s, file, topic or raw_topic(s, fmt.name), Pace(rate, speed),
-                          lines_per_record=lines_per_record, partition=partition, fmt=fmt, progress=progress))
+                          lines_per_record=lines_per_record, partition=partition, fmt=fmt,
+                          key=key.encode() if key is not None else default_key(file, fmt), progress=progress))
     typer.echo(f"published {res['lines']} lines in {res['records']} records in {res['seconds']} s "
                f"({res['lines_per_s']:.0f} lines/s)")
 
@@ -591,7 +614,8 @@ def alerts(
 
 @app.command("evaluate-stream")
 def evaluate_stream(
-    labels: Annotated[Path, typer.Option(help="BlockId,Label CSV (Normal | Anomaly)")],
+    labels: Annotated[Path, typer.Option(help="session labels CSV: session_id,label (or BlockId,Label; "
+                                              "label Normal | Anomaly | 0 | 1)")],
     alerts_topic: Annotated[Optional[str], typer.Option(help="default: topics.alerts")] = None,
     scores_topic: Annotated[Optional[str], typer.Option(help="default: topics.scores")] = None,
     offline: Annotated[Optional[Path], typer.Option(help="raw log file: also compare with `logad detect` on it")] = None,
@@ -600,7 +624,7 @@ def evaluate_stream(
     app_id: AppIdOpt = "logad",
     scorer_group: Annotated[str, typer.Option(help="the scorer's consumer group (for --wait)")] = "logad-scorer",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    raw_topic: Annotated[Optional[str], typer.Option(help="raw topic for the detection delay (default: topics.raw_<format>)")] = None,
+    raw_topic: Annotated[Optional[str], typer.Option(help="raw topic (default: the raw topic of the bundle's source)")] = None,
     delay: Annotated[bool, typer.Option(help="detection delay of alerted anomalous sessions (reads the raw topic)")] = True,
 ) -> None:
     """Session-level precision/recall/F1 of the stream's alerts, detection delay, agreement with offline detection."""
@@ -609,10 +633,12 @@ def evaluate_stream(
     from streams.evaluate_stream import evaluate, print_report, wait_drained
 
     s = settings()
+    model_dir = _model_dir(s, model)
+    raw = _raw_topic(s, model_dir, raw_topic)
     if wait > 0:
-        asyncio.run(wait_drained(s, app_id=app_id, scorer_group=scorer_group, timeout_s=wait))
+        asyncio.run(wait_drained(s, app_id=app_id, scorer_group=scorer_group, timeout_s=wait, raw_topic=raw))
     report = evaluate(s, labels, alerts_topic=alerts_topic, scores_topic=scores_topic, offline=offline,
-                      model_dir=_model_dir(s, model), raw_topic=raw_topic, delay=delay)
+                      model_dir=model_dir, raw_topic=raw, delay=delay)
     if as_json:
         _print_json(report)
     else:

@@ -35,8 +35,9 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
 from logad.templates import DriftMiner
-from streams.codec import CodecError, decode_events_columns, encode_dead_letter, encode_events
-from streams.ingest import IngestLoop, Ingestor
+from streams.codec import CodecError, decode_events_bundle, encode_dead_letter, encode_events, vocab_tag
+from streams.ingest import Ingestor
+from streams.ingest_loop import IngestLoop
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics
 from streams.session_store import ChangelogTable
@@ -75,7 +76,8 @@ class WorkerContext:
 
 def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_topic: str | None = None,
               datadir: str | Path | None = None, metrics: WorkerMetrics | None = None) -> tuple[faust.App, WorkerContext]:
-    """The worker app for the model bundle's source; nothing connects until the worker starts."""
+    """The worker app for the model bundle's source (its format: any format with a session rule);
+    nothing connects until the worker starts."""
     s = settings
     vocab, fmt, rules = load_session_rules(model_dir, None, s.sessions)
     topics = topics_for(s, fmt.name, raw_topic)
@@ -117,11 +119,10 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
                       key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)
     ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
-                        max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts)
+                        max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts, guard=s.guard)
     changelog = ChangelogTable(table, changelog_topic(app_id), parts)  # we write the changelog (see there)
     runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog, probes=s.scorer.early_alerts), None,
-                           topics.windows, metrics,
-                           windows_partitions=parts)
+                           topics.windows, metrics, windows_partitions=parts, vocab=vocab_tag(vocab))
     ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
 
     @app.service
@@ -244,10 +245,10 @@ async def handle_record(ctx: WorkerContext, app: faust.App, key: bytes | None, v
     """Every failure is caught here (an agent that raises acks the record and loses it)."""
     topic = ctx.topics.events
     try:
-        src, rp, sessions, clock = decode_events_columns(key, value)  # a bundle, or an older one-session record
+        src, rp, sessions, clock, hold = decode_events_bundle(key, value)  # a bundle, or an older one-session record
         if src != ctx.source:
             raise CodecError(f"events of source {src!r} reached the {ctx.source!r} worker")
-        _, failures = await ctx.runner.on_bundle(rp, sessions, partition, offset, clock=clock)
+        _, failures = await ctx.runner.on_bundle(rp, sessions, partition, offset, clock=clock, hold=hold)
         for sid, events, e in failures:  # the rest of the bundle was applied; these sessions were not
             ctx.metrics.dead.labels("sessions", "error").inc()
             await ctx.producer.send_and_wait(ctx.topics.dead_letter, key=sid.encode(), value=encode_dead_letter(

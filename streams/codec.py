@@ -3,7 +3,7 @@
 Every topic carries plain JSON bytes that any Kafka client can read (no pickle, no Faust envelope):
 
     raw        b"<line>" or b"<line>\\n<line>..."   key optional      (written by shippers / `logad replay`)
-    events     {"src": "hdfs", "rp": "logs.hdfs/0", "t": clock,
+    events     {"src": "hdfs", "rp": "logs.hdfs/0", "t": clock, ["g": "unparsed" | "unknown"],
                 "sid": [session id, ...], "arr": [arrival of its last event, ...], "n": [its events, ...],
                 "tid": [template id, ...], "ts": [event time, ...], "pos": [raw position, ...]}
                no key, partition = the sessions' key partition: ONE record per events partition per
@@ -15,15 +15,20 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
                the events). Arrival times are the raw
                records' Kafka timestamps (seconds); `t`, the input clock, is the time up to which
                the raw partition has been read (see streams/sessionize.py: idle sessions are
-               closed on this clock). (Still read: bundles of rows, "s": [[session id, [[tid, ts,
+               closed on this clock). `g`, only while the input guard's verdict on the raw
+               topic is bad: the problem (windows emitted meanwhile are held, see below). (Still read: bundles of rows, "s": [[session id, [[tid, ts,
                pos], ...], arrival], ...], and one-session records {"src", "rp", "e": [[tid, ts,
                pos], ...]} with key = session id, as older workers wrote them.)
     windows    {"w": [{"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
-                "reason", "final", "n_lines"}, ...]}  (the Window fields)          no key
+                "reason", "final", "n_lines"}, ...], "vocab": "<16 hex>", ["hold": "unparsed" | "unknown"]}
+               (the Window fields)                                                 no key
                a bundle: ONE record per windows partition per emit (a bundle of at most
                MAX_BUNDLE_WINDOWS windows of sessions of that partition), so the broker and the
-               scorer pay per bundle, not per window. (A bare window object, key = session id, as
-               older workers wrote, is still read.)
+               scorer pay per bundle, not per window. `vocab`: the worker's vocab fingerprint
+               (vocab_tag); the scorer dead-letters records whose fingerprint is not its own
+               bundle's ("vocab_mismatch": template ids mean nothing under another vocab). `hold`:
+               the input guard's problem while the windows were emitted: the scorer publishes
+               their scores but no alerts. (A bare window object decodes, without a fingerprint.)
     scores     {"scores": [envelope, ...]}: a bundle of logad.alerts.make_event(...) envelopes
                (type io.logad.score or io.logad.anomaly), ONE record per scores partition per
                scoring batch, no key (`decode_scores` reads bundles and bare envelopes)
@@ -50,6 +55,7 @@ from logad.records import Window
 
 LINE_BITS = 20  # a record holds at most 2**20 lines (1 MiB records of >= 2-byte lines fit)
 MAX_LINES_PER_RECORD = 1 << LINE_BITS
+VOCAB_TAG_CHARS = 16  # hex digits of the vocab fingerprint stamped on windows records
 HEAD_BYTES = 256  # how much of a bad record the dead-letter keeps (enough to recognise it, bounded)
 WINDOW_FIELDS = ("source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts", "reason",
                  "final", "n_lines")
@@ -57,6 +63,11 @@ WINDOW_FIELDS = ("source", "session_id", "start", "ids", "n_context", "first_ts"
 
 class CodecError(ValueError):
     """A record on one of our topics does not have the expected shape."""
+
+
+def vocab_tag(vocab: Any) -> str:
+    """The short vocab fingerprint a windows record carries (TemplateVocab.fingerprint, 64 bits)."""
+    return vocab.fingerprint()[:VOCAB_TAG_CHARS]
 
 
 def position(offset: int, line: int) -> int:
@@ -127,12 +138,13 @@ def to_rows(tids: Sequence[int], tss: Sequence[float | None], poss: Sequence[int
 
 
 def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple], max_events: int = MAX_BUNDLE_EVENTS,
-                   clock: float | None = None) -> list[bytes]:
+                   clock: float | None = None, hold: str = "") -> list[bytes]:
     """Sessions (id, events [(tid, ts, pos), ...] in arrival order[, arrival time of the last one])
     of one events partition and one raw partition, as bundle records of at most ~max_events events
     each (a session's events stay in order across them; columns on the wire). `clock`, the input
     time the raw partition has been read up to, goes on the last record only (applying it means
-    the whole batch is applied). No sessions and a clock: one clock-only record."""
+    the whole batch is applied). No sessions and a clock: one clock-only record. `hold`: the input
+    guard's problem with the raw topic ("" = healthy), on every record."""
     parts: list[list[tuple]] = []
     part: list[tuple] = []
     n = 0
@@ -152,6 +164,8 @@ def encode_bundles(src: str, raw_partition: str, sessions: Sequence[tuple], max_
     out = []
     for part in parts:
         doc: dict[str, Any] = {"src": src, "rp": raw_partition}
+        if hold:
+            doc["g"] = hold
         if part:
             sids, rowss, arrivals = zip(*part)
             tids, tss, poss = zip(*chain.from_iterable(rowss))  # (events,) each, session after session
@@ -215,12 +229,21 @@ def _bundle_columns(doc: dict) -> list[tuple[str, list[int], list[float | None],
     return out
 
 
+SessionColumns = tuple[str, list[int], list[float | None], list[int], float | None]
+
+
 def decode_events_columns(key: bytes | None, data: bytes | None
-                          ) -> tuple[str, str, list[tuple[str, list[int], list[float | None], list[int], float | None]],
-                                     float | None]:
+                          ) -> tuple[str, str, list[SessionColumns], float | None]:
     """An events record -> (source, raw partition, [(session id, tids, times, positions, arrival
-    time of its last event | None)], input clock | None): what the session agent applies. Reads
-    column bundles, row bundles and one-session records (older workers); CodecError when malformed."""
+    time of its last event | None)], input clock | None). Reads column bundles, row bundles and
+    one-session records (older workers); CodecError when malformed."""
+    return decode_events_bundle(key, data)[:4]  # type: ignore[return-value]
+
+
+def decode_events_bundle(key: bytes | None, data: bytes | None
+                         ) -> tuple[str, str, list[SessionColumns], float | None, str]:
+    """decode_events_columns and the input guard's problem with the raw topic ("" = healthy):
+    what the session agent applies."""
     doc = _loads(data, "events record")
     try:
         src, rp = doc["src"], doc["rp"]
@@ -230,8 +253,11 @@ def decode_events_columns(key: bytes | None, data: bytes | None
         if not (clock is None or _number(clock)):
             raise TypeError("t must be a number")
         clock = None if clock is None else float(clock)
+        hold = doc.get("g", "")
+        if not isinstance(hold, str):
+            raise TypeError("g must be a string")
         if "sid" in doc:
-            return src, rp, _bundle_columns(doc), clock
+            return src, rp, _bundle_columns(doc), clock, hold
         if "s" in doc:
             sessions = doc["s"]
             if not isinstance(sessions, list):
@@ -246,13 +272,13 @@ def decode_events_columns(key: bytes | None, data: bytes | None
                         not (arrival is None or _number(arrival)):
                     raise TypeError(f"bad session entry for {sid!r}")
                 out.append((sid, *to_columns(_rows(rows)), None if arrival is None else float(arrival)))
-            return src, rp, out, clock
+            return src, rp, out, clock, hold
         if not key:
             raise TypeError("one-session events record without a session id key")
         rows = doc["e"]
         if not isinstance(rows, list):
             raise TypeError("wrong field types")
-        return src, rp, [(key.decode("utf-8", "replace"), *to_columns(_rows(rows)), None)], None
+        return src, rp, [(key.decode("utf-8", "replace"), *to_columns(_rows(rows)), None)], None, hold
     except (KeyError, TypeError, ValueError) as e:
         raise CodecError(f"events record: {e}") from None
 
@@ -284,42 +310,55 @@ MAX_BUNDLE_WINDOWS = 256  # windows per windows record (~100 KB of JSON)
 MAX_BUNDLE_BYTES = 512 * 1024  # ... and at most this many bytes (topics take 1 MiB records)
 
 
-def encode_windows(windows: Sequence[Window], max_windows: int = MAX_BUNDLE_WINDOWS) -> list[bytes]:
+def encode_windows(windows: Sequence[Window], max_windows: int = MAX_BUNDLE_WINDOWS, *, vocab: str,
+                   hold: str = "") -> list[bytes]:
     """Windows of ONE windows partition -> bundle records (order kept) of <= max_windows windows
-    and <= MAX_BUNDLE_BYTES each (a bundle too big is split in halves; one window is never split)."""
+    and <= MAX_BUNDLE_BYTES each (a bundle too big is split in halves; one window is never split).
+    `vocab`: the worker's vocab_tag; `hold`: the input guard's problem ("" = healthy)."""
+    meta: dict[str, str] = {"vocab": vocab}
+    if hold:
+        meta["hold"] = hold
     out: list[bytes] = []
     for i in range(0, len(windows), max_windows):
-        _bundle(windows[i:i + max_windows], out)
+        _bundle(windows[i:i + max_windows], meta, out)
     return out
 
 
-def _bundle(windows: Sequence[Window], out: list[bytes]) -> None:
-    data = orjson.dumps({"w": [window_dict(w) for w in windows]})
+def _bundle(windows: Sequence[Window], meta: dict[str, str], out: list[bytes]) -> None:
+    data = orjson.dumps({"w": [window_dict(w) for w in windows], **meta})
     if len(data) <= MAX_BUNDLE_BYTES or len(windows) == 1:
         out.append(data)
         return
     half = len(windows) // 2
-    _bundle(windows[:half], out)
-    _bundle(windows[half:], out)
+    _bundle(windows[:half], meta, out)
+    _bundle(windows[half:], meta, out)
 
 
 def decode_windows(data: bytes | None) -> list[Window | CodecError]:
-    """A windows record (bundle or bare window) -> its windows in order; a malformed window is a
-    CodecError in its place (the scorer dead-letters it, the others are scored). A record that is
-    not JSON or has no windows at all raises CodecError."""
+    """A windows record (bundle or bare window) -> its windows in order (see decode_windows_record)."""
+    return decode_windows_record(data)[0]
+
+
+def decode_windows_record(data: bytes | None) -> tuple[list[Window | CodecError], str, str]:
+    """A windows record -> (its windows in order, vocab fingerprint, hold): a malformed window is a
+    CodecError in its place (the scorer dead-letters it, the others are scored); a bare window has
+    no fingerprint (""). A record that is not JSON or has no windows at all raises CodecError."""
     doc = _loads(data, "window record")
     if isinstance(doc, dict) and "w" in doc and "ids" not in doc:
         items = doc["w"]
         if not isinstance(items, list) or not items:
             raise CodecError("window bundle: 'w' must be a non-empty list")
+        vocab, hold = doc.get("vocab", ""), doc.get("hold", "")
+        if not isinstance(vocab, str) or not isinstance(hold, str):
+            raise CodecError("window bundle: 'vocab' and 'hold' must be strings")
         out: list[Window | CodecError] = []
         for d in items:
             try:
                 out.append(_window(d))
             except CodecError as e:
                 out.append(e)
-        return out
-    return [_window(doc)]
+        return out, vocab, hold
+    return [_window(doc)], "", ""
 
 
 def decode_window(data: bytes | None) -> Window:

@@ -3,7 +3,8 @@
     scores topic  -> sessions scored (deduped by event id)
     alerts topic  -> alerts (deduped by alert id) -> alerted sessions
     labels CSV    -> session-level precision / recall / F1 (a labelled session never scored counts as
-                     "not alerted", and is reported)
+                     "not alerted", and is reported): session_id,label for any source (HDFS's
+                     BlockId,Label too; `logad detect --sessions-out` CSVs name it is_anomaly)
     --offline FILE -> logad.detect.detect_file on the same file: alert-id sets compared (equal when
                      stream and offline decide identically, which is the design goal)
     raw topic     -> detection delay of every alerted anomalous session (`detection_delay`):
@@ -31,20 +32,36 @@ from logad.errors import BrokerError, ParseError
 from logad.metrics import prf
 
 
+ID_COLUMNS = ("session_id", "sessionid", "session", "blockid", "block_id", "id")
+LABEL_COLUMNS = ("label", "is_anomaly", "anomaly")
+ANOMALY = frozenset({"anomaly", "abnormal", "anomalous", "1", "true", "yes"})
+NORMAL = frozenset({"normal", "0", "false", "no", "-"})
+
+
 def read_labels(path: str | Path) -> dict[str, int]:
-    """SessionId/BlockId,Label CSV -> {session: 1 anomaly | 0 normal}."""
+    """Session labels CSV -> {session: 1 anomaly | 0 normal}. The header names the columns
+    (session_id / BlockId / ..., label / is_anomaly); without known names: id first, label second.
+    A label that is neither normal nor anomalous is an error naming the row."""
     p = Path(path)
     try:
         with p.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
-    except OSError as e:
-        raise ParseError(f"cannot read labels {p}: {e.strerror or e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParseError(f"cannot read labels {p}: {getattr(e, 'strerror', None) or e}") from None
     if not rows or len(rows[0]) < 2:
-        raise ParseError(f"{p}: expected a header like BlockId,Label")
+        raise ParseError(f"{p}: expected a header like session_id,label")
+    header = [h.strip().lower() for h in rows[0]]
+    id_col = next((header.index(c) for c in ID_COLUMNS if c in header), 0)
+    label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), 1 if id_col != 1 else 0)
     out = {}
-    for row in rows[1:]:
-        if len(row) >= 2 and row[0]:
-            out[row[0]] = 1 if row[1].strip().lower() in {"anomaly", "abnormal", "1", "true"} else 0
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) <= max(id_col, label_col) or not row[id_col]:
+            continue
+        value = row[label_col].strip().lower()
+        if value not in ANOMALY and value not in NORMAL:
+            raise ParseError(f"{p}:{n}: label {row[label_col]!r} is neither normal (Normal, 0) nor anomalous "
+                             "(Anomaly, 1)")
+        out[row[id_col]] = 1 if value in ANOMALY else 0
     return out
 
 
@@ -78,27 +95,23 @@ DELAY_DEFINITION = (
 
 
 async def session_events(settings: Settings, topic: str, model_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Session -> [(template id, arrival time of its raw record)] in stream order, from the raw topic."""
-    from logad.formats import load_format
-    from logad.parse import parse_line
-    from logad.records import LogRecord
+    """Session -> [(template id, arrival time of its raw record)] in stream order, from the raw
+    topic, read as the worker's ingest reads it (streams.ingest.Ingestor: any format, record keys
+    as origins, multi-line entries within a record)."""
     from streams.alerts_cli import read_topic
+    from streams.ingest import Ingestor, RawRecord
     from streams.sessionize import load_session_rules
 
     vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
-    fmt = fmt or load_format("hdfs")
+    ing = Ingestor(fmt, vocab, max_record_bytes=settings.ingest.max_record_bytes,
+                   max_line_bytes=settings.ingest.max_line_bytes)
     out: dict[str, list[tuple[int, float]]] = {}
     async for r in read_topic(settings, topic, from_beginning=True, follow=False):
-        if not r.value or len(r.value) > settings.ingest.max_record_bytes:
-            continue  # dead-lettered by ingest
         t = r.timestamp / 1000.0
-        for line in r.value.split(b"\n"):
-            rec = parse_line(line, fmt, settings.ingest.max_line_bytes)
-            if not isinstance(rec, LogRecord):
-                continue
-            tid = vocab.match(rec.content)
-            for key in rec.session_keys:
-                out.setdefault(key, []).append((tid, t))
+        res = ing.process([RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)], now=t)
+        for sessions in res.groups.values():
+            for sid, rows in sessions.items():
+                out.setdefault(sid, []).extend((tid, t) for tid, _, _ in rows)
     return out
 
 
@@ -294,10 +307,19 @@ async def drained(settings: Settings, *, app_id: str, scorer_group: str, raw_top
     return state
 
 
+def default_raw_topic(settings: Settings) -> str:
+    """The raw topic of the configured bundle's source (scorer.model_dir)."""
+    from streams.sessionize import model_format
+    from streams.topics import raw_topic
+
+    return raw_topic(settings, model_format(settings.scorer.model_dir).name)
+
+
 async def wait_drained(settings: Settings, *, app_id: str, scorer_group: str, timeout_s: float,
                        raw_topic: str | None = None, poll_s: float = 1.0) -> dict[str, Any]:
-    """Until every stage is drained twice in a row (or BrokerError after timeout_s)."""
-    raw = raw_topic or settings.topics.raw_hdfs
+    """Until every stage is drained twice in a row (or BrokerError after timeout_s); `raw_topic`
+    defaults to the configured bundle's."""
+    raw = raw_topic or default_raw_topic(settings)
     deadline = time.monotonic() + timeout_s
     streak, state = 0, {}
     while time.monotonic() < deadline:

@@ -1,14 +1,22 @@
 """Ingest: raw log records -> templated events, one bundle record per events partition per batch; bad input -> dead letter.
 
-    raw records (bytes: one line or newline-separated lines), consumed in batches
-      -> split lines -> logad.parse.parse_fields -> fields | Rejected          (Rejected -> dead letter)
+    raw records (bytes: one line or newline-separated lines), consumed in batches (streams/ingest_loop.py)
+      -> split lines [-> multi-line formats: entries of the record (logad.readers.entries; an entry
+         never spans records, its position is its first line's)]
+      -> logad.parse.parse_fields(origin = the record key, else "topic/partition")
+                                                 -> fields | Rejected          (Rejected -> dead letter)
       -> TemplateVocab.match(content) -> template id (UNK when nothing matches; UNK -> DriftMiner)
       -> per (raw partition, session id): [(tid, ts, pos), ...] in arrival order
       -> events topic: per raw partition, ONE bundle record per events partition per batch holding
          every session of that partition (streams/codec.py), partition = the sessions' key partition
 
-These are exactly the steps of logad.detect.windows_from_lines, so the stream decides like
-`logad detect`. `Ingestor.process` is pure (no Kafka): the unit tests call it directly.
+      -> per raw topic: counts for the input guard (streams/guard.py); its problem rides on the bundles
+
+These are exactly the steps of logad.detect, so the stream decides like `logad detect`. The origin
+is what session_from_path and session_window_s name sessions from: offline the file path, here the
+record key (a shipper keys records by file or container). JSON input: each line of a record is one
+JSON object (Vector, Fluent Bit, Filebeat ship one per record). `Ingestor.process` is pure (no
+Kafka): the unit tests call it directly.
 
 Why a batched aiokafka consumer inside a Faust service and not a Faust agent: measured on this
 2-core box against the local broker, 16,252 one-line raw records: a Faust agent with
@@ -24,19 +32,20 @@ their raw positions.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
+from logad.config import GuardConfig
 from logad.formats import LogFormat
 from logad.parse import ParseStats, parse_fields
+from logad.readers import entries
 from logad.records import Rejected
 from logad.templates import UNK, DriftMiner, TemplateVocab
 from streams.codec import LINE_BITS, MAX_LINES_PER_RECORD, encode_bundles, encode_dead_letter, encode_events
+from streams.guard import StreamGuard
 from streams.kafka_clients import key_partition
 
 log = logging.getLogger("logad.ingest")
@@ -65,6 +74,7 @@ class IngestOutput:
     groups: dict[str, dict[str, list[tuple]]] = field(default_factory=dict)  # raw partition -> session -> events
     arrival: dict[str, dict[str, float]] = field(default_factory=dict)  # raw partition -> session -> last arrival
     clocks: dict[str, float] = field(default_factory=dict)  # raw partition -> input clock after this batch
+    health: dict[str, list[int]] = field(default_factory=dict)  # raw topic -> [lines, unparsed, records, unknown]
 
     @property
     def events(self) -> list[tuple[bytes, bytes]]:
@@ -82,7 +92,7 @@ class Ingestor:
     """Parse, template and coalesce raw records; pure and synchronous (one per worker, not thread-safe)."""
 
     def __init__(self, fmt: LogFormat, vocab: TemplateVocab, *, max_record_bytes: int, max_line_bytes: int,
-                 drift: DriftMiner | None = None, partitions: int = 1) -> None:
+                 drift: DriftMiner | None = None, partitions: int = 1, guard: GuardConfig | None = None) -> None:
         self.fmt = fmt
         self.vocab = vocab
         self.max_record_bytes = max_record_bytes
@@ -95,9 +105,11 @@ class Ingestor:
         self._part: dict[str, int] = {}  # session id -> events partition
         self._clock_sent: dict[tuple[str, int], float] = {}  # (raw partition, events partition) -> wall time
         self._now = 0.0  # wall time of the batch being processed
+        self.guard = StreamGuard(guard or GuardConfig(), fmt.name)  # input health per raw topic
         # parse_fields' common case, inlined in _record: (header match, session-key findall, ts cache)
         self._fast = ((fmt.header_re.match, fmt.session_res[0].findall, fmt.ts_cache)
                       if fmt.full_header and len(fmt.session_res) == 1 and fmt.timestamp_formats else None)
+        self._general = not fmt.full_header  # any other format: entries, origins, any session rule
 
     def partition_of(self, session_id: str) -> int:
         """The events partition of a session: Kafka's default partitioner on the id's UTF-8 bytes
@@ -139,7 +151,9 @@ class Ingestor:
                 n = self.counters["dead_error"]
                 if n <= 5 or n % 1000 == 0:  # bounded logs when every record fails the same way
                     log.exception("ingest failed on %s/%d@%d (%d records so far)", r.topic, r.partition, r.offset, n)
-        src, part_of = self.fmt.name, self.partition_of
+        for topic, (lines, unparsed, ok, unk) in out.health.items():
+            self.guard.add(topic, lines, unparsed, ok, unk, now)
+        src, part_of, problem = self.fmt.name, self.partition_of, self.problem_of
         for rp, clock in (clocks or {}).items():
             out.clocks[rp] = max(clock, out.clocks.get(rp, clock))
         for rp, sessions in groups.items():
@@ -154,8 +168,9 @@ class Ingestor:
                     lst.append((sid, rows, arrival[sid]))
             out.sessions += len(sessions)
             clock = out.clocks[rp]
+            hold = problem(rp)
             for p, items in by_part.items():
-                out.bundles += [(p, v) for v in encode_bundles(src, rp, items, clock=clock)]
+                out.bundles += [(p, v) for v in encode_bundles(src, rp, items, clock=clock, hold=hold)]
                 self._clock_sent[(rp, p)] = now
             out.bundles += self.clock_bundles({rp: clock}, now, skip=set(by_part))
         out.bundles += self.clock_bundles({rp: c for rp, c in out.clocks.items() if rp not in groups}, now)
@@ -174,8 +189,12 @@ class Ingestor:
                 if (skip and p in skip) or now - self._clock_sent.get((rp, p), 0.0) < CLOCK_EVERY_S:
                     continue
                 self._clock_sent[(rp, p)] = now
-                out += [(p, v) for v in encode_bundles(self.fmt.name, rp, [], clock=clock)]
+                out += [(p, v) for v in encode_bundles(self.fmt.name, rp, [], clock=clock, hold=self.problem_of(rp))]
         return out
+
+    def problem_of(self, rp: str) -> str:
+        """The input guard's problem with the raw topic of raw partition `rp` ("" = healthy)."""
+        return self.guard.problem(rp.rpartition("/")[0])
 
     def _record(self, r: RawRecord, out: IngestOutput, groups: dict[str, dict[str, list[tuple]]]) -> None:
         self.counters["records"] += 1
@@ -208,6 +227,9 @@ class Ingestor:
             t_arr = self._now
         if t_arr > out.clocks.get(rp, 0.0):
             out.clocks[rp] = t_arr
+        if self._general:
+            self._general_lines(r, lines, out, sessions, seen, t_arr)
+            return
         # The per-line loop: locals only, counters added once per record (not per line).
         fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
         base = r.offset << LINE_BITS
@@ -261,9 +283,63 @@ class Ingestor:
                     rows.append(ev)
                 seen[key] = t_arr
             events += len(keys)
-        n = len(lines)
+        self._tally(r.topic, out, len(lines), len(lines) - ok, ok, events, unk, truncated, non_utf8)
+
+    def _general_lines(self, r: RawRecord, lines: list, out: IngestOutput, sessions: dict[str, list[tuple]],
+                       seen: dict[str, float], t_arr: float) -> None:
+        """Any format but the built-ins' shape: entries of the record (multi-line formats join
+        continuation lines; an entry's position is its first line's), the record key as origin."""
+        fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
+        origin = r.key.decode("utf-8", "replace") if r.key else self.rp_name(r.topic, r.partition)
+        base = r.offset << LINE_BITS
+        ok = events = unk = truncated = non_utf8 = unparsed = 0
+        if not r.value.isascii():  # type: ignore[union-attr]
+            for line in lines:
+                if not line.isascii():
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        non_utf8 += 1  # parsed anyway, with U+FFFD (as `logad detect` does)
+        for entry, i, n in entries(lines, fmt, self.stats):
+            f = parse_fields(entry, fmt, limit, origin)
+            if type(f) is Rejected:
+                self.stats.rejected[f.reason] += 1
+                unparsed += n
+                self._dead(out, r, f.reason, entry if isinstance(entry, bytes) else entry.encode("utf-8", "replace"),
+                           line=i, detail=f.detail)
+                continue
+            ts, _level, _component, content, keys, trunc = f
+            truncated += trunc
+            ok += 1
+            tid = match(content)
+            if tid == UNK:
+                unk += 1
+                if drift is not None:
+                    drift.observe(content)
+            ev = (tid, ts, base | i)
+            for key in keys:
+                rows = sessions.get(key)
+                if rows is None:
+                    sessions[key] = [ev]
+                else:
+                    rows.append(ev)
+                seen[key] = t_arr
+            events += len(keys)
+        self._tally(r.topic, out, len(lines), unparsed, ok, events, unk, truncated, non_utf8)
+
+    def _tally(self, topic: str, out: IngestOutput, n: int, unparsed: int, ok: int, events: int, unk: int,
+               truncated: int, non_utf8: int) -> None:
+        """A record's counts, once per record: batch output, parse stats, counters, guard counts."""
         out.lines += n
-        out.lines_by_topic[r.topic] += n
+        out.lines_by_topic[topic] += n
+        h = out.health.get(topic)
+        if h is None:
+            out.health[topic] = [n, unparsed, ok, unk]
+        else:
+            h[0] += n
+            h[1] += unparsed
+            h[2] += ok
+            h[3] += unk
         st = self.stats
         st.lines += n
         st.records += ok
@@ -274,141 +350,3 @@ class Ingestor:
             c["unk"] += unk
         if non_utf8:
             c["non_utf8"] += non_utf8
-
-
-CHUNK_BYTES = 1 << 20  # raw bytes parsed per chunk of a batch (~8k HDFS lines)
-
-
-def chunked(records: list[Any], limit: int) -> list[list[Any]]:
-    """Consecutive runs of records of at most `limit` value bytes (at least one record each)."""
-    out: list[list[Any]] = []
-    cur: list[Any] = []
-    size = 0
-    for r in records:
-        n = len(r.value or b"")
-        if cur and size + n > limit:
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(r)
-        size += n
-    if cur:
-        out.append(cur)
-    return out
-
-
-class IngestLoop:
-    """The raw-topic consumer of a worker: getmany -> Ingestor.process -> produce -> commit.
-
-    `caught_up()` tells the session timer whether every raw record that exists has been turned into
-    acknowledged events (idle sessions are only closed then; see streams/sessionize.py).
-    """
-
-    def __init__(self, *, ingestor: Ingestor, consumer: Any, producer: Any, events_topic: str,
-                 dead_letter_topic: str, batch_size: int, within_s: float, drift_every_s: float,
-                 metrics: Any = None) -> None:
-        self.ingestor = ingestor
-        self.consumer = consumer
-        self.producer = producer
-        self.events_topic = events_topic
-        self.dead_letter_topic = dead_letter_topic
-        self.batch_size = batch_size
-        self.within_ms = max(1, int(within_s * 1000))
-        self.drift_every_s = drift_every_s
-        self.metrics = metrics
-        self.busy = False  # a batch is between fetch and commit
-        self.produced_end: dict[int, int] = {}  # events partition -> next offset after our last produce
-        self._idle_polls = 0
-        self._stopping = False
-        self._next_drift = time.monotonic() + drift_every_s
-
-    async def caught_up(self) -> bool:
-        """No batch in flight, the last poll found nothing, and every assigned raw partition is read
-        (and, since batches commit before `busy` clears, committed) up to its high-water mark."""
-        if self.busy or self._idle_polls == 0:
-            return False
-        assigned = self.consumer.assignment()
-        if not assigned:
-            return False
-        for tp in assigned:
-            end = self._end(tp)
-            if end is None or await self.consumer.position(tp) < end:
-                return False
-        return True
-
-    async def run(self) -> None:
-        while not self._stopping:
-            await self.step()
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Let the batch in flight finish (so its offsets are committed), then end run()."""
-        self._stopping = True
-        deadline = time.monotonic() + timeout_s
-        while self.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
-    async def step(self) -> int:
-        """One poll; returns the number of raw records handled."""
-        batch = await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size)
-        records = [r for recs in batch.values() for r in recs]
-        now = time.time()
-        if not records:
-            self._idle_polls += 1
-            self._maybe_report_drift()
-            return 0
-        self._idle_polls = 0
-        self.busy = True
-        try:
-            t0 = time.perf_counter()
-            clocks = {}  # raw partitions read to their end: nothing unread, the clock is the wall time
-            for tp, recs in batch.items():
-                end = self._end(tp)
-                if recs and end is not None and recs[-1].offset + 1 >= end:
-                    clocks[self.ingestor.rp_name(tp.topic, tp.partition)] = now
-            # Chunks of ~CHUNK_BYTES: the bundles of a chunk go out (and the session agent, on this
-            # event loop, can take them) while the next chunk is parsed. One commit for the batch.
-            chunks = chunked(records, CHUNK_BYTES)
-            futures = []
-            outs = []
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                out = self.ingestor.process((RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                                             for r in chunk), clocks if last else None, now)
-                outs.append((len(chunk), out))
-                futures += [await self.producer.send(self.events_topic, value=v, partition=p) for p, v in out.bundles]
-                futures += [await self.producer.send(self.dead_letter_topic, key=k, value=v) for k, v in out.dead]
-                if not last:
-                    await asyncio.sleep(0)
-            for md in await asyncio.gather(*futures):  # every record acknowledged before the commit
-                if md.topic == self.events_topic:
-                    self.produced_end[md.partition] = max(self.produced_end.get(md.partition, 0), md.offset + 1)
-            await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
-            if self.metrics is not None:
-                seconds = time.perf_counter() - t0
-                for n, out in outs:
-                    self.metrics.ingest_batch(n, out, seconds / len(outs), self.ingestor)
-        finally:
-            self.busy = False
-        self._maybe_report_drift()
-        return len(records)
-
-    def _end(self, tp: Any) -> int | None:
-        """The readable end of a raw partition from the last fetch: the high-water mark, or under
-        read_committed the last stable offset (an open transaction is not readable yet)."""
-        try:
-            end = self.consumer.highwater(tp)
-            lso = getattr(self.consumer, "last_stable_offset", lambda _: None)(tp)
-        except AssertionError:  # not assigned any more (rebalance)
-            return None
-        return lso if lso is not None and lso >= 0 else end
-
-    def _maybe_report_drift(self) -> None:
-        drift = self.ingestor.drift
-        if drift is None or time.monotonic() < self._next_drift:
-            return
-        self._next_drift = time.monotonic() + self.drift_every_s
-        s = drift.summary(top=5)
-        if s["lines"]:
-            log.info("drift: %d UNK lines, %d new templates; top: %s", s["lines"], s["templates"],
-                     "; ".join(f"{t['count']}x {t['template'][:80]}" for t in s["top"]))
-        if self.metrics is not None:
-            self.metrics.drift(s)

@@ -23,12 +23,15 @@ WORKER_METRICS = (
     "logad_unk_line_ratio", "logad_drift_templates", "logad_open_sessions", "logad_session_records",
     "logad_session_closes", "logad_evictions", "logad_windows", "logad_duplicate_events",
     "logad_backfilled_events_records", "logad_caught_up", "logad_consumer_lag", "logad_input_clock_lag_seconds",
+    "logad_input_mismatch", "logad_input_unparsed_rate", "logad_input_unknown_rate",
 )
 SCORER_METRICS = (
     "logad_scorer_windows", "logad_scorer_alerts", "logad_scorer_batch_size", "logad_scorer_batch_seconds",
     "logad_scoring_latency_seconds", "logad_scorer_queue", "logad_scorer_dead_letters", "logad_scorer_retries",
     "logad_scorer_cache_hits", "logad_scorer_cache_misses", "logad_consumer_lag",
+    "logad_scorer_vocab_mismatch", "logad_alerts_held",
 )
+GUARD_PROBLEMS = ("unparsed", "unknown")  # logad.guard.Verdict.problem values
 
 
 class WorkerMetrics:
@@ -68,6 +71,17 @@ class WorkerMetrics:
         self.lag = lag_gauge(r)
         self.clock_lag = Gauge("logad_input_clock_lag_seconds", "wall time - the input clock idle sessions are "
                                "closed on (0 when caught up): how far behind the worker's decisions are", registry=r)
+        self.input_mismatch = Gauge(
+            "logad_input_mismatch", "1 while the input guard finds the raw input does not fit the deployed "
+            "bundle, by problem: unparsed = more than guard.max_unparsed_rate of the last guard.window_lines "
+            "lines do not parse (wrong log format?), unknown = more than guard.max_unknown_rate of the parsed "
+            "lines match no template (wrong model?). Meanwhile windows are marked held and the scorer publishes "
+            "their scores but no alerts (logad_alerts_held_total); alerts flow again once the input fits",
+            ["source", "topic", "problem"], registry=r)
+        self.unparsed_rate = Gauge("logad_input_unparsed_rate", "share of the last guard.window_lines raw lines "
+                                   "that did not parse (input guard)", ["source", "topic"], registry=r)
+        self.unknown_rate = Gauge("logad_input_unknown_rate", "share of the last guard.window_lines parsed lines "
+                                  "that match no template of the model (input guard)", ["source", "topic"], registry=r)
         self._seen: dict[str, int] = {}
         self._closes: dict[str, int] = {}
         self._rejected: dict[str, int] = {}
@@ -87,6 +101,11 @@ class WorkerMetrics:
                 self.parse_failures.labels(reason).inc(delta)
         if out.lines:
             self.unk_ratio.set((ingestor.counters.get("unk", 0) - unk_before) / out.lines)
+        guard = getattr(ingestor, "guard", None)
+        for topic in getattr(out, "health", {}):
+            v = guard.verdicts.get(topic) if guard is not None else None
+            if v is not None:
+                self.guard(source, topic, v)
         # The ingestor keeps running totals; export what changed since the last batch.
         for name, value in list(ingestor.counters.items()):
             delta = value - self._seen.get(name, 0)
@@ -99,6 +118,13 @@ class WorkerMetrics:
                 self.events.inc(delta)
             elif name == "unk":
                 self.unk.inc(delta)
+
+    def guard(self, source: str, topic: str, verdict: Any) -> None:
+        """The input guard's verdict on a raw topic (logad.guard.Verdict) as gauges."""
+        for problem in GUARD_PROBLEMS:
+            self.input_mismatch.labels(source, topic, problem).set(1 if verdict.problem == problem else 0)
+        self.unparsed_rate.labels(source, topic).set(verdict.unparsed_rate)
+        self.unknown_rate.labels(source, topic).set(verdict.unknown_rate)
 
     def drift(self, summary: dict) -> None:
         self.drift_templates.set(summary.get("templates", 0))
@@ -137,6 +163,15 @@ class ScorerMetrics:
                                  "windows record per scoring batch)", buckets=LATENCY_BUCKETS, registry=r)
         self.cache_hits = Counter("logad_scorer_cache_hits", "windows answered from the score cache", registry=r)
         self.cache_misses = Counter("logad_scorer_cache_misses", "windows run through the model", registry=r)
+        self.vocab_mismatch = Counter(
+            "logad_scorer_vocab_mismatch", "windows records refused because their vocab fingerprint is not the "
+            "scorer's bundle's (worker and scorer run different bundles: template ids would mean other "
+            "templates); dead-lettered with reason vocab_mismatch, never scored", registry=r)
+        self.held = Counter(
+            "logad_alerts_held", "anomalous windows scored (score record published) but not alerted because "
+            "the worker's input guard marked them held, by reason: unparsed (the raw lines do not fit the log "
+            "format) | unknown (the parsed lines match no template of the model); see logad_input_mismatch",
+            ["reason"], registry=r)
         self.lag = lag_gauge(r)
 
 

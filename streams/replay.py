@@ -1,10 +1,14 @@
-"""`logad replay FILE --topic logs.hdfs`: publish a log file's lines, in order, to a raw topic.
+"""`logad replay FILE`: publish a log file's lines, in order, to the raw topic of its format.
 
     file lines (gzip ok) -> [--lines-per-record N: newline-joined groups] -> raw topic, one partition
+A multi-line format's records hold whole entries (a header line and its continuation lines): the
+ingest joins continuation lines only within a record, so an entry is never split across records.
 Pacing: --max (as fast as the broker takes them), --rate N (lines per second), or --speed K (the
 format's timestamps, K times faster than they happened). Every record goes to ONE partition
 (--partition, default 0): Kafka orders only within a partition, and the lines of a session must
-arrive in file order (see streams/topics.py). Keys are left empty: they carry no meaning for raw lines.
+arrive in file order (see streams/topics.py). The record key is the lines' origin for formats that
+name sessions from it (session_from_path, session_window_s: the file path, as `logad detect` sees
+it, unless --key); other formats leave it empty.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from pathlib import Path
 from logad.config import Settings
 from logad.errors import ConfigError
 from logad.formats import LogFormat
-from logad.parse import open_lines
+from logad.parse import open_lines, parse_fields
+from logad.records import Rejected
+
+ORIGIN_RULES = ("session_from_path", "session_window_s")  # formats whose sessions are named from the key
 
 
 @dataclass(frozen=True)
@@ -34,31 +41,63 @@ class Pace:
             raise ConfigError("--rate and --speed must be > 0")
 
 
-def records(path: str | Path, lines_per_record: int, max_line_bytes: int = 1 << 20) -> Iterator[tuple[bytes, int, bytes]]:
-    """(value, number of lines, first line) per record, in file order."""
+def records(path: str | Path, lines_per_record: int, max_line_bytes: int = 1 << 20, fmt: LogFormat | None = None
+            ) -> Iterator[tuple[bytes, int, bytes]]:
+    """(value, number of lines, first line) per record, in file order. With a multi-line `fmt`, a
+    record holds whole entries: entries are added while it has fewer than `lines_per_record` lines
+    (an entry longer than that is a record of its own)."""
     if lines_per_record < 1:
         raise ConfigError("--lines-per-record must be >= 1")
+    lines = (line.rstrip(b"\n") for line in open_lines(path, max_line_bytes))
+    units = _entries(lines, fmt) if fmt is not None and fmt.multiline else ([line] for line in lines)
     group: list[bytes] = []
-    for line in open_lines(path, max_line_bytes):
-        group.append(line.rstrip(b"\n"))
-        if len(group) == lines_per_record:
+    for unit in units:
+        if group and len(group) + len(unit) > lines_per_record:
+            yield b"\n".join(group), len(group), group[0]
+            group = []
+        group += unit
+        if len(group) >= lines_per_record:
             yield b"\n".join(group), len(group), group[0]
             group = []
     if group:
         yield b"\n".join(group), len(group), group[0]
 
 
-def _event_time(line: bytes, fmt: LogFormat) -> float | None:
-    m = fmt.header_re.match(line.decode("utf-8", "replace"))
-    if m is None:
-        return None
-    ts = fmt.header_fields(m)[0]
-    return fmt.parse_timestamp(ts) if ts else None
+def _entries(lines: Iterator[bytes], fmt: LogFormat) -> Iterator[list[bytes]]:
+    """The lines of each entry: a line the header matches starts one (as logad.readers.entries
+    decides; here nothing is capped or joined, the ingest does that)."""
+    match = fmt.header_re.match
+    entry: list[bytes] = []
+    for line in lines:
+        if entry and match(line.decode("utf-8", "replace").rstrip("\r")) is not None:
+            yield entry
+            entry = []
+        entry.append(line)
+    if entry:
+        yield entry
+
+
+def default_key(path: str | Path, fmt: LogFormat | None) -> bytes | None:
+    """The record key of a replayed file: its path for formats that name sessions from the origin."""
+    return str(path).encode() if fmt is not None and fmt.session_rule in ORIGIN_RULES else None
+
+
+def _event_time(line: bytes, fmt: LogFormat, origin: str = "") -> float | None:
+    if fmt.full_header:
+        m = fmt.header_re.match(line.decode("utf-8", "replace"))
+        if m is None:
+            return None
+        ts = fmt.header_fields(m)[0]
+        return fmt.parse_timestamp(ts) if ts else None
+    f = parse_fields(line, fmt, origin=origin)
+    return None if type(f) is Rejected else f[0]  # type: ignore[index]
 
 
 async def replay(settings: Settings, path: str | Path, topic: str, pace: Pace, *, lines_per_record: int = 1,
-                 partition: int = 0, fmt: LogFormat | None = None, progress: bool = True) -> dict[str, float]:
-    """Publish the file; returns {"records", "lines", "seconds", "lines_per_s"} once all are acknowledged."""
+                 partition: int = 0, fmt: LogFormat | None = None, key: bytes | None = None,
+                 progress: bool = True) -> dict[str, float]:
+    """Publish the file (records keyed `key`); returns {"records", "lines", "seconds", "lines_per_s"}
+    once all are acknowledged."""
     from aiokafka import AIOKafkaProducer
     from tqdm import tqdm
 
@@ -78,19 +117,20 @@ async def replay(settings: Settings, path: str | Path, topic: str, pace: Pace, *
     first_ts: float | None = None
     pending: list[asyncio.Future] = []
     try:
-        for value, n, first in records(path, lines_per_record):
+        origin = key.decode("utf-8", "replace") if key else ""
+        for value, n, first in records(path, lines_per_record, fmt=fmt):
             if pace.rate is not None:
                 delay = t0 + n_lines / pace.rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
             elif pace.speed is not None:
-                ts = _event_time(first, fmt)  # type: ignore[arg-type]
+                ts = _event_time(first, fmt, origin)  # type: ignore[arg-type]
                 if ts is not None:
                     first_ts = ts if first_ts is None else first_ts
                     delay = t0 + (ts - first_ts) / pace.speed - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, value=value, partition=partition))
+            pending.append(await producer.send(topic, key=key, value=value, partition=partition))
             n_records += 1
             n_lines += n
             bar.update(n)

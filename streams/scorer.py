@@ -7,7 +7,11 @@
          loop keeps fetching; a batch the score cache answers whole is scored inline)
       -> scores topic: ONE bundle record per partition per batch (every score of the batch; a normal
          window's without its surprising events unless scorer.score_details)
-      -> alerts topic: one record per anomaly (logad.alerts.make_event, key session id: users subscribe)
+      -> alerts topic: one record per anomaly (logad.alerts.make_event, key session id: users subscribe),
+         except for windows the worker marked held (its input guard found the input does not fit
+         the bundle, streams/guard.py): their scores go out, their alerts are counted as held
+      -> windows records of another vocab (fingerprint not the scorer's bundle's): dead letter
+         "vocab_mismatch", never scored
       -> offsets committed only after every produce is acknowledged   (at-least-once; a bundle's
          offset is committed past only once its LAST window is settled)
 
@@ -33,7 +37,7 @@ from logad.alerts import EventEncoder, iso_time
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from logad.sessions import PROBE
-from streams.codec import encode_dead_letter, encode_scores
+from streams.codec import encode_dead_letter, encode_scores, vocab_tag
 from streams.early import EarlyGate
 from streams.kafka_clients import key_partitions, send_batched
 from streams.window_queue import Outcome, WindowQueue, unpack, unpack_record
@@ -45,6 +49,7 @@ FORWARD_BATCH = 64  # windows per model forward pass (see run_scorer)
 
 
 MAX_SCORES_BYTES = 512 * 1024  # a scores bundle record stays below this (topics take 1 MiB records)
+MISMATCH_LOG_EVERY_S = 30.0  # vocab mismatches are logged at most this often (each one is counted)
 
 
 def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
@@ -71,6 +76,10 @@ class Scorer:
         self.topics = settings.topics
         self.metrics = metrics
         self.queue = WindowQueue(self.cfg.queue_size)
+        self.vocab = vocab_tag(detector.bundle.vocab)  # windows records must carry this fingerprint
+        self.held = 0  # anomalous windows not alerted: the worker's input guard held them
+        self.mismatches = 0  # windows records refused for their vocab fingerprint
+        self._mismatch_logged = float("-inf")
         self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
         self.scored = 0
         self.alerts = 0
@@ -86,7 +95,7 @@ class Scorer:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=self.cfg.max_batch)
             for recs in batch.values():
                 for r in recs:  # decoded one record at a time: a full queue stops the decoding too
-                    await self.queue.put(unpack_record(r))
+                    await self.queue.put(unpack_record(r, self.vocab))
             if self.metrics is not None:
                 self.metrics.queue.set(self.queue.qsize())
                 await self._observe_lag()
@@ -132,7 +141,7 @@ class Scorer:
 
     async def handle(self, records: list[Any], wait: bool = True) -> asyncio.Task:
         """Decode, score and send the windows of `records` as one batch (see process)."""
-        return await self.process(unpack(records), wait)
+        return await self.process(unpack(records, self.vocab), wait)
 
     async def process(self, outcomes: list[Outcome], wait: bool = True) -> asyncio.Task:
         """Score and send one batch; a task awaits the acks (after the previous batch's), then has
@@ -235,15 +244,26 @@ class Scorer:
         details = self.cfg.score_details  # normal windows' score records without the surprising events
         encoder = self._encoder  # = encode_json(make_event(...)), the same bytes (logad.alerts)
         gate = self.early
-        scored = [o.score for o in outcomes if o.score is not None]
+        done = [o for o in outcomes if o.score is not None]
+        scored = [o.score for o in done]
         # as the default partitioner places records keyed by session id: one vectorised pass per batch
         parts = key_partitions([s.window.session_id.encode() for s in scored], self.topics.partitions)
         scores: dict[int, list[bytes]] = {}
         alerts: list[tuple[int, bytes | None, bytes]] = []
         n_alerts = n_probes = 0
-        for ws, part in zip(scored, parts):
+        held: dict[str, int] = {}
+        for o, ws, part in zip(done, scored, parts):
             w = ws.window
             probe = w.reason == PROBE
+            if o.hold and ws.is_anomaly:  # the input does not fit the bundle: score it, alert nothing
+                held[o.hold] = held.get(o.hold, 0) + 1
+                if probe:
+                    n_probes += 1
+                    continue
+                if gate.tracked:
+                    gate.admit(ws)  # a closing window still ends its session's early-alert entry
+                scores.setdefault(part, []).append(encoder.encode(ws, stamp, details=details))
+                continue
             # the gate only has work for probes and, once it tracks sessions, for their final windows
             if (probe or gate.tracked) and gate.admit(ws):  # the first anomalous probe of an open session
                 alerts.append((part, w.session_id.encode(), encoder.encode(ws, stamp, early=True)))
@@ -261,6 +281,11 @@ class Scorer:
                 n_alerts += 1
         self.scored += len(scored) - n_probes
         self.alerts += n_alerts
+        if held:
+            self.held += sum(held.values())
+            if self.metrics is not None:
+                for reason, k in held.items():
+                    self.metrics.held.labels(reason).inc(k)
         if len(scored) < len(outcomes):
             for o in outcomes:
                 if o.score is None:
@@ -275,8 +300,18 @@ class Scorer:
         if self.metrics is not None:
             self.metrics.dead.labels(reason).inc()
         r = o.record
-        log.warning("window %s/%d@%d%s dead-lettered: %s", r.topic, r.partition, r.offset,
-                    "" if o.index is None else f"[{o.index}]", o.error)
+        if reason == "vocab_mismatch":  # a deployment error: every record would log; count all, log some
+            self.mismatches += 1
+            if self.metrics is not None:
+                self.metrics.vocab_mismatch.inc()
+            now = time.monotonic()
+            if now - self._mismatch_logged >= MISMATCH_LOG_EVERY_S:
+                self._mismatch_logged = now
+                log.error("windows record %s/%d@%d refused (%d so far, dead-lettered, not scored): %s",
+                          r.topic, r.partition, r.offset, self.mismatches, detail)
+        else:
+            log.warning("window %s/%d@%d%s dead-lettered: %s", r.topic, r.partition, r.offset,
+                        "" if o.index is None else f"[{o.index}]", o.error)
         return await self.producer.send(self.topics.dead_letter, key=r.key, value=encode_dead_letter(
             reason, r.topic, r.partition, r.offset, r.value, line=o.index, detail=detail))
 
@@ -338,7 +373,8 @@ async def serve(settings: Settings, detector: Any, group: str, metrics: Any = No
         await asyncio.gather(*tasks, return_exceptions=True)
         await consumer.stop()
         await producer.stop()
-        log.info("scorer stopped: %d windows scored, %d alerts", scorer.scored, scorer.alerts)
+        log.info("scorer stopped: %d windows scored, %d alerts, %d held, %d windows records of another vocab",
+                 scorer.scored, scorer.alerts, scorer.held, scorer.mismatches)
 
 
 def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device: str) -> None:

@@ -9,7 +9,9 @@
     timer every sessions.sweep_every_s (streams/app.py `tick`)
       -> Sessionizer.sweep(input clock)                  -> closed windows ("idle")
     windows -> windows topic (bundles: one record per windows partition per unit, streams/codec.py),
-      acknowledged BEFORE the table changes are written
+      acknowledged BEFORE the table changes are written; each record carries the vocab fingerprint
+      and, while the last events bundle of some raw partition said the input guard's verdict is
+      bad, `hold` (the scorer then publishes scores but no alerts)
 Table values are orjson bytes under the session id's bytes (streams/session_store.py): co-partitioned
 with events.
 
@@ -47,7 +49,7 @@ from logad.records import Window
 from logad.sessionizer import SessionRules, Sessionizer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
-from streams.codec import encode_window, encode_windows, to_columns, to_rows
+from streams.codec import encode_windows, to_columns, to_rows
 from streams.kafka_clients import key_partition as partition_of, send_batched
 from streams.session_store import SessionStore
 
@@ -64,11 +66,13 @@ SWEEP_CHUNK = 4096  # idle sessions closed per unit of work (~30 ms of closing; 
 # ----------------------------------------------------------------------------- model bundle, lite
 def load_session_rules(model_dir: str | Path, fmt: LogFormat | None, cfg: SessionConfig
                        ) -> tuple[TemplateVocab, LogFormat, SessionRules]:
-    """Vocab, format and session rules of a model bundle, from its manifest and vocab only.
+    """Vocab, format (the bundle's unless `fmt`) and session rules of a model bundle, from its
+    manifest, vocab and format file only.
 
     The worker needs the window rule and the frozen vocab, not the weights; the hashes are checked
-    as in logad.artifacts.load_bundle, so worker and scorer cannot run different vocabs."""
-    from logad.formats import load_format
+    as in logad.artifacts.load_bundle. A format without a session rule is a ConfigError: the stream
+    could not group its lines."""
+    from logad.artifacts import bundle_format
 
     p = Path(model_dir)
     manifest = read_json(p / MANIFEST, "model manifest")
@@ -83,11 +87,17 @@ def load_session_rules(model_dir: str | Path, fmt: LogFormat | None, cfg: Sessio
     if sha256_file(vpath) != vmeta["sha256"]:
         raise ArtifactError(f"{vpath}: sha256 differs from the manifest (vocab does not belong to this model)")
     vocab = TemplateVocab.load(vpath)
-    fmt = fmt or load_format(vocab.format_name or "hdfs")  # as logad.detect.detect_file picks it
+    fmt = fmt or bundle_format(p, vocab.format_name)  # as logad.detect.detect_paths picks it
+    fmt.require_sessions()
     vocab.match("startup probe")  # a vocab that cannot match raw lines fails here, in one line, not per line
     # session_rules only reads .bundle.vocab and .bundle.rule: no need to load torch weights.
     rules = session_rules(SimpleNamespace(bundle=SimpleNamespace(vocab=vocab, rule=rule)), fmt, cfg)  # type: ignore[arg-type]
     return vocab, fmt, rules
+
+
+def model_format(model_dir: str | Path) -> LogFormat:
+    """The log format of a bundle as the worker reads it (checked as load_session_rules checks it)."""
+    return load_session_rules(model_dir, None, SessionConfig())[1]
 
 
 def key_partition(key: str, n: int) -> int:
@@ -164,8 +174,10 @@ class SessionRunner:
     """
 
     def __init__(self, processor: SessionProcessor, producer: Any, windows_topic: str, metrics: Any = None,
-                 windows_partitions: int | None = None) -> None:
+                 windows_partitions: int | None = None, *, vocab: str) -> None:
         self.proc = processor
+        self.vocab = vocab  # streams.codec.vocab_tag of the worker's vocab, on every windows record
+        self.holds: dict[str, str] = {}  # raw partition -> the guard's problem on its last bundle (bad only)
         self.producer = producer
         self.windows_topic = windows_topic
         self.windows_partitions = windows_partitions  # known: windows go out in per-partition batches
@@ -179,15 +191,16 @@ class SessionRunner:
         MAX_BUNDLE_WINDOWS), not one record per window (~18k windows per 200k HDFS lines)."""
         if windows:
             n = self.windows_partitions
+            hold = self.hold
             if n:
                 by_part: dict[int, list[Window]] = {}
                 for w in windows:
                     by_part.setdefault(partition_of(w.session_id.encode(), n), []).append(w)
                 futures = await send_batched(self.producer, self.windows_topic, (
-                    (p, None, v) for p, ws in by_part.items() for v in encode_windows(ws)))
-            else:
-                futures = [await self.producer.send(self.windows_topic, key=w.session_id.encode(),
-                                                    value=encode_window(w)) for w in windows]
+                    (p, None, v) for p, ws in by_part.items() for v in encode_windows(ws, vocab=self.vocab, hold=hold)))
+            else:  # partition count unknown: one-window bundles keyed by session id
+                futures = [await self.producer.send(self.windows_topic, key=w.session_id.encode(), value=v)
+                           for w in windows for v in encode_windows([w], vocab=self.vocab, hold=hold)]
             await asyncio.gather(*futures)
             if self.metrics is not None:
                 reasons: dict[str, int] = {}
@@ -195,6 +208,21 @@ class SessionRunner:
                     reasons[w.reason] = reasons.get(w.reason, 0) + 1
                 for reason, k in reasons.items():
                     self.metrics.windows.labels(reason).inc(k)
+
+    @property
+    def hold(self) -> str:
+        """The input guard's problem while any raw partition's last bundle reported one ("" = none):
+        windows emitted now are held (scored, not alerted)."""
+        return min(self.holds.values()) if self.holds else ""
+
+    def set_hold(self, rp: str, problem: str) -> None:
+        if problem:
+            if self.holds.get(rp) != problem:
+                log.warning("windows held from now on: the input guard reports %r on %s (alerts resume when "
+                          "it recovers)", problem, rp)
+            self.holds[rp] = problem
+        elif self.holds.pop(rp, None):
+            log.warning("input guard recovered on %s: windows are alerted again", rp)
 
     async def on_record(self, session_id: str, rp: str, events: list, partition: int, offset: int,
                         now: float | None = None) -> list[Window]:
@@ -216,7 +244,7 @@ class SessionRunner:
             return windows
 
     async def on_bundle(self, rp: str, sessions: list[tuple], partition: int, offset: int,
-                        now: float | None = None, clock: float | None = None
+                        now: float | None = None, clock: float | None = None, hold: str = ""
                         ) -> tuple[list[Window], list[tuple[str, list, Exception]]]:
         """A bundle record (every session of one events partition from one ingest batch) as ONE unit:
         apply all -> produce the windows -> await acks -> write each changed session once.
@@ -227,9 +255,11 @@ class SessionRunner:
 
         Sessions are (id, tids, times, positions, arrival time of the last one | None), as
         streams.codec.decode_events_columns gives them; the arrival time is the session's last
-        activity (else `now`, else the wall clock). `clock`: the bundle's input clock. Failures
+        activity (else `now`, else the wall clock). `clock`: the bundle's input clock; `hold`: its
+        input guard verdict on rp (applies to the windows this bundle closes, and after). Failures
         carry the session's events as rows."""
         async with self.lock:
+            self.set_hold(rp, hold)
             dup = self.proc.duplicates
             t = time.time() if now is None else now
             windows: list[Window] = []

@@ -1,12 +1,14 @@
 """The topics of the pipeline, their partition counts, and who reads and writes them.
 
-    raw (logs.hdfs, logs.openstack)  shippers / `logad replay` -> ingest        1 partition by default
+    raw (logs.<source>: logs.hdfs)   shippers / `logad replay` -> ingest        1 partition by default
     events                           ingest -> session agent (key session id)   topics.partitions
     <app id>-sessions-changelog      session table (Faust creates it, compacted) topics.partitions
     windows                          session agent -> scorer (key session id)   topics.partitions
     scores, alerts                   scorer -> consumers (key session id)       topics.partitions
     dead-letter                      ingest, sessions, scorer -> operators      topics.partitions
 
+A source is a log format's name (the model bundle's format: hdfs, openstack, myapp); its raw topic
+is topics.raw_by_source[source], else the topics.raw template with {source} replaced.
 Raw topics get ONE partition unless configured otherwise: the lines of one session must be read in
 file order, and Kafka orders only within a partition. Scale-out therefore uses one raw partition per
 host / shipper (each shipper writes its own partition, in order; a session's lines from one host
@@ -20,6 +22,8 @@ another count) instead of letting clients auto-create them with broker defaults.
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from logad.config import Settings
@@ -45,11 +49,18 @@ class Topics:
     dead_letter: str
 
 
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts
+
+
 def raw_topic(settings: Settings, source: str) -> str:
-    """The raw topic of a source ("hdfs" -> settings.topics.raw_hdfs)."""
-    name = getattr(settings.topics, f"raw_{source}", None)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"no raw topic for source {source!r}: set topics.raw_{source} or pass --topic")
+    """The raw topic of a source: topics.raw_by_source[source], else topics.raw with {source}
+    replaced ("logs.{source}" -> logs.hdfs)."""
+    t = settings.topics
+    name = t.raw_by_source.get(source) or t.raw.replace("{source}", source)
+    if not TOPIC_NAME.fullmatch(name):
+        where = f"topics.raw_by_source[{source!r}]" if source in t.raw_by_source else f"topics.raw ({t.raw!r})"
+        raise ConfigError(f"raw topic {name!r} of source {source!r} from {where} is not a valid Kafka topic name "
+                          "(letters, digits, '.', '_', '-')")
     return name
 
 
@@ -59,26 +70,26 @@ def topics_for(settings: Settings, source: str, raw: str | None = None) -> Topic
                   alerts=t.alerts, dead_letter=t.dead_letter)
 
 
-def partition_plan(settings: Settings, raw_topics: list[str] | None = None) -> dict[str, int]:
-    """{topic: partitions} for everything we create (the changelog is Faust's, see SESSIONS_TABLE)."""
+def partition_plan(settings: Settings, raw_topics: Sequence[str] = ()) -> dict[str, int]:
+    """{topic: partitions} for the given raw topics and every pipeline topic (the changelog is
+    Faust's, see SESSIONS_TABLE)."""
     t = settings.topics
     if t.partitions < 1:
         raise ConfigError(f"topics.partitions must be >= 1, got {t.partitions}")
-    raws = raw_topics if raw_topics is not None else [t.raw_hdfs, t.raw_openstack]
-    plan = {name: RAW_PARTITIONS for name in raws}
+    plan = {name: RAW_PARTITIONS for name in raw_topics}
     for name in (t.events, t.windows, t.scores, t.alerts, t.dead_letter):
         plan[name] = t.partitions
     return plan
 
 
-async def create_topics(settings: Settings, raw_topics: list[str] | None = None) -> list[str]:
+async def create_topics(settings: Settings, raw_topics: Sequence[str] = ()) -> list[str]:
     """Create the missing topics; an existing topic with another partition count is an error.
 
     Existing raw topics keep whatever count the operator gave them (one per host is fine)."""
     from streams.kafka_clients import ensure_topics  # lazy: aiokafka
 
     plan = partition_plan(settings, raw_topics)
-    raws = {k: v for k, v in plan.items() if k in set(raw_topics or [settings.topics.raw_hdfs, settings.topics.raw_openstack])}
+    raws = {k: v for k, v in plan.items() if k in set(raw_topics)}
     rest = {k: v for k, v in plan.items() if k not in raws}
     created = await ensure_topics(settings.kafka, rest, settings.topics.replication)
     created += await _ensure_raw(settings, raws)

@@ -1,7 +1,8 @@
 """The scorer's intake: windows records -> Outcomes (one per window) -> a bounded queue -> batches.
 
     windows record (a bundle, streams/codec.py) --unpack_record--> [Outcome, ...]   (a record that
-        cannot be decoded: one failed Outcome; a malformed window of a bundle: a failed one in its place)
+        cannot be decoded, or whose vocab fingerprint is not the scorer's: one failed Outcome; a
+        malformed window of a bundle: a failed one in its place; each carries the record's `hold`)
     WindowQueue: one entry per record, bounded in windows; take(limit) -> up to `limit` windows
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logad.records import Window, WindowScore
-from streams.codec import CodecError, decode_windows
+from streams.codec import CodecError, decode_windows_record
 
 
 @dataclass(slots=True)
@@ -26,28 +27,37 @@ class Outcome:
     error: str = ""  # why it went to the dead letter
     last: bool = True  # the record's last window: settling it lets the commit pass the record
     index: int | None = None  # position in a bundle (for the dead letter)
+    hold: str = ""  # the input guard's problem when the worker emitted it: scored, published, never alerted
 
 
-def unpack(records: list[Any]) -> list[Outcome]:
+def unpack(records: list[Any], vocab: str) -> list[Outcome]:
     """Windows records -> one Outcome per window (a record that cannot be decoded: one, failed)."""
     out: list[Outcome] = []
     for r in records:
-        out += unpack_record(r)
+        out += unpack_record(r, vocab)
     return out
 
 
-def unpack_record(r: Any) -> list[Outcome]:
-    """One windows record -> its windows' Outcomes, in order (the last one has last=True)."""
+def unpack_record(r: Any, vocab: str) -> list[Outcome]:
+    """One windows record -> its windows' Outcomes, in order (the last one has last=True).
+    `vocab`: the scorer's vocab fingerprint (streams.codec.vocab_tag); a record stamped with
+    another one (or none) is one failed Outcome "vocab_mismatch": its template ids name the
+    templates of another vocab, so no score of it would mean anything."""
     try:
-        items = decode_windows(r.value)
+        items, tag, hold = decode_windows_record(r.value)
     except CodecError as e:
         return [Outcome(r, None, error=f"bad_window: {e}")]
-    out = [Outcome(r, w, last=False) for w in items]
+    if tag != vocab:
+        why = ("carries no vocab fingerprint" if not tag else
+               f"has vocab fingerprint {tag[:32]!r}, this scorer's bundle {vocab!r}")
+        return [Outcome(r, None, error=f"vocab_mismatch: the windows record {why}: worker and scorer must "
+                                       "run the same model bundle")]
+    out = [Outcome(r, w, last=False, hold=hold) for w in items]
     out[-1].last = True
     if len(items) > 1:
         for i, w in enumerate(items):
             if isinstance(w, CodecError):
-                out[i] = Outcome(r, None, error=f"bad_window: {w}", last=out[i].last, index=i)
+                out[i] = Outcome(r, None, error=f"bad_window: {w}", last=out[i].last, index=i, hold=hold)
     elif isinstance(items[0], CodecError):
         out[0] = Outcome(r, None, error=f"bad_window: {items[0]}")
     return out

@@ -52,13 +52,13 @@ def banner(what: str, settings: Settings, **extra: object) -> None:
     log.info("%s starting: %s", what, orjson.dumps({**extra, "settings": redacted(settings)}).decode())
 
 
-async def prepare(settings: Settings, raw_topic: str) -> list[str]:
+async def prepare(settings: Settings, raw_topics: str | list[str]) -> list[str]:
     """Broker reachable and every topic present with its partition count; returns the topics created."""
     from streams.kafka_clients import check_broker
     from streams.topics import create_topics
 
     await check_broker(settings.kafka)
-    return await create_topics(settings, raw_topics=[raw_topic])
+    return await create_topics(settings, raw_topics=[raw_topics] if isinstance(raw_topics, str) else raw_topics)
 
 
 def use_uvloop() -> bool:

@@ -188,11 +188,13 @@ class Pipeline:
     def __init__(self, bootstrap: str, tmp: Path, **extra_env: str) -> None:
         self.id = f"r{uuid.uuid4().hex[:8]}"
         self.tmp = tmp
+        self.raw = f"{self.id}.raw"  # the raw topic (of any source: topics.raw without {source})
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOGAD_")}
         env.update({
             "LOGAD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "LOGAD_TOPICS_RAW": self.raw,
             **{f"LOGAD_TOPICS_{t.upper()}": f"{self.id}.{t}" for t in
-               ("raw_hdfs", "events", "windows", "scores", "alerts", "dead_letter")},
+               ("events", "windows", "scores", "alerts", "dead_letter")},
             "LOGAD_SESSIONS_IDLE_TIMEOUT_S": "3", "LOGAD_SESSIONS_SWEEP_EVERY_S": "0.5",
             "LOGAD_WEB_PORT": str(free_port()), "LOGAD_WEB_SCORER_PORT": str(free_port()),
             "LOGAD_SCORER_MODEL_DIR": str(MODEL), "LOGAD_SCORER_DEVICE": "cpu",
@@ -251,12 +253,12 @@ class Pipeline:
             p.stop()
 
     # -- input -----------------------------------------------------------------------------------
-    def start_replay(self, *args: str) -> subprocess.Popen:
-        """`logad replay` in the background; its output goes to replay-<n>.log (a pipe nobody reads
-        would fill up with the client's reconnect warnings during an outage and block it)."""
+    def start_replay(self, *args: str, file: Path = RAW) -> subprocess.Popen:
+        """`logad replay` of `file` in the background; its output goes to replay-<n>.log (a pipe
+        nobody reads would fill up with the client's reconnect warnings during an outage and block it)."""
         log = self.tmp / f"replay-{len(self.replays) + 1}.log"
         with open(log, "wb") as fh:
-            r = subprocess.Popen([sys.executable, "-m", "logad_cli.main", "replay", str(RAW), "--no-progress", *args],
+            r = subprocess.Popen([sys.executable, "-m", "logad_cli.main", "replay", str(file), "--no-progress", *args],
                                  cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
         r.log = log  # type: ignore[attr-defined]
         self.replays.append(r)
@@ -281,12 +283,12 @@ class Pipeline:
         from streams.topics import RAW_MAX_MESSAGE_BYTES, create_topics
 
         async def go() -> None:
-            await create_topics(self.settings, raw_topics=[self.settings.topics.raw_hdfs])
+            await create_topics(self.settings, raw_topics=[self.raw])
             producer = AIOKafkaProducer(**producer_kwargs(self.settings.kafka, max_request_size=RAW_MAX_MESSAGE_BYTES))
             await producer.start()
             try:
                 for v in values:
-                    await producer.send_and_wait(self.settings.topics.raw_hdfs, value=v, partition=0)
+                    await producer.send_and_wait(self.raw, value=v, partition=0)
             finally:
                 await producer.stop()
 
@@ -306,7 +308,7 @@ class Pipeline:
 
         async def go() -> dict[str, int]:
             out = {}
-            for stage, group, topic in (("raw", f"{self.id}-ingest", t.raw_hdfs), ("events", self.id, t.events),
+            for stage, group, topic in (("raw", f"{self.id}-ingest", self.raw), ("events", self.id, t.events),
                                         ("windows", self.scorer_group, t.windows)):
                 end, lag = await asyncio.wait_for(group_lag(self.settings, group, topic), 10)
                 out[f"{stage}_end"], out[f"{stage}_done"] = end, end - lag
@@ -327,7 +329,7 @@ class Pipeline:
 
         try:
             return asyncio.run(wait_drained(self.settings, app_id=self.id, scorer_group=self.scorer_group,
-                                            timeout_s=timeout, poll_s=0.5))
+                                            timeout_s=timeout, raw_topic=self.raw, poll_s=0.5))
         except Exception as e:
             raise AssertionError(f"{e}\n{self.logs()}") from None
 

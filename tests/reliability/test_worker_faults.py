@@ -155,7 +155,7 @@ def test_worker_sigterm_and_poison_pills(kafka_bootstrap: str, tmp_path: Path, o
         assert dup_alerts == 0, f"{dup_alerts} duplicate alerts after a graceful stop\n{p.logs()}"
         scored = {s["subject"] for s in out["scores"].values()}
         assert poison_sessions <= scored, f"poison sessions not scored: {poison_sessions - scored}"
-        dead = check_poison_dead_letters(out["dead"], p.settings.topics.raw_hdfs)
+        dead = check_poison_dead_letters(out["dead"], p.raw)
         assert state["raw"] == N_LINES + len(STREAM_POISON)
         m = p.metrics("worker")
         record("2 graceful stop (SIGTERM) + restart, poison pills first", True,

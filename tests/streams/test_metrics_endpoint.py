@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from logad.config import LoggingConfig, Settings, TopicsConfig
 from logad.records import Window
-from streams.codec import encode_window, encode_windows
+from streams.codec import encode_windows
 from streams.ingest import Ingestor, RawRecord
 from streams.metrics import SCORER_METRICS, WORKER_METRICS, ScorerMetrics, WorkerMetrics
-from tests.streams.test_stream_units import HDFS, LINES, FakeConsumer, FakeDetector, FakeProducer
+from tests.streams.test_stream_units import HDFS, LINES, TAG, FakeConsumer, FakeDetector, FakeProducer
 
 
 def free_port() -> int:
@@ -71,9 +71,11 @@ def test_scorer_metrics_endpoint_serves_every_metric() -> None:
     m = ScorerMetrics(reg)
     settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
     windows = [Window("hdfs", f"blk_{i}", 0, tuple(range(3, 3 + i)), 0, 1.0, 2.0, "idle", True, i) for i in (1, 3)]
-    recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=w.session_id.encode(), value=encode_window(w),
+    recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=w.session_id.encode(),
+                            value=encode_windows([w], vocab=TAG)[0],
                             timestamp=1_700_000_000_000) for i, w in enumerate(windows)]
-    (bundle,) = encode_windows([Window("hdfs", f"blk_b{i}", 0, (3, 4), 0, 1.0, 2.0, "idle", True, 2) for i in (1, 2)])
+    (bundle,) = encode_windows([Window("hdfs", f"blk_b{i}", 0, (3, 4), 0, 1.0, 2.0, "idle", True, 2) for i in (1, 2)],
+                              vocab=TAG)
     recs.append(SimpleNamespace(topic="W", partition=0, offset=2, key=None, value=bundle, timestamp=1_700_000_000_000))
     scorer = Scorer(FakeDetector(set()), FakeConsumer(), FakeProducer(), settings, m)
     asyncio.run(scorer.handle(recs))

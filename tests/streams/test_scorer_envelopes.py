@@ -14,7 +14,7 @@ import pytest
 from logad.alerts import make_event, validate
 from logad.config import ScorerConfig, SessionConfig, Settings, TopicsConfig
 from logad.detector import Detector
-from streams.codec import decode_scores, encode_windows
+from streams.codec import decode_scores, encode_windows, vocab_tag
 from tests.streams.test_stream_units import FakeConsumer, FakeProducer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def run_scorer(windows, score_details: bool):
                         scorer=ScorerConfig(score_details=score_details))
     det = Detector.load(MODEL, "cpu", batch_size=64, cache_size=1000)
     recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=None, value=v, timestamp=0)
-            for i, v in enumerate(encode_windows(windows, max_windows=50))]
+            for i, v in enumerate(encode_windows(windows, max_windows=50, vocab=vocab_tag(det.bundle.vocab)))]
     producer = FakeProducer()
     scorer = Scorer(det, FakeConsumer(), producer, settings)
     asyncio.run(scorer.handle(recs))  # one batch

@@ -70,7 +70,7 @@ def test_sweep_in_chunks_closes_what_one_sweep_closes() -> None:
                 proc.apply(f"s{i}", "r/0", [(3, 1.0, i)], now=float(i % 5))
             proc.store.flush()
             producer = Producer()
-            runner = sz.SessionRunner(proc, producer, "W")
+            runner = sz.SessionRunner(proc, producer, "W", vocab="ab" * 8)
             windows = asyncio.run(runner.sweep(4.5, final=False))  # idle: activity before 3.5
             return windows, dict(table), len(producer.sent)
         finally:

@@ -231,9 +231,13 @@ def test_store_len_and_iteration_ignore_tombstones(setup: tuple) -> None:
 
 
 # ----------------------------------------------------------------------------------- scorer
+TAG = "ab" * 8  # streams.codec.vocab_tag of FakeDetector's vocab: what its windows records carry
+
+
 class FakeDetector:
     version = "m-1"
     thresholds = SimpleNamespace(values={"max_nll": 1.0})
+    bundle = SimpleNamespace(vocab=SimpleNamespace(fingerprint=lambda: "ab" * 32))
 
     def __init__(self, bad: set[str]) -> None:
         self.bad, self.calls = bad, []
@@ -272,8 +276,8 @@ def test_scorer_routes_scores_alerts_and_dead_letters() -> None:
 
     settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
     windows = [Window("hdfs", f"blk_{i}", 0, tuple(range(3, 3 + i)), 0, 1.0, 2.0, "idle", True, i) for i in (1, 2, 3, 4)]
-    recs = [SimpleNamespace(topic="W", partition=i % 2, offset=10 + i, key=w.session_id.encode(), value=encode_window(w))
-            for i, w in enumerate(windows)]
+    recs = [SimpleNamespace(topic="W", partition=i % 2, offset=10 + i, key=w.session_id.encode(),
+                            value=encode_windows([w], vocab=TAG)[0]) for i, w in enumerate(windows)]
     recs.append(SimpleNamespace(topic="W", partition=0, offset=20, key=b"x", value=b"not json"))
     det, producer, consumer = FakeDetector(bad={"blk_3"}), FakeProducer(), FakeConsumer()
     scorer = Scorer(det, consumer, producer, settings)
@@ -305,7 +309,7 @@ def test_scorer_early_alerts_from_probes() -> None:
     settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
     probe = lambda n: Window("hdfs", "blk_e", 0, tuple(range(3, 3 + n)), 0, 1.0, 2.0, PROBE, False, n)  # noqa: E731
     windows = [probe(2), probe(3), probe(4), Window("hdfs", "blk_e", 0, (3, 4, 5, 6, 7), 0, 1.0, 2.0, "gap", True, 5)]
-    recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=b"blk_e", value=encode_window(w))
+    recs = [SimpleNamespace(topic="W", partition=0, offset=i, key=b"blk_e", value=encode_windows([w], vocab=TAG)[0])
             for i, w in enumerate(windows)]
     producer = FakeProducer()
     asyncio.run(Scorer(FakeDetector(set()), FakeConsumer(), producer, settings).handle(recs))
@@ -328,11 +332,11 @@ def test_scorer_window_bundles_commit_after_their_last_window() -> None:
 
     settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
     ws = [Window("hdfs", f"blk_{i}", 0, (3, 4, 5), 0, 1.0, 2.0, "idle", True, 3) for i in range(5)]
-    (value,) = encode_windows(ws)
+    (value,) = encode_windows(ws, vocab=TAG)
     doc = orjson.loads(value)
     doc["w"][2]["ids"] = []  # one malformed window in the bundle
     rec = SimpleNamespace(topic="W", partition=0, offset=7, key=None, value=orjson.dumps(doc))
-    outcomes = unpack([rec])
+    outcomes = unpack([rec], TAG)
     assert [o.window is None for o in outcomes] == [False, False, True, False, False]
     assert [o.last for o in outcomes] == [False] * 4 + [True] and outcomes[2].index == 2
     producer, consumer = FakeProducer(), FakeConsumer()
@@ -351,10 +355,10 @@ def test_scorer_window_bundles_commit_after_their_last_window() -> None:
 
 def test_window_bundles_roundtrip_and_split() -> None:
     ws = [Window("hdfs", f"blk_{i}", i, tuple(range(3, 300)), 2, 1.5, None, "idle", True, 9) for i in range(600)]
-    recs = encode_windows(ws)
+    recs = encode_windows(ws, vocab=TAG)
     assert len(recs) >= 3 and all(len(r) <= MAX_BUNDLE_BYTES for r in recs)
     assert [w for r in recs for w in decode_windows(r)] == ws
-    assert decode_windows(encode_window(ws[0])) == [ws[0]]  # a bare window (older workers) is one
+    assert decode_windows(encode_window(ws[0])) == [ws[0]]  # a bare window decodes (the scorer refuses it: no vocab)
     for bad in (b"nope", b'{"w": []}', b'{"w": 3}'):
         with pytest.raises(CodecError):
             decode_windows(bad)
@@ -455,10 +459,13 @@ def test_partition_plan() -> None:
     from streams.topics import partition_plan, raw_topic
 
     s = Settings()
-    plan = partition_plan(s)
-    assert plan[s.topics.raw_hdfs] == plan[s.topics.raw_openstack] == 1  # order of a log stream
+    assert raw_topic(s, "hdfs") == "logs.hdfs" and raw_topic(s, "openstack") == "logs.openstack"
+    assert raw_topic(s, "myapp") == "logs.myapp"  # any source: topics.raw is a template
+    plan = partition_plan(s, [raw_topic(s, "hdfs"), raw_topic(s, "openstack")])
+    assert plan["logs.hdfs"] == plan["logs.openstack"] == 1  # order of a log stream
     assert {plan[t] for t in (s.topics.events, s.topics.windows, s.topics.alerts, s.topics.dead_letter)} == {4}
-    assert raw_topic(s, "openstack") == "logs.openstack"
+    assert partition_plan(s).keys() == {s.topics.events, s.topics.windows, s.topics.scores, s.topics.alerts,
+                                        s.topics.dead_letter}
 
 
 def test_bytes_table_keeps_keys_as_on_the_events_topic() -> None:
@@ -657,7 +664,7 @@ def test_on_bundle_applies_once_and_isolates_a_failing_session(setup: tuple) -> 
 
     table: dict = {}
     producer = FakeProducer()
-    runner = SessionRunner(Flaky("hdfs", rules, table), producer, "W")
+    runner = SessionRunner(Flaky("hdfs", rules, table), producer, "W", vocab=TAG)
     full = [(3 + k % 4, 1.0 + k, k) for k in range(9)]  # 9 events: one sliding window closes (length 8)
     ok = [("a", full), ("b", [(3, 1.0, 0)])]
     windows, failures = asyncio.run(runner.on_bundle("r/0", cols(ok), partition=1, offset=7))
@@ -681,7 +688,7 @@ def test_idle_sessions_close_on_the_input_clock(setup: tuple) -> None:
     _, rules = setup
     rules = dataclasses.replace(rules, idle_timeout_s=0.3)
     table: dict = {}
-    runner = SessionRunner(SessionProcessor("hdfs", rules, table), FakeProducer(), "W")
+    runner = SessionRunner(SessionProcessor("hdfs", rules, table), FakeProducer(), "W", vocab=TAG)
     ev = [(3, 1.0, 1)]
     asyncio.run(runner.on_bundle("r/0", cols([("a", ev, 10.0), ("b", [(3, 1.0, 2)], 10.35)]), 0, 0, clock=10.4))
     assert runner.input_clock([0, 1]) is None  # partition 1 has no clock yet: no sweep
@@ -743,7 +750,7 @@ def test_changelog_table_writes_store_and_changelog_itself() -> None:
     faust_table = SimpleNamespace(data=SimpleNamespace(data={}))  # Table.data = memory Store; .data = its dict
     t = ChangelogTable(faust_table, "app-sessions-changelog", 4)
     t.producer = producer = Producer()
-    runner = SessionRunner(SessionProcessor("hdfs", load_rules_for_test(), t), producer, "W")
+    runner = SessionRunner(SessionProcessor("hdfs", load_rules_for_test(), t), producer, "W", vocab=TAG)
 
     async def go() -> None:
         await runner.on_bundle("r/0", cols([("blk_1", [(3, 1.0, 5)], 1.0)]), 0, 0)
