@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from logad.config import TopicsConfig, env_settings, load_settings
+from logad.config import env_settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,11 +30,21 @@ def compose() -> dict[str, Any]:
     return load("docker-compose.yml")
 
 
-def env_of(service: dict[str, Any]) -> dict[str, str]:
+def env_of(service: dict[str, Any], host: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as the container sees it, given the host's variables: ${VAR:-default}
+    interpolated, a name without value passed through from the host (left out when the host lacks it)."""
+    host = host or {}
     env = service.get("environment", {})
     if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    out = {}
+    for k, v in env.items():
+        if v is None:
+            if k in host:
+                out[k] = host[k]
+            continue
+        out[k] = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: host.get(m.group(1)) or m.group(2), str(v))
+    return out
 
 
 def test_kafka_is_official_single_node_kraft(compose: dict[str, Any]) -> None:
@@ -75,17 +84,39 @@ def test_app_services_wait_for_a_healthy_broker(compose: dict[str, Any], name: s
     assert all(p.startswith("127.0.0.1:") for p in svc.get("ports", [])), svc.get("ports")
 
 
+APP_SERVICES = ("init-topics", "worker", "scorer")
+
+
 def test_app_env_names_are_valid_settings(compose: dict[str, Any]) -> None:
     """A misspelt LOGAD_ variable is a ConfigError at startup: catch it here instead."""
-    for name in ("worker", "scorer"):
-        env = env_of(compose["services"][name])
-        names = [k for k in env if k.startswith("LOGAD_")]
-        assert set(env_settings(env)) == {k[len("LOGAD_"):].lower().replace("_", ".", 1) for k in names}
-        settings = load_settings(env=env)
-        assert settings.kafka.bootstrap_servers == "kafka:19092"
-        assert settings.topics.partitions == int(env_of(compose["services"]["init-topics"])["PARTITIONS"])
+    for host in ({}, {"LOGAD_MODEL": "myapp", "LOGAD_TOPICS_RAW": "logs.x"}):
+        for name in APP_SERVICES:
+            env = env_of(compose["services"][name], host)
+            names = [k for k in env if k.startswith("LOGAD_")]
+            assert set(env_settings(env)) == {k[len("LOGAD_"):].lower().replace("_", ".", 1) for k in names}
+            settings = load_settings(env=env)
+            assert settings.kafka.bootstrap_servers == "kafka:19092"
+            assert settings.topics.partitions == 4
     scorer = load_settings(env=env_of(compose["services"]["scorer"])).scorer
     assert scorer.device == "auto" and scorer.model_dir.startswith("/app/artifacts/models/")
+
+
+def test_one_variable_picks_the_bundle_and_the_raw_topic(compose: dict[str, Any]) -> None:
+    """LOGAD_MODEL names the bundle of init-topics, worker and scorer alike (the scorer refuses
+    windows of another vocab); the raw topic is the bundle source's unless LOGAD_TOPICS_RAW says."""
+    from streams.topics import raw_topic
+
+    for host, model_dir, raw in (({}, "/app/artifacts/models/hdfs", "logs.hdfs"),
+                                 ({"LOGAD_MODEL": "myapp"}, "/app/artifacts/models/myapp", "logs.myapp"),
+                                 ({"LOGAD_MODEL": "myapp", "LOGAD_TOPICS_RAW": "shipper.out"},
+                                  "/app/artifacts/models/myapp", "shipper.out")):
+        source = Path(model_dir).name  # the bundle's format name (a bundle trained as "myapp")
+        for name in APP_SERVICES:
+            settings = load_settings(env=env_of(compose["services"][name], host))
+            assert settings.scorer.model_dir == model_dir, name
+            assert raw_topic(settings, source) == raw, name
+    for name in APP_SERVICES:  # every app service sees the mounted bundles
+        assert "./artifacts/models:/app/artifacts/models:ro" in compose["services"][name]["volumes"], name
 
 
 def test_scorer_reserves_a_gpu_and_cpu_override_drops_it(compose: dict[str, Any]) -> None:
@@ -98,17 +129,21 @@ def test_scorer_reserves_a_gpu_and_cpu_override_drops_it(compose: dict[str, Any]
     env_settings(env_of(cpu))
 
 
-def test_init_topics_match_the_config_defaults(compose: dict[str, Any]) -> None:
+def test_init_topics_creates_what_the_worker_reads(compose: dict[str, Any]) -> None:
+    """Topics come from `logad create-topics` with the workers' own settings (names, partitions, the
+    bundle's raw topic with LogAppendTime), not from a second list that could drift."""
     svc = compose["services"]["init-topics"]
-    assert svc["image"] == compose["services"]["kafka"]["image"]
+    assert svc["command"] == ["logad", "create-topics", "--source", "all"]
+    assert svc["image"] == compose["services"]["worker"]["image"] and svc["build"] == "."
     assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
-    env = env_of(svc)
-    defaults = TopicsConfig()
-    expected = {getattr(defaults, f.name) for f in dataclasses.fields(TopicsConfig) if f.type in ("str", str)}
-    assert set(env["TOPICS"].split()) == expected
-    assert int(env["PARTITIONS"]) == defaults.partitions
-    script = " ".join(svc["command"])
-    assert "--if-not-exists" in script and "--replication-factor 1" in script
+    assert svc["restart"] == "no"
+    for name in ("worker", "scorer"):
+        host = {"LOGAD_MODEL": "m", "LOGAD_TOPICS_RAW": "t"}
+        app, init = env_of(compose["services"][name], host), env_of(svc, host)
+        for k in ("LOGAD_KAFKA_BOOTSTRAP_SERVERS", "LOGAD_TOPICS_PARTITIONS", "LOGAD_TOPICS_RAW",
+                  "LOGAD_SCORER_MODEL_DIR"):
+            assert app[k] == init[k], (name, k)
+        assert {k for k in app if k.startswith("LOGAD_TOPICS")} == {k for k in init if k.startswith("LOGAD_TOPICS")}
 
 
 def test_dockerfile_installs_the_package() -> None:
