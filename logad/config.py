@@ -25,6 +25,27 @@ ENV_PREFIX = "LOGAD_"
 ENV_RESERVED = frozenset({"LOGAD_CONFIG", "LOGAD_KAFKA_HOME", "LOGAD_TEST_BOOTSTRAP"})
 
 
+def _check(section: str, obj: Any, choices: dict[str, tuple] | None = None,
+           ranges: dict[str, tuple[float | None, float | None]] | None = None) -> None:
+    """Validate enum and range fields of a settings section when it is built (loading a file, an
+    environment variable or --set builds it), naming the key and what is allowed."""
+    for name, allowed in (choices or {}).items():
+        v = getattr(obj, name)
+        if v not in allowed:
+            raise ConfigError(f"{section}.{name} must be one of {', '.join(repr(a) for a in allowed)}, got {v!r}")
+    for name, (lo, hi) in (ranges or {}).items():
+        v = getattr(obj, name)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            bound = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{section}.{name} must be {bound}, got {v!r}")
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")  # what aiokafka speaks
+DEVICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port list of brokers
@@ -36,6 +57,11 @@ class KafkaConfig:
     ssl_certfile: str = ""  # client certificate for mutual TLS
     ssl_keyfile: str = ""  # private key of the client certificate
     client_id: str = "logad"  # client id shown in broker logs and quotas
+
+    def __post_init__(self) -> None:
+        _check("kafka", self, {"security_protocol": SECURITY_PROTOCOLS, "sasl_mechanism": SASL_MECHANISMS})
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("kafka.bootstrap_servers must name at least one host:port")
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,9 @@ class TopicsConfig:
     partitions: int = 4  # partitions of every topic we create (tables are co-partitioned)
     replication: int = 1  # replication factor of the topics we create
 
+    def __post_init__(self) -> None:
+        _check("topics", self, ranges={"partitions": (1, 10_000), "replication": (1, 32)})
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -63,6 +92,11 @@ class IngestConfig:
     batch_within_s: float = 0.2  # ... or whatever arrived within this many seconds
     drift_report_every_s: float = 60.0  # how often the drift miner's summary is logged
 
+    def __post_init__(self) -> None:
+        _check("ingest", self, ranges={"max_line_bytes": (64, None), "max_record_bytes": (64, None),
+                                       "batch_size": (1, None), "batch_within_s": (0.001, None),
+                                       "drift_report_every_s": (0.1, None)})
+
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -71,6 +105,11 @@ class SessionConfig:
     max_open_sessions: int = 1_000_000  # cap on open sessions per worker; oldest evicted (closed) first
     max_events_per_session: int = 100_000  # cap on events kept per session; later events counted and dropped
     sweep_every_s: float = 1.0  # how often the idle timer runs
+
+    def __post_init__(self) -> None:
+        _check("sessions", self, ranges={"gap_s": (0.001, None), "idle_timeout_s": (0.001, None),
+                                         "max_open_sessions": (1, None), "max_events_per_session": (1, None),
+                                         "sweep_every_s": (0.01, None)})
 
 
 @dataclass(frozen=True)
@@ -101,6 +140,11 @@ class ScorerConfig:
     score_details: bool = False  # also attach the surprising events to score records of normal windows (alerts always have them)
     torch_threads: int = 1  # CPU threads of the model (0 = torch's default); scale out with scorer processes
 
+    def __post_init__(self) -> None:
+        _check("scorer", self, {"device": DEVICES},
+               {"max_batch": (1, None), "max_wait_ms": (0, None), "queue_size": (1, None), "cache_size": (0, None),
+                "torch_threads": (0, None)})
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -108,11 +152,18 @@ class WebConfig:
     port: int = 6066  # worker web + Prometheus metrics port
     scorer_port: int = 6067  # scorer Prometheus metrics port
 
+    def __post_init__(self) -> None:
+        _check("web", self, ranges={"port": (1, 65535), "scorer_port": (1, 65535)})
+
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR
+    level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL
     json: bool = False  # one JSON object per log line (for log shippers)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", self.level.upper())
+        _check("logging", self, {"level": LOG_LEVELS})
 
 
 @dataclass(frozen=True)
@@ -274,7 +325,20 @@ def load_settings(
     settings = _apply(settings, _nest(env_settings(env), "environment"), "environment")
     if cli:
         settings = _apply(settings, _nest(cli, "command line"), "command line")
-    return settings
+    return cross_check(settings)
+
+
+def cross_check(s: Settings) -> Settings:
+    """Checks between fields, once every layer (file, environment, command line) is applied."""
+    k = s.kafka
+    if k.sasl_mechanism and not k.security_protocol.startswith("SASL_"):
+        raise ConfigError(f"kafka.sasl_mechanism={k.sasl_mechanism!r} needs kafka.security_protocol SASL_SSL or "
+                          f"SASL_PLAINTEXT, got {k.security_protocol!r}")
+    if k.security_protocol.startswith("SASL_") and not k.sasl_mechanism:
+        raise ConfigError(f"kafka.security_protocol={k.security_protocol} needs kafka.sasl_mechanism")
+    if s.web.port == s.web.scorer_port:
+        raise ConfigError(f"web.port and web.scorer_port must differ (both {s.web.port})")
+    return s
 
 
 def redacted(settings: Any) -> dict[str, Any]:

@@ -32,8 +32,18 @@ DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 _GLOBAL: dict = {"config": None, "set": []}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from logad import __version__
+
+        typer.echo(f"logad {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def _root(config: ConfigOpt = None, set_: SetOpt = None,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
     """Global options: settings file and overrides apply to every command that uses settings."""
     _GLOBAL["config"], _GLOBAL["set"] = config, list(set_ or [])
     if config is not None or set_:

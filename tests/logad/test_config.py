@@ -59,3 +59,38 @@ def test_cli_gives_one_line_errors(args, match):
     assert r.returncode == 2
     err = r.stderr.strip()
     assert match in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("scorer.device", "gpu", "scorer.device must be one of"),
+    ("topics.partitions", "-3", "topics.partitions must be in"),
+    ("topics.replication", "0", "topics.replication must be in"),
+    ("kafka.security_protocol", "BOGUS", "kafka.security_protocol must be one of"),
+    ("kafka.sasl_mechanism", "MD5", "kafka.sasl_mechanism must be one of"),
+    ("kafka.sasl_mechanism", "PLAIN", "needs kafka.security_protocol SASL_SSL"),
+    ("kafka.security_protocol", "SASL_SSL", "needs kafka.sasl_mechanism"),
+    ("logging.level", "LOUD", "logging.level must be one of"),
+    ("web.port", "70000", "web.port must be in"),
+    ("web.port", "6067", "must differ"),
+    ("sessions.gap_s", "0", "sessions.gap_s must be"),
+    ("ingest.batch_size", "0", "ingest.batch_size must be"),
+    ("guard.max_unknown_rate", "1.5", "guard.max_unknown_rate must be in"),
+])
+def test_choices_and_ranges_are_checked_when_loaded(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env={}, cli={key: value})
+
+
+def test_cross_field_checks_see_every_layer(tmp_path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text('[kafka]\nsecurity_protocol = "SASL_SSL"\n')
+    s = load_settings(f, env={"LOGAD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"})
+    assert (s.kafka.security_protocol, s.kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert load_settings(env={}, cli={"logging.level": "debug"}).logging.level == "DEBUG"
+
+
+def test_version_flag() -> None:
+    from logad import __version__
+
+    r = subprocess.run([sys.executable, "-m", "logad_cli.main", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"logad {__version__}"
