@@ -68,7 +68,7 @@ def test_cli_gives_one_line_errors(args, match):
     ("kafka.security_protocol", "BOGUS", "kafka.security_protocol must be one of"),
     ("kafka.sasl_mechanism", "MD5", "kafka.sasl_mechanism must be one of"),
     ("kafka.sasl_mechanism", "PLAIN", "needs kafka.security_protocol SASL_SSL"),
-    ("kafka.security_protocol", "SASL_SSL", "needs kafka.sasl_mechanism"),
+    ("kafka.sasl_mechanism", "GSSAPI", "kafka.sasl_mechanism must be one of"),
     ("logging.level", "LOUD", "logging.level must be one of"),
     ("web.port", "70000", "web.port must be in"),
     ("web.port", "6067", "must differ"),
