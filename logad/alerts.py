@@ -17,6 +17,11 @@ from logad.records import WindowScore
 
 ALERT_TYPE = "io.logad.anomaly"
 SCORE_TYPE = "io.logad.score"
+SCHEMA_VERSION = 2  # data.schema_version: bumped whenever a field of `data` changes meaning or goes
+SEVERITIES = ("critical", "error", "warning", "info")  # PagerDuty's and Alertmanager's usual words
+# combined score (how far the strongest rule is over its threshold, in that rule's normal spread):
+# at or above these an alert is critical / error, above 0 a warning; normal windows are "info".
+CRITICAL_AT, ERROR_AT = 5.0, 1.0
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -31,9 +36,17 @@ SCHEMA: dict[str, Any] = {
         "datacontenttype": {"const": "application/json"},
         "data": {
             "type": "object",
-            "required": ["session_id", "window", "scores", "thresholds", "is_anomaly", "reasons", "surprising",
-                         "first_ts", "last_ts", "line_count", "model_version", "early"],
+            "required": ["schema_version", "session_id", "window", "scores", "thresholds", "is_anomaly", "reasons",
+                         "severity", "summary", "surprising", "evidence", "first_ts", "last_ts", "line_count",
+                         "model_version", "early"],
             "properties": {
+                "schema_version": {"const": SCHEMA_VERSION},
+                "severity": {"enum": list(SEVERITIES)},
+                "summary": {"type": "string"},
+                "evidence": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "position", "line"],
+                    "properties": {"index": {"type": "integer"}, "position": {"type": "object"},
+                                   "line": {"type": "string"}}}},
                 "session_id": {"type": "string"},
                 "window": {"type": "object", "required": ["start", "end", "n_context", "reason", "final"]},
                 "scores": {"type": "object", "additionalProperties": {"type": "number"}},
@@ -53,6 +66,42 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def severity_of(ws: WindowScore) -> str:
+    """critical / error / warning for an anomalous window by how far over its thresholds it is; a
+    template the model never saw in a normal session makes it at least an error; "info" otherwise."""
+    if not ws.is_anomaly:
+        return "info"
+    c = float(ws.scores.get("combined", 0.0))
+    if c != c:  # NaN: no scale to judge by
+        c = 0.0
+    if c >= CRITICAL_AT:
+        return "critical"
+    if c >= ERROR_AT or any(r.startswith(("unseen", "new_template")) for r in ws.reasons):
+        return "error"
+    return "warning"
+
+
+def _rule(reason: str) -> str:
+    return reason.split(" ", 1)[0]
+
+
+def summary_of(ws: WindowScore) -> str:
+    """One line a person reads first: what, where, the most surprising event, which rules fired."""
+    w = ws.window
+    if not ws.is_anomaly:
+        return ""
+    n = w.end - w.start - w.n_context
+    where = f"{w.source} session {w.session_id}: events {w.start + w.n_context + 1}-{w.end} ({n} scored)"
+    top = min(ws.surprising, key=lambda e: e.get("prob", 1.0), default=None)
+    what = ""
+    if top is not None:
+        text = " ".join(str(top.get("template", "")).split())
+        text = text if len(text) <= 80 else text[:77] + "..."
+        what = f"; most surprising: \"{text}\" (p={float(top.get('prob', 0.0)):.2g})"
+    rules = ", ".join(dict.fromkeys(_rule(r) for r in ws.reasons)) or "combined score"
+    return f"{where}{what}; rules: {rules}"
+
+
 def alert_id(source: str, session_id: str, start: int, end: int, first_ts: float | None, model_version: str) -> str:
     key = f"{source}\x1f{session_id}\x1f{start}\x1f{end}\x1f{first_ts!r}\x1f{model_version}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -64,14 +113,18 @@ def iso_time(t: float) -> str:
 
 
 def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float], now: float | None = None,
-               early: bool = False, *, stamp: str | None = None, details: bool = True) -> dict:
+               early: bool = False, *, stamp: str | None = None, details: bool = True,
+               evidence: list[dict] | None = None) -> dict:
     """The envelope for one scored window (type alert when anomalous, score otherwise).
 
     `stamp`: the `time` already formatted (iso_time(now)): a batch decided at one instant formats
     it once, not per window. `details=False` leaves out the surprising events of a NORMAL window
     (`"surprising": []`; the scores topic of normal windows does not need the explanations, they
     are most of the envelope's bytes); an anomalous window always keeps them, so an alert is whole.
-    The envelope shares the WindowScore's surprising dicts: encode it, do not mutate it."""
+    The envelope shares the WindowScore's surprising dicts: encode it, do not mutate it.
+    `evidence`: the raw lines behind the window, verbatim, each {"index": event index in the session,
+    "position": {"file", "line"} offline or {"topic", "partition", "offset", "line"} in the stream,
+    "line": text} (at most a configured number; empty when unknown)."""
     w = ws.window
     return {
         "specversion": "1.0",
@@ -82,13 +135,17 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
         "time": stamp if stamp is not None else iso_time(time.time() if now is None else now),
         "datacontenttype": "application/json",
         "data": {
+            "schema_version": SCHEMA_VERSION,
             "session_id": w.session_id,
             "window": {"start": w.start, "end": w.end, "n_context": w.n_context, "reason": w.reason, "final": w.final},
             "scores": {k: float(v) for k, v in ws.scores.items()},
             "thresholds": thresholds,
             "is_anomaly": ws.is_anomaly,
             "reasons": list(ws.reasons),
+            "severity": severity_of(ws),
+            "summary": summary_of(ws),
             "surprising": list(ws.surprising) if details or ws.is_anomaly else [],
+            "evidence": evidence or [],
             "first_ts": w.first_ts,
             "last_ts": w.last_ts,
             "line_count": w.n_lines,
@@ -130,7 +187,8 @@ class EventEncoder:
         self._decided: dict[int, tuple] = {}  # id(ws.scores) -> (scores, reasons, is_anomaly, head, middle)
         self._stamp = ("", b"")  # the last `time` and its JSON
 
-    def encode(self, ws: WindowScore, stamp: str, early: bool = False, details: bool = True) -> bytes:
+    def encode(self, ws: WindowScore, stamp: str, early: bool = False, details: bool = True,
+               evidence: list[dict] | None = None) -> bytes:
         """The envelope of `ws` decided at `stamp` (iso_time), as make_event(ws, ..., early=early,
         stamp=stamp, details=details) encoded, for a window whose fields have the types the
         windows codec guarantees (int positions and counts, bool `final`: they are written as such)."""
@@ -144,7 +202,8 @@ class EventEncoder:
             middle = (b',"scores":' + dumps({k: float(v) for k, v in ws.scores.items()}, option=self._opt)
                       + b',"thresholds":' + self._thresholds
                       + (b',"is_anomaly":true,"reasons":' if ws.is_anomaly else b',"is_anomaly":false,"reasons":')
-                      + dumps(list(ws.reasons), option=self._opt) + b',"surprising":')
+                      + dumps(list(ws.reasons), option=self._opt)
+                      + b',"severity":' + dumps(severity_of(ws)) + b',"summary":')
             d = self._decided[id(ws.scores)] = (ws.scores, ws.reasons, ws.is_anomaly, head, middle)
         src = self._sources.get(w.source)
         if src is None:
@@ -158,11 +217,14 @@ class EventEncoder:
         sid = sid[:-1]
         surprising = (dumps(list(ws.surprising), option=self._opt) if (details or ws.is_anomaly) and ws.surprising
                       else b"[]")
+        # the summary names the session and the window: per window, and only alerts have one
+        summary = dumps(summary_of(ws), option=self._opt) if ws.is_anomaly else b'""'
+        ev = dumps(evidence, option=self._opt) if evidence else b"[]"
         return b"".join((
             b'{"specversion":"1.0","id":"',
             alert_id(w.source, w.session_id, w.start, w.end, w.first_ts, self.model_version).encode(),
             src[1], d[3], sid, b',"time":', self._stamp[1], b',"datacontenttype":"application/json","data":'
-            b'{"session_id":', sid, b',"window":{"start":%d,"end":%d,"n_context":%d,"reason":' % (
+            b'{"schema_version":%d,"session_id":' % SCHEMA_VERSION, sid, b',"window":{"start":%d,"end":%d,"n_context":%d,"reason":' % (
                 w.start, w.end, w.n_context), reason, b',"final":true}' if w.final else b',"final":false}',
-            d[4], surprising, b',"first_ts":', first[1:], b',"last_ts":', last, b',"line_count":%d' % w.n_lines,
+            d[4], summary, b',"surprising":', surprising, b',"evidence":', ev, b',"first_ts":', first[1:], b',"last_ts":', last, b',"line_count":%d' % w.n_lines,
             self._tail, b"true}}" if early else b"false}}"))

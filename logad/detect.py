@@ -21,7 +21,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,8 +30,8 @@ from logad.config import GuardConfig, SessionConfig
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
 from logad.parse import ParseStats, parse_line
-from logad.readers import iter_file_records
-from logad.records import LogRecord, Window
+from logad.readers import entry_texts, iter_file_records
+from logad.records import LogRecord, Window, WindowScore
 from logad.sessionizer import SessionRules, Sessionizer
 from logad.templates import UNK
 
@@ -99,20 +99,75 @@ def read_events(paths: Sequence[str | Path], fmt: LogFormat, vocab: TemplateVoca
     return out, unk
 
 
-def windows_of_events(events: Iterable[Event], sessionizer: Sessionizer) -> Iterator[Window]:
+class Positions:
+    """Where each event of each open session came from, so that an alert can quote its raw lines.
+
+    Kept beside the Sessionizer (which stores template ids only): a session's list grows with its
+    events and goes when the session closes; a gap close happens while the next event is pushed,
+    which then starts the new session's list."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, list[tuple[str, int]]] = {}
+
+    def push(self, key: str, where: tuple[str, int], windows: list[Window], store: Any) -> list[tuple[Window, list]]:
+        """Record one event of `key` and return each window with the positions of its session."""
+        out = []
+        for w in windows:
+            sid = w.session_id
+            pos = self.open.get(sid, [])
+            if w.final and sid == key and key in store and pos and pos[-1] is where:
+                out.append((w, pos[:-1]))  # gap: this event opened the next session
+                self.open[key] = [where]
+                continue
+            out.append((w, pos))
+            if w.final:
+                self.open.pop(sid, None)
+        return out
+
+
+def windows_of_events(events: Iterable[Event], sessionizer: Sessionizer, positions: Positions | None = None
+                      ) -> Iterator[tuple[Window, list]]:
+    """(window, positions of its session's events) in the order the windows close."""
     now = 0.0
-    for ts, _origin, _line, keys, tid in events:
+    store = sessionizer.store
+    for ts, origin, line, keys, tid in events:
+        where = (origin, line)
         for key in keys:
-            yield from sessionizer.push(key, tid, ts, now)
-    yield from sessionizer.close_all("end")
+            if positions is not None:
+                positions.open.setdefault(key, []).append(where)
+            done = sessionizer.push(key, tid, ts, now)
+            if positions is None:
+                yield from ((w, []) for w in done)
+            elif done:
+                yield from positions.push(key, where, done, store)
+    for w in sessionizer.close_all("end"):
+        yield (w, positions.open.pop(w.session_id, []) if positions is not None else [])
+
+
+def evidence_at(ws: WindowScore, positions: list[tuple[str, int]], limit: int) -> list[tuple[int, str, int]]:
+    """(event index in the session, file, line) of up to `limit` raw lines behind an alert: its most
+    surprising events first, then its last scored events."""
+    w = ws.window
+    order = [int(e["index"]) for e in sorted(ws.surprising, key=lambda e: e.get("prob", 1.0))]
+    order += list(range(w.end - 1, w.start + w.n_context - 1, -1))
+    out, seen = [], set()
+    for i in order:
+        if len(out) >= limit:
+            break
+        if i in seen or not 0 <= i < len(positions):
+            continue
+        seen.add(i)
+        out.append((i, *positions[i]))
+    return out
 
 
 def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format: str | None = None,
                  out: str | Path | None = None, session_cfg: SessionConfig = SessionConfig(),
                  device: str = "auto", batch: int = 512, sessions_out: str | Path | None = None,
-                 guard: GuardConfig = GuardConfig(), order: str = "time") -> dict:
+                 guard: GuardConfig = GuardConfig(), order: str = "time", evidence: int = 5) -> dict:
     """Write one alert JSON per line for every anomalous window (and, with `sessions_out`, one CSV
-    row per scored session); return a summary. The format is the bundle's unless `log_format`."""
+    row per scored session); return a summary. The format is the bundle's unless `log_format`.
+    Each alert quotes up to `evidence` raw lines behind it (file and line number)."""
     from logad.artifacts import bundle_format
     from logad.detector import Detector, aggregate
 
@@ -126,30 +181,38 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     health = check_input(stats, unk, guard, f"{len(paths)} input path(s) with format {fmt.name!r} and model "
                                             f"{det.version}")
     th = det.thresholds.values if det.thresholds else {}
-    fh: IO[bytes] = open(out, "wb") if out else sys.stdout.buffer
-    alerts, windows = 0, 0
+    windows = 0
     per_session: dict[str, list] = {}
     n_events: Counter[str] = Counter()
+    flagged: list[tuple[WindowScore, list]] = []  # alerts and where their evidence is
+    pending: list[tuple[Window, list]] = []
+
+    def flush() -> None:
+        for ws, (_, pos) in zip(det.score_windows([w for w, _ in pending], details=True), pending):
+            sid = ws.window.session_id
+            per_session.setdefault(sid, []).append(ws)
+            n_events[sid] += len(ws.window.ids) - ws.window.n_context
+            if ws.is_anomaly:
+                flagged.append((ws, evidence_at(ws, pos, evidence) if evidence > 0 else []))
+        pending.clear()
+
+    for item in windows_of_events(events, sz, Positions() if evidence > 0 else None):
+        windows += 1
+        pending.append(item)
+        if len(pending) >= batch:
+            flush()
+    flush()
+    wanted: dict[str, set[int]] = {}
+    for _, ev in flagged:
+        for _, origin, line in ev:
+            wanted.setdefault(origin, set()).add(line)
+    texts = entry_texts(wanted, fmt)
+    fh: IO[bytes] = open(out, "wb") if out else sys.stdout.buffer
     try:
-        pending: list[Window] = []
-
-        def flush() -> None:
-            nonlocal alerts
-            for ws in det.score_windows(pending, details=True):
-                sid = ws.window.session_id
-                per_session.setdefault(sid, []).append(ws)
-                n_events[sid] += len(ws.window.ids) - ws.window.n_context
-                if ws.is_anomaly:
-                    alerts += 1
-                    fh.write(orjson.dumps(make_event(ws, det.version, th)) + b"\n")
-            pending.clear()
-
-        for w in windows_of_events(events, sz):
-            windows += 1
-            pending.append(w)
-            if len(pending) >= batch:
-                flush()
-        flush()
+        for ws, ev in flagged:
+            quoted = [{"index": i, "position": {"file": origin, "line": line + 1}, "line": texts[(origin, line)]}
+                      for i, origin, line in ev if (origin, line) in texts]
+            fh.write(orjson.dumps(make_event(ws, det.version, th, evidence=quoted)) + b"\n")
     finally:
         if out:
             fh.close()
@@ -157,7 +220,7 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     if sessions_out is not None:
         write_sessions_csv(sessions_out, results)
     return {"lines": stats.as_dict(), "input": health, "windows": windows, "sessions": len(results),
-            "alerts": alerts, "anomalous_sessions": sum(r.is_anomaly for r in results),
+            "alerts": len(flagged), "anomalous_sessions": sum(r.is_anomaly for r in results),
             "session_closes": dict(Counter(sz.counters)), "model_version": det.version, "format": fmt.name}
 
 

@@ -110,3 +110,19 @@ def iter_file_records(paths: Sequence[str | Path], fmt: LogFormat, stats: ParseS
             raise
         except OSError as e:
             raise ParseError(f"cannot read {path}: {e}") from None
+
+
+def entry_texts(wanted: dict[str, set[int]], fmt: LogFormat) -> dict[tuple[str, int], str]:
+    """The raw text (verbatim, lines of a multi-line entry joined by newlines) of the entries that
+    start at the given lines of the given files: {(file, line): text}. One pass per file."""
+    out: dict[tuple[str, int], str] = {}
+    for origin, lines in wanted.items():
+        if not lines:
+            continue
+        last = max(lines)
+        for entry, i, _n in entries(open_lines(origin, read_limit(fmt)), fmt):
+            if i in lines:
+                out[(origin, i)] = _text(entry).rstrip("\r\n")
+            if i >= last:
+                break
+    return out

@@ -468,6 +468,7 @@ def detect(
     out: Annotated[Optional[Path], typer.Option(help="alerts JSONL (default: stdout)")] = None,
     sessions_out: Annotated[Optional[Path], typer.Option(help="CSV session_id,score,is_anomaly: one row per scored session")] = None,
     order: Annotated[str, typer.Option(help="time: events in time order across lines and files (stable) | file: as read")] = "time",
+    evidence: Annotated[int, typer.Option(help="raw lines quoted per alert (file and line number), 0 = none")] = 5,
     device: DeviceOpt = "auto",
 ) -> None:
     """Offline detection on raw logs: alerts as JSON lines (the streaming alert schema).
@@ -480,7 +481,7 @@ def detect(
         raise LogadError(f"--order must be time or file, got {order!r}")
     s = settings()
     summary = detect_paths(paths, model, log_format, out, s.sessions, device, sessions_out=sessions_out,
-                           guard=s.guard, order=order)
+                           guard=s.guard, order=order, evidence=evidence)
     console.print(summary)
 
 

@@ -38,9 +38,32 @@ def test_event_encoder_matches_make_event() -> None:
         for details in (True, False):
             for early in (False, True):
                 stamp = rng.choice(stamps)
-                want = orjson.dumps(make_event(ws, "v1-abc", th, early=early, stamp=stamp, details=details),
-                                    option=orjson.OPT_SERIALIZE_NUMPY)
-                assert enc.encode(ws, stamp, early=early, details=details) == want
+                ev = rng.choice([None, [], [{"index": 3, "position": {"topic": "logs.x", "partition": 0, "offset": 7,
+                                                                      "line": 2}, "line": 'raw "line", \u00e9'}]])
+                want = orjson.dumps(make_event(ws, "v1-abc", th, early=early, stamp=stamp, details=details,
+                                               evidence=ev), option=orjson.OPT_SERIALIZE_NUMPY)
+                assert enc.encode(ws, stamp, early=early, details=details, evidence=ev) == want
                 n += 1
     assert n == 8000
     validate(orjson.loads(want))
+
+
+def test_severity_and_summary() -> None:
+    from logad.alerts import severity_of, summary_of
+
+    w = Window("hdfs", "blk_1", 0, (3, 4, 5, 6), 0, 1.0, 2.0, "idle", True, 4)
+    ev = ({"index": 2, "template_key": "E9", "template": "Exception   in receiveBlock for block <*>", "prob": 0.0012,
+           "expected": []},
+          {"index": 1, "template_key": "E5", "template": "Receiving block <*>", "prob": 0.2, "expected": []})
+    normal = WindowScore(w, {"combined": -1.0}, False, (), ())
+    assert severity_of(normal) == "info" and summary_of(normal) == ""
+    warn = WindowScore(w, {"combined": 0.4}, True, ("count_tail > 3.1",), ev)
+    assert severity_of(warn) == "warning"
+    assert summary_of(warn) == ('hdfs session blk_1: events 1-4 (4 scored); most surprising: "Exception in '
+                                'receiveBlock for block <*>" (p=0.0012); rules: count_tail')
+    assert severity_of(WindowScore(w, {"combined": 0.2}, True, ("unseen_rate 0.25 > 0.05",), ())) == "error"
+    assert severity_of(WindowScore(w, {"combined": 2.0}, True, ("edit_tail > 1",), ())) == "error"
+    assert severity_of(WindowScore(w, {"combined": 7.5}, True, ("edit_tail > 1",), ())) == "critical"
+    e = make_event(warn, "m-1", {"count_tail": 3.1}, stamp="2026-01-01T00:00:00.000Z")
+    validate(e)
+    assert e["data"]["schema_version"] == 2 and e["data"]["evidence"] == []

@@ -137,3 +137,32 @@ def test_prepare_raw_writes_the_splits(sample: Path, tmp_path: Path) -> None:
     assert "sha256" in json.loads((out / "split.json").read_text())["split_rule"]
     r = subprocess.run(cmd[:5] + ["--raw", str(sample)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "needs --raw PATH, --format FILE and --out FOLDER" in r.stderr
+
+
+def test_alerts_quote_their_raw_lines(bundle: tuple[Path, dict], sample: Path, tmp_path: Path) -> None:
+    out, _ = bundle
+    log = sample / "part2.log"
+    alerts = tmp_path / "alerts.jsonl"
+    s = detect_paths([log], ROOT / "artifacts" / "models" / "hdfs", out=alerts, evidence=3, device="cpu")
+    assert s["alerts"] > 0
+    text = log.read_text().splitlines()
+    for doc in map(json.loads, alerts.read_text().splitlines()):
+        ev = doc["data"]["evidence"]
+        assert 1 <= len(ev) <= 3 and doc["data"]["severity"] in ("critical", "error", "warning")
+        assert doc["data"]["summary"].startswith(f"hdfs session {doc['subject']}:")
+        for e in ev:
+            assert e["position"]["file"] == str(log)
+            assert text[e["position"]["line"] - 1] == e["line"]  # verbatim, 1-based line numbers
+            assert doc["subject"] in e["line"]  # a line of this session
+
+
+def test_gap_split_sessions_quote_only_their_own_lines(tmp_path: Path) -> None:
+    from logad.detect import Positions, windows_of_events
+    from logad.sessionizer import SessionRules, Sessionizer
+    from logad.sessions import WindowRule
+
+    sz = Sessionizer("t", SessionRules(rule=WindowRule(4, 2), gap_s=10.0))
+    events = [(float(t), "f", i, ("a",), 3) for i, t in enumerate([0, 1, 2, 100, 101])]
+    got = list(windows_of_events(events, sz, Positions()))
+    closed = [(w.reason, [ln for _, ln in pos]) for w, pos in got if w.final]
+    assert closed == [("gap", [0, 1, 2]), ("end", [3, 4])]
