@@ -118,3 +118,6 @@ def test_dashboard_queries_only_served_metrics() -> None:
         base = re.sub(r"_(total|bucket|count|sum)$", "", n)
         assert base in known, n
     assert len(dash["panels"]) >= 12
+    # every series is named in the legend (a person reading the panel sees what each line is)
+    assert all(t.get("legendFormat") for p in dash["panels"] for t in p["targets"])
+    assert all(p["options"]["legend"]["showLegend"] for p in dash["panels"])
