@@ -88,7 +88,7 @@ def test_stream_alerts_equal_offline_detect(run: dict[str, Any], offline: dict[s
 
 
 def test_stream_dead_letters_and_later_lines_scored(run: dict[str, Any]) -> None:
-    topic = run["pipeline"].settings.topics.raw_hdfs
+    topic = run["pipeline"].raw
     dead = sorted(run["dead"], key=lambda d: d["offset"])  # spread over the topic's partitions
     assert [d["reason"] for d in dead] == BAD_REASONS, dead
     for offset, (d, value) in enumerate(zip(dead, BAD_RECORDS)):
