@@ -191,3 +191,33 @@ def test_guard_marks_bundles_and_windows_and_recovers() -> None:
     producer.sent.clear()
     asyncio.run(runner.sweep(4e9, final=True))
     assert producer.sent and all(decode_windows_record(v)[1:] == (TAG, "") for _, _, v in producer.sent)
+
+
+def test_worker_refuses_a_format_without_session_rule(tmp_path: Path) -> None:
+    """A bundle whose format only parses (no session rule): load_session_rules and `logad worker`
+    fail with one line naming the format, before any Kafka client starts."""
+    import os
+    import subprocess
+    import sys
+
+    from logad.artifacts import sha256_file
+    from logad.config import SessionConfig
+    from logad.errors import ConfigError
+    from streams.sessionize import load_session_rules
+
+    text = 'name = "plain"\nlog_format = "<Level> <Content>"\n'
+    fmt = format_from_dict({"name": "plain", "log_format": "<Level> <Content>"})
+    TemplateVocab.fit(["started", "stopped"], fmt).save(tmp_path / "template_vocab.json")
+    (tmp_path / "format.toml").write_text(text)
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps({
+        "window": {"length": 8, "stride": 4},
+        "vocab": {"file": "template_vocab.json", "sha256": sha256_file(tmp_path / "template_vocab.json")}}))
+    with pytest.raises(ConfigError, match="format 'plain' has no session rule"):
+        load_session_rules(tmp_path, None, SessionConfig())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGAD_")}
+    r = subprocess.run([sys.executable, "-m", "logad_cli.main", "worker", "--model", str(tmp_path)], cwd=ROOT,
+                       env={**env, "LOGAD_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: format 'plain' has no session rule"), r.stderr[-2000:]

@@ -85,6 +85,24 @@ def pipeline(kafka_bootstrap: str, shipped: dict[str, Path],
         p.stop()
 
 
+def test_create_topics_all_makes_the_bundles_raw_topic(pipeline: Pipeline, shipped: dict[str, Path]) -> None:
+    """`logad create-topics` (default --source all): the configured bundle's source and every
+    topics.raw_by_source name; a source named on the command line may be any name."""
+    import subprocess
+    import sys
+
+    from tests.reliability.harness import ROOT
+
+    env = {**pipeline.env, "LOGAD_TOPICS_RAW_BY_SOURCE": f"other={pipeline.id}.other"}
+    out = subprocess.run([sys.executable, "-m", "logad_cli.main", "create-topics"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = dict(line.split("\t", 1) for line in out.stdout.strip().splitlines())
+    assert lines[pipeline.raw].startswith("1 partition") and lines[f"{pipeline.id}.other"].startswith("1 partition")
+    assert "(created)" in lines[f"{pipeline.id}.other"]
+    assert lines[pipeline.settings.topics.windows].startswith(f"{pipeline.settings.topics.partitions} partition")
+
+
 def scores_and_alerts(p: Pipeline) -> tuple[list[dict], list[dict]]:
     t = p.settings.topics
     return ([s for r in p.read(t.scores) for s in decode_scores(r.value)],
