@@ -402,8 +402,12 @@ class AlertmanagerState:
         self._forget(lambda t: t in items)
 
     def failed(self, items: Sequence[Tracked], now: float) -> None:
-        """The post failed: all stay due, except resolutions Alertmanager has made on its own (the
-        endsAt it has passed) or never needed (it never got the firing alert)."""
+        """The post failed: all stay due (a firing one at the next tick, not a resend_s later: its
+        refresh may carry a later endsAt than Alertmanager has), except resolutions Alertmanager has
+        made on its own (the endsAt it has passed) or never needed (it never got the firing alert)."""
+        for t in items:
+            if not t.resolved:
+                t.sent_at = None
         self._forget(lambda t: t in items and (t.sent_ends is None or now >= t.sent_ends))
 
     def _forget(self, done: Callable[[Tracked], bool]) -> None:

@@ -220,6 +220,11 @@ def test_failed_posts_stay_due_and_sessions_are_separate() -> None:
     (r1, r2) = st.due(T0 + 12)
     st.failed([r1, r2], T0 + 12)  # Alertmanager resolved them itself at the endsAt we sent (T0 + 10)
     assert st.due(T0 + 12) == []
+    (c,) = st.add(parse_alert(record(envelope(session="c")), now=T0 + 13), now=T0 + 13)
+    st.sent([c], T0 + 13)
+    (c2,) = st.add(parse_alert(record(envelope(session="c", start=4)), now=T0 + 14), now=T0 + 14)
+    st.failed([c2], T0 + 14)  # the refresh (a later endsAt) did not get through: due at once, not in resend_s
+    assert st.due(T0 + 14.5) == [c]
 
 
 def test_tracking_is_bounded() -> None:
