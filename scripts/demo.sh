@@ -53,7 +53,7 @@ export LOGAD_WEB_HOST=127.0.0.1 LOGAD_WEB_PORT="$(free_port)" LOGAD_WEB_SCORER_P
 echo "   broker $BOOT; worker metrics http://127.0.0.1:$LOGAD_WEB_PORT/metrics, scorer http://127.0.0.1:$LOGAD_WEB_SCORER_PORT/metrics"
 
 echo "== creating topics"
-"${LOGAD[@]}" create-topics --source hdfs
+"${LOGAD[@]}" create-topics --model "$MODEL"
 
 echo "== starting logad worker and logad scorer"
 "${LOGAD[@]}" worker --app-id logad-demo --data-dir "$STATE/faust" >"$STATE/worker.log" 2>&1 & PIDS+=($!)
