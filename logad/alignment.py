@@ -6,6 +6,8 @@ duplicated or swapped line. These two scores sit in between. A window (its templ
 against every distinct normal training window with insertions and deletions only (Indel distance,
 rapidfuzz's bit-parallel C implementation):
 
+    edit_ops   the insert/delete operations to the nearest normal window (no tolerance; it feeds
+               the online instability estimate, logad.instability)
     edit_tail  -log10 max_u P(K >= d_u), K ~ Poisson(4R/3 * |u|): the d_u insert/delete operations
                to normal window u, as many as random instability at rate R would make (a drop or a
                duplicate is one operation, a swap with the successor two). A template no normal
@@ -58,16 +60,24 @@ class TraceIndex:
 
     def __init__(self, traces: Sequence[Sequence[int]], instability: float, tail_cap: float) -> None:
         self.traces = [encode(t) for t in dict.fromkeys(tuple(t) for t in traces)]
-        lengths = torch.tensor([max(len(t), 1) for t in self.traces], dtype=torch.float64)  # (M,)
-        self._lambda = (4.0 * instability / 3.0) * lengths  # (M,) expected insert/delete operations
+        self._lengths = torch.tensor([max(len(t), 1) for t in self.traces], dtype=torch.float64)  # (M,)
         self.tail_cap = tail_cap
+        self.set_instability(instability)
 
-    def scores(self, windows: Sequence[Sequence[int]], novel: Sequence[bool]) -> tuple[list[float], list[float]]:
-        """(edit_tail, block_run) per window; `novel`: the window has a template no normal window has."""
+    def set_instability(self, instability: float) -> None:
+        """The rate R edit_tail tolerates (the detector moves it with its online estimate)."""
+        self._lambda = (4.0 * instability / 3.0) * self._lengths  # (M,) expected insert/delete operations
+
+    def scores(self, windows: Sequence[Sequence[int]],
+               novel: Sequence[bool]) -> tuple[list[float], list[float], list[float]]:
+        """(edit_tail, block_run, edit_ops) per window; `novel`: the window has a template no normal
+        window has. edit_ops is the Indel distance to the nearest normal window (what the online
+        instability estimate reads, logad.instability)."""
         if not windows:
-            return [], []
+            return [], [], []
         if not self.traces:
-            return [self.tail_cap] * len(windows), [float(max(len(w), 1)) for w in windows]
+            n = [float(max(len(w), 1)) for w in windows]
+            return [self.tail_cap] * len(windows), n, n
         queries = [encode(w) for w in windows]
         dist = cdist(queries, self.traces, scorer=Indel.distance, dtype=np.int32)  # (B, M)
         d = torch.from_numpy(dist.astype(np.float64))  # (B, M)
@@ -75,7 +85,8 @@ class TraceIndex:
         p = torch.where(d > 0, torch.special.gammainc(d.clamp(min=1.0), lam), torch.ones_like(d))
         tail = (-torch.log10(p.max(-1).values.clamp(min=1e-300))).clamp(max=self.tail_cap)  # (B,)
         tails = [self.tail_cap if nv else float(t) for t, nv in zip(tail.tolist(), novel)]
-        return tails, [float(self._block_run(q, row)) for q, row in zip(queries, dist)]
+        blocks = [float(self._block_run(q, row)) for q, row in zip(queries, dist)]
+        return tails, blocks, dist.min(1).astype(np.float64).tolist()
 
     def _block_run(self, query: str, row: np.ndarray) -> int:
         """min over the nearest normal traces of the longest edit run; stops at the first run <= 1

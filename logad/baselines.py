@@ -6,7 +6,11 @@ Strong on clean HDFS (Landauer et al., FSE 2024), so every report shows them:
     ngram           share of the session's 3-grams (with a start marker) never seen in training
     exact_sequence  1 if the exact sequence never occurs in normal training, else 0
 Each gives a score (higher = more anomalous); thresholds come from normal validation sessions at
-the same percentile as the model's.
+the same percentile as the model's. With `paper=True`, three detectors from the literature, each with
+its paper's own decision rule (RULES: the score must exceed it):
+    deeplog     events outside the top-g next keys of an LSTM (logad.deeplog; Du et al., CCS 2017)
+    pca         SPE / Q_alpha on TF-IDF count vectors (logad.invariants; Xu et al., SOSP 2009)
+    invariants  violated mined count invariants (logad.invariants; Lou et al., USENIX ATC 2010)
 """
 
 from __future__ import annotations
@@ -16,11 +20,19 @@ from collections.abc import Sequence
 import numpy as np
 
 NAMES = ("new_template", "count_vector", "ngram", "exact_sequence")
+PAPER_NAMES = ("deeplog", "pca", "invariants")
+RULES = {"new_template": 0.0, "exact_sequence": 0.0, "deeplog": 0.0, "pca": 1.0, "invariants": 0.0}
 
 
 class Baselines:
-    def __init__(self, train: Sequence[Sequence[int]], vocab_size: int, n: int = 3) -> None:
+    def __init__(self, train: Sequence[Sequence[int]], vocab_size: int, n: int = 3, paper: bool = False) -> None:
         self.n = n
+        self.paper = None
+        if paper:
+            from logad.deeplog import DeepLog
+            from logad.invariants import InvariantsMiner, PCADetector
+            self.paper = {"deeplog": DeepLog(vocab_size).fit(train), "pca": PCADetector(train, vocab_size),
+                          "invariants": InvariantsMiner(train, vocab_size)}
         self.vocab_size = vocab_size
         self.seen = {i for s in train for i in s}
         self.sequences = {tuple(s) for s in train}
@@ -46,4 +58,6 @@ class Baselines:
             for a in range(0, len(cv), 512):  # (chunk, M) L1 distances, memory-bounded
                 d = np.abs(cv[a:a + 512, None, :] - self.counts[None, :, :]).sum(-1)
                 out["count_vector"][a:a + 512] = d.min(1)
+        for name, det in (self.paper or {}).items():
+            out[name] = det.score(sessions)
         return out

@@ -6,6 +6,11 @@ and sessions (template-key sequences) -> windows -> per-session score and decisi
 The combined score of a window is max over enabled methods of (score - threshold) / scale, and
 (unseen_rate - limit) / limit for the hard rule: > 0 exactly when the decision is "anomaly", and a
 continuous value for PR curves.
+
+Adaptive tolerance: when the thresholds carry instability levels (logad.calibrate with R > 0), the
+detector estimates each source's instability online from the windows it scores (logad.instability)
+and scores and decides every batch at the level of that estimate; the estimate moves between calls
+(a call is decided at the level its source had when it began), never within one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from logad.artifacts import Bundle, load_bundle, read_json, sha256_file, write_json
 from logad.errors import ArtifactError
+from logad.instability import InstabilityTracker, observable
 from logad.model import pick_device
 from logad.records import Window, WindowScore
 from logad.scoring import METHODS, Reference, WindowScorer
@@ -66,7 +72,8 @@ class SessionResult:
 
 class Detector:
     def __init__(self, bundle: Bundle, reference: Reference, thresholds: Thresholds | None,
-                 device: torch.device | str = "cpu", batch_size: int = 256, cache_size: int = 0) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 256, cache_size: int = 0,
+                 adapt: bool = True) -> None:
         self.bundle = bundle
         self.reference = reference
         self.thresholds = thresholds
@@ -85,10 +92,18 @@ class Detector:
         self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
                                    pad=bundle.vocab.PAD, topk=topk, device=self.device,
                                    instability=thresholds.instability if thresholds else 0.0)
+        # Per level: its thresholds (one level, the sealed one, for fixed-tolerance thresholds).
+        # adapt=False, or fixed-tolerance thresholds: the sealed values at the sealed R, always.
+        self.adapt = adapt and thresholds is not None and len(thresholds.levels) > 1
+        self._levels = ([thresholds.at_level(i) for i in range(len(thresholds.levels))]  # type: ignore[union-attr]
+                        if self.adapt else [thresholds])
+        self._start = thresholds.start_level() if self.adapt else 0  # type: ignore[union-attr]
+        self._trackers: dict[str, InstabilityTracker] = {}  # source -> its instability estimate
+        self._frozen = False  # True while a chunk is decided again (its windows were observed once)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", require_thresholds: bool = True,
-             batch_size: int = 256, cache_size: int = 0) -> Detector:
+             batch_size: int = 256, cache_size: int = 0, adapt: bool = True) -> Detector:
         dev = pick_device(device)
         bundle = load_bundle(model_dir, dev)
         ref, ref_sha = load_reference(model_dir, bundle.model.cfg.vocab_size)
@@ -103,14 +118,41 @@ class Detector:
             unknown = set(th.values) - set(METHODS)
             if unknown:
                 raise ArtifactError(f"{Path(model_dir) / THRESHOLDS}: unknown score methods {sorted(unknown)}")
-        return cls(bundle, ref, th, dev, batch_size, cache_size)
+        return cls(bundle, ref, th, dev, batch_size, cache_size, adapt)
 
     @property
     def version(self) -> str:
         return self.bundle.version
 
-    def combined(self, scores: dict[str, float], complete: bool = True) -> float:
-        th = self.thresholds
+    def level_of(self, source: str) -> int:
+        """The tolerance level windows of this source are scored at now."""
+        t = self._trackers.get(source) if self.adapt else None
+        return t.level if t is not None else self._start
+
+    def instability_state(self) -> dict[str, dict]:
+        """Per source: the estimated rho, its level and instability R, the observations behind it."""
+        return {src: {**t.state(), "instability": self._levels[t.level].instability}  # type: ignore[union-attr]
+                for src, t in self._trackers.items()}
+
+    def _observe(self, windows: Sequence[Window], out: Sequence[WindowScore]) -> None:
+        """Whole windows that look like instability feed their source's estimate (logad.instability)."""
+        if not self.adapt or self._frozen:
+            return
+        touched = set()
+        for w, ws in zip(windows, out):
+            if not observable(ws.scores) or not is_complete(w.reason):
+                continue
+            t = self._trackers.get(w.source)
+            if t is None:
+                lv = self.thresholds.levels  # type: ignore[union-attr]
+                t = self._trackers[w.source] = InstabilityTracker([x["rho"] for x in lv], self._start)
+            t.observe(ws.scores["edit_ops"], len(w.ids))
+            touched.add(w.source)
+        for src in touched:
+            self._trackers[src].update()
+
+    def combined(self, scores: dict[str, float], complete: bool = True, th: Thresholds | None = None) -> float:
+        th = th or self.thresholds
         if th is None:
             return scores["mean_nll"]
         scales = th.extra.get("scales", {})
@@ -129,11 +171,12 @@ class Detector:
         todo: list[int] = []  # windows to run through the model
         cache = self._cache if self.cache_size > 0 and details else None  # (only results with details are cached)
         same: dict[tuple, list[int]] = {}  # with the cache: repeats within this call wait for their first
+        level = {src: self.level_of(src) for src in {w.source for w in windows}}
         for i, w in enumerate(windows):
             if cache is None:
                 todo.append(i)
                 continue
-            key = (w.ids, w.n_context)
+            key = (w.ids, w.n_context, level[w.source])
             hit = cache.get(key)
             if hit is not None:
                 raw[i] = hit
@@ -145,20 +188,28 @@ class Detector:
                 same[key] = [i]
                 todo.append(i)
                 self.cache_misses += 1
-        todo.sort(key=lambda i: len(windows[i].ids))  # stable: equal lengths keep their order
-        for k in range(0, len(todo), self.batch_size):
-            idx = todo[k:k + self.batch_size]
+        # by level, then length (stable: equal lengths keep their order); a batch holds one level
+        todo.sort(key=lambda i: (level[windows[i].source], len(windows[i].ids)))
+        k = 0
+        while k < len(todo):
+            lvl = level[windows[todo[k]].source]
+            idx = [i for i in todo[k:k + self.batch_size] if level[windows[i].source] == lvl]
+            k += len(idx)
+            if self._levels[lvl] is not None:
+                self.scorer.set_instability(self._levels[lvl].instability)
             scores, surprising = self.scorer.score([windows[i] for i in idx], details=details)
             for i, sc, ev in zip(idx, scores, surprising):
-                entry = raw[i] = [sc, tuple(self._event(e) for e in ev) if details else (), None, None]
+                entry = raw[i] = [sc, tuple(self._event(e) for e in ev) if details else (), None, None, lvl]
                 if cache is not None:
-                    key = (windows[i].ids, windows[i].n_context)
+                    key = (windows[i].ids, windows[i].n_context, lvl)
                     for j in same[key][1:]:
                         raw[j] = entry
                     if len(cache) >= self.cache_size:
                         cache.clear()
                     cache[key] = entry
-        return self._finish(windows, raw)
+        out = self._finish(windows, raw)
+        self._observe(windows, out)
+        return out
 
     def score_cached(self, windows: Sequence[Window]) -> list[WindowScore] | None:
         """score_windows(windows, details=True) when the cache holds every window (no model call:
@@ -166,11 +217,13 @@ class Detector:
         if self.cache_size <= 0:
             return None
         get = self._cache.get
-        raw = [get((w.ids, w.n_context)) for w in windows]
+        level = {src: self.level_of(src) for src in {w.source for w in windows}}
+        raw = [get((w.ids, w.n_context, level[w.source])) for w in windows]
         if None in raw:
             return None
         out = self._finish(windows, raw)
         self.cache_hits += len(out)
+        self._observe(windows, out)
         return out
 
     def _finish(self, windows: Sequence[Window], raw: Sequence[list | None]) -> list[WindowScore]:
@@ -181,23 +234,24 @@ class Detector:
             slot = 2 if is_complete(w.reason) else 3
             decided = entry[slot]
             if decided is None:
-                decided = entry[slot] = self._decide(entry[0], entry[1], slot == 2)
+                decided = entry[slot] = self._decide(entry[0], entry[1], slot == 2, self._levels[entry[4]])
             scores, flag, reasons, events = decided
             if w.start and events:  # the events' indexes are in the window: shift them into the session
                 events = tuple({**e, "index": w.start + e["index"]} for e in events)
             out.append(WindowScore(w, scores, flag, reasons, events))
         return out
 
-    def _decide(self, model_scores: dict[str, float], events: tuple[dict, ...],
-                complete: bool) -> tuple[dict[str, float], bool, tuple[str, ...], tuple[dict, ...]]:
+    def _decide(self, model_scores: dict[str, float], events: tuple[dict, ...], complete: bool,
+                th: Thresholds | None) -> tuple[dict[str, float], bool, tuple[str, ...], tuple[dict, ...]]:
         """(scores with "combined", is_anomaly, reasons, events) of a window: a pure function of its
-        model scores and of whether it is complete (one cache entry holds both decisions)."""
+        model scores, of whether it is complete and of its level's thresholds `th` (one cache entry,
+        per level, holds both decisions)."""
         s = dict(model_scores)  # a copy: "combined" depends on the window's close reason, not only its ids
-        if self.thresholds is not None:
-            flag, reasons = self.thresholds.decide(s, complete=complete)
+        if th is not None:
+            flag, reasons = th.decide(s, complete=complete)
         else:
             flag, reasons = False, ()
-        s["combined"] = self.combined(s, complete)
+        s["combined"] = self.combined(s, complete, th)
         return s, flag, reasons, events
 
     def _event(self, e) -> dict:
@@ -233,7 +287,22 @@ class Detector:
             ws = self.session_windows(sid, ids, complete=complete)
             windows += ws
             owner += [k] * len(ws)
-        scored = self.score_windows(windows)
+        # In chunks, in order, as a stream would see them: the instability estimate moves between chunks.
+        # The first chunk was decided before any estimate existed: it is decided again at the level
+        # its own windows gave (offline the whole input is at hand; a stream has a warm-up instead).
+        step = 4 * self.batch_size if self.adapt else max(1, len(windows))
+        scored: list[WindowScore] = []
+        for a in range(0, len(windows), step):
+            chunk = windows[a:a + step]
+            before = [self.level_of(w.source) for w in chunk]
+            out = self.score_windows(chunk)
+            if a == 0 and self.adapt and before != [self.level_of(w.source) for w in chunk]:
+                self._frozen = True
+                try:
+                    out = self.score_windows(chunk)
+                finally:
+                    self._frozen = False
+            scored += out
         per: list[list[WindowScore]] = [[] for _ in sessions]
         for k, ws in zip(owner, scored):
             per[k].append(ws)

@@ -25,6 +25,10 @@ Per window we compute (higher = more anomalous):
                 lookup (0 on a match, TAIL_CAP otherwise)
     edit_tail, block_run  order-aware, instability-tolerant alignment to the nearest normal windows
                 (logad.alignment)
+    edit_ops    insert/delete operations to the nearest normal window (feeds the online instability
+                estimate, logad.instability; a score like count_l1, not enabled by default)
+The rate R of the tails is set per batch (set_instability): the detector moves it with its online
+estimate of the source's instability.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from logad.model import IGNORE, NextTokenTransformer, autocast
 from logad.records import Window
 
 METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess", "count_tail",
-           "edit_tail", "block_run")
+           "edit_tail", "block_run", "edit_ops")
 _SCORE_KEYS = METHODS  # the order of the per-window score dicts
 TAIL_CAP = 300.0  # -log10 of probabilities below float64's range (and of "impossible": rho = 0)
 
@@ -126,12 +130,19 @@ class WindowScorer:
         self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
         self.device = torch.device(device)
         self._ref_counts = reference.counts.to(self.device)
+        self._traces = TraceIndex(reference.trace_list(), 0.0, TAIL_CAP)
+        self._seen = reference.seen.to(self.device)
+        self.set_instability(instability)
+
+    def set_instability(self, instability: float) -> None:
+        """The rate R that count_tail and edit_tail tolerate (the detector moves it with its online
+        estimate of the source's instability, logad.instability)."""
         if not 0.0 <= instability < 1.0:
             raise ValueError(f"instability must be in [0, 1), got {instability}")
+        self.instability = instability
         # (M,) expected count-changing events in each normal window: drops + duplicates, 2/3 of the ops
         self._ref_lambda = (2.0 * instability / 3.0) * self._ref_counts.sum(-1).clamp(min=1.0).double()
-        self._traces = TraceIndex(reference.trace_list(), instability, TAIL_CAP)
-        self._seen = reference.seen.to(self.device)
+        self._traces.set_instability(instability)
 
     @torch.no_grad()
     def score_ids(self, windows: Sequence[tuple[Sequence[int], int]], details: bool = False):
@@ -165,11 +176,11 @@ class WindowScorer:
         else:
             count_l1 = count_excess = counts.sum(-1)
             count_tail = torch.full_like(count_l1, TAIL_CAP)
-        edit_tail, block_run = self._traces.scores([ids for ids, _ in windows], novel.tolist())
+        edit_tail, block_run, edit_ops = self._traces.scores([ids for ids, _ in windows], novel.tolist())
         # One transfer per score (not one float() per window and score): the per-window loop below
         # only builds dicts.
         cols = [t.tolist() for t in (mean_nll, max_nll, torch.exp(mean_nll.clamp(max=50)), miss.sum(-1).float(),
-                                     unseen.sum(-1) / n, count_l1, count_excess, count_tail)] + [edit_tail, block_run]
+                                     unseen.sum(-1) / n, count_l1, count_excess, count_tail)] + [edit_tail, block_run, edit_ops]
         scores = [dict(zip(_SCORE_KEYS, row)) for row in zip(*cols)]
         surprising: list[list[EventDetail]] = [[] for _ in windows]
         if details:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from logad.errors import ArtifactError
 # Two-sided count scores (logad.scoring) read a missing event as evidence: they apply only to windows
 # whose trace is whole (logad.sessions.COMPLETE_REASONS); a session cut by an idle timeout or the end
 # of input would be flagged for having stopped. count_excess is their cut-safe counterpart.
-COMPLETE_ONLY = frozenset({"count_l1", "count_tail", "edit_tail", "block_run"})
+COMPLETE_ONLY = frozenset({"count_l1", "count_tail", "edit_tail", "block_run", "edit_ops"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,19 @@ class Thresholds:
     reference_sha256: str = ""  # count reference they were fitted with
     instability: float = 0.0  # per-event drop/duplicate/swap rate R that count_tail tolerates (0: exact counts)
     extra: dict = field(default_factory=dict)  # calibration facts (n windows, per-percentile table)
+    # Adaptive tolerance (logad.instability): per instability level {"instability": R, "rho": what the
+    # online estimator reads at R on perturbed validation sessions, "values": thresholds fitted at R},
+    # sorted by R. Empty: one fixed tolerance (`instability`, `values`), as before.
+    levels: tuple = ()
+
+    def start_level(self) -> int:
+        """The level of the sealed `instability` (used until the estimator has enough evidence)."""
+        return min(range(len(self.levels)), key=lambda i: abs(self.levels[i]["instability"] - self.instability))
+
+    def at_level(self, i: int) -> Thresholds:
+        """These thresholds with the tolerance and values of level i."""
+        lv = self.levels[i]
+        return replace(self, values=dict(lv["values"]), instability=float(lv["instability"]))
 
     def decide(self, scores: Mapping[str, float], complete: bool = True) -> tuple[bool, tuple[str, ...]]:
         """`complete`: the window's trace is whole (see logad.sessions.COMPLETE_REASONS). For a trace
@@ -55,6 +68,8 @@ class Thresholds:
         doc = {"values": self.values, "unseen_rate_max": self.unseen_rate_max,
                "percentile": self.percentile, "topk": self.topk, "model_sha256": self.model_sha256,
                "reference_sha256": self.reference_sha256, "instability": self.instability, "extra": self.extra}
+        if self.levels:  # absent when empty: fixed-tolerance files keep their content (and sha256)
+            doc["levels"] = list(self.levels)
         doc = orjson.loads(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))  # plain JSON values
         return {**doc, "sha256": content_sha256(doc)}
 
@@ -73,10 +88,19 @@ class Thresholds:
             th = cls(values=values, unseen_rate_max=float(d["unseen_rate_max"]),
                      percentile=float(d["percentile"]), topk=int(d["topk"]),
                      model_sha256=str(d["model_sha256"]), reference_sha256=str(d["reference_sha256"]),
-                     instability=float(d.get("instability", 0.0)), extra=dict(d.get("extra", {})))
+                     instability=float(d.get("instability", 0.0)), extra=dict(d.get("extra", {})),
+                     levels=tuple({"instability": float(lv["instability"]), "rho": float(lv["rho"]),
+                                   "values": {str(k): float(v) for k, v in lv["values"].items()}}
+                                  for lv in d.get("levels", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"malformed thresholds ({type(e).__name__}: {e})") from None
         bad = [f"{m}={v}" for m, v in th.values.items() if not math.isfinite(v)]
+        for lv in th.levels:
+            bad += [f"level {lv['instability']}: {m}={v}" for m, v in lv["values"].items() if not math.isfinite(v)]
+            if not (0.0 <= lv["instability"] < 1.0 and math.isfinite(lv["rho"]) and lv["rho"] >= 0.0):
+                bad.append(f"level instability {lv['instability']} rho {lv['rho']}")
+        if [lv["instability"] for lv in th.levels] != sorted(lv["instability"] for lv in th.levels):
+            bad.append("levels not sorted by instability")
         if (bad or not 0.0 < th.unseen_rate_max <= 1.0 or th.topk < 1 or not 0.0 < th.percentile <= 100.0
                 or not 0.0 <= th.instability < 1.0):
             raise ArtifactError(f"unusable thresholds (values {bad or 'ok'}, unseen_rate_max {th.unseen_rate_max}, "

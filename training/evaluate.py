@@ -19,8 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from logad.artifacts import write_json  # noqa: E402
-from logad.baselines import NAMES as BASELINES  # noqa: E402
-from logad.baselines import Baselines  # noqa: E402
+from logad.baselines import RULES, Baselines  # noqa: E402
 from logad.detector import Detector, SessionResult  # noqa: E402
 from logad.metrics import f1_at_prevalence, pr_auc, prf  # noqa: E402
 from logad.sequences import read_sequences  # noqa: E402
@@ -40,23 +39,29 @@ def metrics_block(labels: Sequence[int], flags: Sequence[bool], scores: Sequence
     return m
 
 
+class FittedBaselines:
+    """The baselines fitted once on normal training sessions, with their thresholds: the model's
+    percentile of their normal validation sessions' scores for the graded ones, the papers' rules
+    for the rest (anything unseen; DeepLog's top-g miss; PCA's Q-statistic; a violated invariant)."""
+
+    def __init__(self, train: list[SessionRow], val: list[SessionRow], vocab_size: int, percentile: float,
+                 paper: bool = False) -> None:
+        self.b = Baselines([r.ids for r in train if r.label == 0], vocab_size, paper=paper)
+        val_scores = self.b.score([r.ids for r in val if r.label == 0])
+        self.thresholds = {name: RULES[name] if name in RULES else
+                           (float(np.percentile(v, percentile)) if len(v) else 0.0) for name, v in val_scores.items()}
+
+    def metrics(self, test: list[SessionRow]) -> dict:
+        test_scores = self.b.score([r.ids for r in test])
+        labels = [r.label for r in test]
+        return {name: {"threshold": thr, **metrics_block(labels, test_scores[name] > thr, test_scores[name])}
+                for name, thr in self.thresholds.items()}
+
+
 def baseline_metrics(train: list[SessionRow], val: list[SessionRow], test: list[SessionRow],
                      vocab_size: int, percentile: float) -> dict:
     """Graded baselines thresholded at the model's percentile of their normal validation sessions' scores."""
-    b = Baselines([r.ids for r in train if r.label == 0], vocab_size)
-    val_scores = b.score([r.ids for r in val if r.label == 0])
-    test_scores = b.score([r.ids for r in test])
-    labels = [r.label for r in test]
-    out = {}
-    for name in BASELINES:
-        # new_template and exact_sequence are rules by definition (anything unseen is anomalous);
-        # the graded baselines get the model's validation percentile.
-        if name in ("new_template", "exact_sequence"):
-            thr = 0.0
-        else:
-            thr = float(np.percentile(val_scores[name], percentile)) if len(val_scores[name]) else 0.0
-        out[name] = {"threshold": thr, **metrics_block(labels, test_scores[name] > thr, test_scores[name])}
-    return out
+    return FittedBaselines(train, val, vocab_size, percentile).metrics(test)
 
 
 # The detector's parts, for ablations: which evidence catches what (each with the unseen-template rule).
@@ -134,8 +139,11 @@ def _plots(out: Path, results: Sequence[SessionResult], name: str) -> None:
 
 
 def evaluate(model_dir: str | Path, data_dir: str | Path, name: str, metrics_dir: str | Path | None = None,
-             instability: float = 0.0, seed: int = 0, device: str = "auto", write: bool = True) -> dict:
-    det = Detector.load(model_dir, device)
+             instability: float = 0.0, seed: int = 0, device: str = "auto", write: bool = True,
+             baselines: FittedBaselines | None = None, adapt: bool = True) -> dict:
+    """`baselines`: fitted once by the caller (robustness); `adapt` False pins the detector at its
+    sealed instability (the fixed-tolerance ablation)."""
+    det = Detector.load(model_dir, device, adapt=adapt)
     splits = {s: load_split(data_dir, s) for s in ("train", "val", "test")}
     test = splits["test"]
     if instability > 0:
@@ -144,17 +152,22 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, name: str, metrics_dir
     labels = [r.label for r in test]
     model = metrics_block(labels, [r.is_anomaly for r in res], [r.score for r in res])
     th = det.thresholds.to_dict()  # type: ignore[union-attr]
-    base = baseline_metrics(splits["train"], splits["val"], test, det.bundle.model.cfg.vocab_size, th["percentile"])
-    best = max(base, key=lambda k: base[k]["f1"])
+    if baselines is None:
+        baselines = FittedBaselines(splits["train"], splits["val"], det.bundle.model.cfg.vocab_size, th["percentile"])
+    base = baselines.metrics(test)
+    base_or_none = base or {"none": {"f1": 0.0}}  # robustness's fixed-tolerance rows skip the baselines
+    best = max(base_or_none, key=lambda k: base_or_none[k]["f1"])
     fps = [r for r in res if r.label == 0 and r.is_anomaly]
     results = {
         "dataset": name, "split": "test", "instability": instability, "seed": seed,
         "model_version": det.version, "thresholds": th["values"], "percentile": th["percentile"],
         "unseen_rate_max": th["unseen_rate_max"], "calibration_instability": th.get("instability", 0.0),
         "model": model, "components": component_metrics(res, th), "baselines": base, "best_baseline": best,
-        "gap_to_best_baseline_f1": model["f1"] - base[best]["f1"],
-        "statement": (f"model F1 {model['f1']:.4f} vs best baseline ({best}) {base[best]['f1']:.4f}: "
-                      + ("model >= best baseline" if model["f1"] >= base[best]["f1"] else "model is below the best baseline")),
+        "instability_estimate": det.instability_state(),
+        "gap_to_best_baseline_f1": model["f1"] - base_or_none[best]["f1"],
+        "statement": (f"model F1 {model['f1']:.4f} vs best baseline ({best}) {base_or_none[best]['f1']:.4f}: "
+                      + ("model >= best baseline" if model["f1"] >= base_or_none[best]["f1"]
+                         else "model is below the best baseline")),
         "percentile_table_val": th["extra"].get("percentile_table", []),
         "diagnostics": {"fp_multiwindow_share": (sum(r.n_windows > 1 for r in fps) / len(fps)) if fps else 0.0},
     }

@@ -27,21 +27,25 @@ def test_edit_tail_is_the_poisson_tail_of_the_operations_to_the_nearest_trace():
     assert len(idx.traces) == 1
     lam = 4 * 0.03 / 3 * len(NORMAL)
     swapped = [3, 5, 4, 6, 7, 8, 9, 10, 11, 12]  # a swap is a delete plus an insert
-    tails, runs = idx.scores([NORMAL, swapped], novel=[False, False])
+    tails, runs, ops = idx.scores([NORMAL, swapped], novel=[False, False])
     assert tails[0] == 0.0 and runs[0] == 0.0
     assert tails[1] == pytest.approx(-math.log10(poisson.sf(1, lam)), rel=1e-4)
     assert runs[1] == 1.0
+    assert ops == [0.0, 2.0]  # the nearest trace's operations, untouched by the tolerance
 
 
 def test_novel_templates_and_zero_instability_are_never_explained():
     idx = TraceIndex([NORMAL], instability=0.03, tail_cap=CAP)
-    tails, _ = idx.scores([NORMAL[:-1] + [99]], novel=[True])
+    tails, _, _ = idx.scores([NORMAL[:-1] + [99]], novel=[True])
     assert tails == [CAP]
     exact = TraceIndex([NORMAL], instability=0.0, tail_cap=CAP)
-    tails, _ = exact.scores([NORMAL, NORMAL[1:]], novel=[False, False])
+    tails, _, ops = exact.scores([NORMAL, NORMAL[1:]], novel=[False, False])
     assert tails == [0.0, CAP]
+    assert ops == [0.0, 1.0]
+    exact.set_instability(0.03)  # the detector moves the tolerance with its estimate
+    assert exact.scores([NORMAL[1:]], novel=[False])[0][0] < CAP
 
 
 def test_empty_reference_flags_everything():
-    tails, runs = TraceIndex([], instability=0.02, tail_cap=CAP).scores([[1, 2, 3]], novel=[False])
+    tails, runs, _ = TraceIndex([], instability=0.02, tail_cap=CAP).scores([[1, 2, 3]], novel=[False])
     assert tails == [CAP] and runs == [3.0]

@@ -77,3 +77,49 @@ def test_thresholds_keep_and_seal_their_instability():
     with pytest.raises(ArtifactError, match="instability"):
         Thresholds.from_dict(bad)
 
+
+
+def test_set_instability_moves_the_tolerance_of_both_tails():
+    s = scorer(0.0)
+    one_dup = NORMAL_LONG[:5] + [NORMAL_LONG[4]] + NORMAL_LONG[5:]
+    assert tail(s, one_dup) == TAIL_CAP
+    s.set_instability(0.05)
+    sc, _ = s.score_ids([(one_dup, 0)])
+    assert sc[0]["count_tail"] < TAIL_CAP and sc[0]["edit_tail"] < TAIL_CAP and sc[0]["edit_ops"] == 1.0
+
+
+def test_online_estimate_reads_the_rate_and_ignores_failure_bursts():
+    import random
+
+    import numpy as np
+
+    from logad.instability import InstabilityTracker, fit_rate, observable
+    rng = np.random.default_rng(0)
+    n = rng.integers(10, 30, 800).astype(float)
+    for rho in (0.0, 0.02, 0.1):
+        d = rng.poisson(rho * n)
+        far = rng.poisson(0.6 * n[:200])  # a quarter of anomalous windows, far from every normal one
+        assert fit_rate(np.r_[d, far], np.r_[n, n[:200]]) == pytest.approx(rho, abs=0.01)
+    # a burst of failures (a run of 2+ consecutive edits) is not observed: the level stays
+    assert not observable({"unseen_rate": 0.0, "block_run": 2.0}) and observable({"unseen_rate": 0.0, "block_run": 1.0})
+    t = InstabilityTracker([0.0, 0.01, 0.05], start_level=1)
+    assert t.update() == 1  # no evidence yet: the sealed level
+    random.seed(0)
+    for _ in range(200):
+        t.observe(float(np.random.default_rng(random.randrange(10**6)).poisson(0.05 * 20)), 20)
+    assert t.update() == 2
+
+
+def test_thresholds_levels_round_trip_sealed_and_checked():
+    from logad.errors import ArtifactError
+    levels = ({"instability": 0.0, "rho": 0.0, "values": {"count_tail": 0.0}},
+              {"instability": 0.02, "rho": 0.01, "values": {"count_tail": 2.0}})
+    th = Thresholds({"count_tail": 2.0}, instability=0.02, levels=levels)
+    back = Thresholds.from_dict(th.to_dict())
+    assert back.levels == levels and back.start_level() == 1
+    assert back.at_level(0).values == {"count_tail": 0.0} and back.at_level(0).instability == 0.0
+    d = th.to_dict()
+    d["levels"][1]["values"]["count_tail"] = 9.0  # a hand-raised level threshold
+    with pytest.raises(ArtifactError, match="sha256"):
+        Thresholds.from_dict(d)
+    assert "levels" not in Thresholds({"count_tail": 2.0}).to_dict()  # fixed-tolerance files unchanged
