@@ -13,13 +13,14 @@
            idle close: sessions.idle_timeout_s (--idle) after the last line, all sessions close.
     ceilings, same topic (1 line per record), same run: a bare aiokafka consumer (getmany) and a
            no-op Faust agent (bench/_faust_noop.py), records/s
-    2 workers: the same at 1 line per record with 2 worker processes (raw topic with 2 partitions,
-           one per "host": copy k of the sample goes to partition k % 2)
+    2, 3 workers: the same at 1 line per record with 2 and 3 worker processes (raw topic with one
+           partition per worker, one per "host": copy k of the sample goes to partition k % workers);
+           reported as ratios to the 1-worker run of the same invocation (same broker, same lines)
 
 Usage: .venv/bin/python bench/stream_throughput.py [--lines 200000] [--lines-100lpr 1000000] [--idle 0.5]
-       [--no-two-workers] [--no-ceilings] [--per-record 1,100]
+       [--no-two-workers] [--no-three-workers] [--no-ceilings] [--per-record 1,100]
 Ends with one line: RESULT e2e_lines_per_s_1lpr=... e2e_lines_per_s_100lpr=... faust_noop_records_per_s=...
-aiokafka_records_per_s=... (+ the 2-worker figure, ratios, and the 100 lines/record run's CPU per line of
+aiokafka_records_per_s=... (+ the 2- and 3-worker figures, their ratios to 1 worker, ratios, and the 100 lines/record run's CPU per line of
 worker, scorer and broker with the lines/s they would allow on 2 cores of their own). Bars on the 2-core dev box:
 >= 20,000 lines/s at 1 line/record and >= 100,000 lines/s at 100 lines/record, per worker.
 """
@@ -193,6 +194,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=200_000)
     ap.add_argument("--idle", type=float, default=0.5, help="sessions.idle_timeout_s of the worker")
     ap.add_argument("--no-two-workers", action="store_true")
+    ap.add_argument("--no-three-workers", action="store_true")
     ap.add_argument("--no-ceilings", action="store_true", help="(while profiling) skip the aiokafka / no-op Faust runs")
     ap.add_argument("--lines-100lpr", type=int, default=1_000_000, help="lines of the 100 lines/record run")
     ap.add_argument("--per-record", default="1,100", help="lines per record of the 1-worker runs")
@@ -231,16 +233,30 @@ def main() -> None:
                 f"scorer CPU-second), broker {r['broker_cpu_s']:.1f} s; wall {r['seconds']:.1f} s on 2 cores")
             if r["windows"] != r["expected_windows"] or r["scores"] < r["expected_windows"]:
                 log(f"  WARNING: {r['windows']} windows / {r['scores']} scores, expected {r['expected_windows']}")
-        two = None
+        two = three = None
         if not args.no_two_workers:
             two = run_e2e(boot, lines, 1, n_windows, args.idle, workers=2)
             log(f"e2e, 2 workers,   1 line/record:  {two['lines_per_s']:10,.0f} lines/s ({two['seconds']:.2f} s; "
                 f"ingested at +{two['ingested_s']:.2f} s)")
+        if not args.no_three_workers:
+            three = run_e2e(boot, lines, 1, n_windows, args.idle, workers=3)
+            log(f"e2e, 3 workers,   1 line/record:  {three['lines_per_s']:10,.0f} lines/s ({three['seconds']:.2f} s; "
+                f"ingested at +{three['ingested_s']:.2f} s)")
+        if 1 in runs:
+            base = runs[1]["lines_per_s"]
+            scale = [(n, r) for n, r in ((1, runs[1]), (2, two), (3, three)) if r is not None]
+            log("workers (1 line/record, same lines and broker; ratio to 1 worker): " + ", ".join(
+                f"{n}: {r['lines_per_s']:,.0f} lines/s = {r['lines_per_s'] / base:.2f}x" for n, r in scale))
+            for n, r in scale:
+                if r["windows"] != r["expected_windows"] or r["scores"] < r["expected_windows"]:
+                    log(f"  WARNING ({n} workers): {r['windows']} windows / {r['scores']} scores, "
+                        f"expected {r['expected_windows']}")
     if 1 not in runs or 100 not in runs:
         return
     e1, e100 = runs[1]["lines_per_s"], runs[100]["lines_per_s"]
     log(f"ratios: e2e 1 line/record vs no-op Faust agent {e1 / noop:.2f}x, vs bare aiokafka {e1 / aio:.2f}x; "
-        f"100 lines/record vs 1: {e100 / e1:.2f}x" + (f"; 2 workers vs 1: {two['lines_per_s'] / e1:.2f}x" if two else ""))
+        f"100 lines/record vs 1: {e100 / e1:.2f}x" + (f"; 2 workers vs 1: {two['lines_per_s'] / e1:.2f}x" if two else "")
+        + (f"; 3 workers vs 1: {three['lines_per_s'] / e1:.2f}x" if three else ""))
     log(f"bars: 1 line/record >= {BAR_1LPR:,}: {e1:,.0f} -> {'met' if e1 >= BAR_1LPR else 'NOT met'}; "
         f"100 lines/record >= {BAR_100LPR:,}: {e100:,.0f} -> {'met' if e100 >= BAR_100LPR else 'NOT met'}")
     # CPU per line of each process at 100 lines/record, and what 2 cores of their own would allow
@@ -251,6 +267,9 @@ def main() -> None:
     log(f"100 lines/record, CPU per line: worker {us['worker']:.1f} us + scorer {us['scorer']:.1f} us + broker "
         f"{us['broker']:.1f} us = {sum(us.values()):.1f} us -> {cpu_bound:,.0f} lines/s with 2 cores to themselves")
     extra = f" e2e_lines_per_s_1lpr_2workers={two['lines_per_s']:.0f}" if two else ""
+    extra += f" e2e_lines_per_s_1lpr_3workers={three['lines_per_s']:.0f}" if three else ""
+    extra += f" ratio_2workers_vs_1={two['lines_per_s'] / e1:.2f}" if two else ""
+    extra += f" ratio_3workers_vs_1={three['lines_per_s'] / e1:.2f}" if three else ""
     extra += (f" lines_100lpr={r['lines']} worker_us_per_line_100lpr={us['worker']:.1f} "
               f"scorer_us_per_line_100lpr={us['scorer']:.1f} broker_us_per_line_100lpr={us['broker']:.1f} "
               f"cpu_bound_lines_per_s_100lpr={cpu_bound:.0f}")
