@@ -130,6 +130,17 @@ class GuardConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    enabled: bool = True  # reworded statements count as the known statement they are closest to (logad.drift)
+    min_similarity: float = 0.7  # words shared with the closest template (Indel similarity) to count as drift
+    margin: int = 1  # ... and this many word edits closer than any other template (else: ambiguous, unseen)
+    cache_size: int = 50_000  # masked lines remembered
+
+    def __post_init__(self) -> None:
+        _check("drift", self, ranges={"min_similarity": (0.01, 1.0), "margin": (1, None), "cache_size": (1, None)})
+
+
+@dataclass(frozen=True)
 class ScorerConfig:
     model_dir: str = "artifacts/models/hdfs"  # model bundle used by the scoring worker
     device: str = "auto"  # auto | cpu | cuda
@@ -174,6 +185,7 @@ class Settings:
     ingest: IngestConfig = field(default_factory=IngestConfig)  # raw-line ingest
     sessions: SessionConfig = field(default_factory=SessionConfig)  # session/window state
     guard: GuardConfig = field(default_factory=GuardConfig)  # wrong-format / wrong-model detection
+    drift: DriftConfig = field(default_factory=DriftConfig)  # reworded log statements (template drift)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)  # scoring worker
     web: WebConfig = field(default_factory=WebConfig)  # web and metrics servers
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # process logs

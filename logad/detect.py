@@ -26,7 +26,8 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from logad.alerts import make_event
-from logad.config import GuardConfig, SessionConfig
+from logad.config import DriftConfig, GuardConfig, SessionConfig
+from logad.drift import DriftVocab
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
 from logad.parse import ParseStats, parse_line
@@ -164,10 +165,13 @@ def evidence_at(ws: WindowScore, positions: list[tuple[str, int]], limit: int) -
 def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format: str | None = None,
                  out: str | Path | None = None, session_cfg: SessionConfig = SessionConfig(),
                  device: str = "auto", batch: int = 512, sessions_out: str | Path | None = None,
-                 guard: GuardConfig = GuardConfig(), order: str = "time", evidence: int = 5) -> dict:
+                 guard: GuardConfig = GuardConfig(), order: str = "time", evidence: int = 5,
+                 drift: DriftConfig | None = DriftConfig()) -> dict:
     """Write one alert JSON per line for every anomalous window (and, with `sessions_out`, one CSV
     row per scored session); return a summary. The format is the bundle's unless `log_format`.
-    Each alert quotes up to `evidence` raw lines behind it (file and line number)."""
+    Each alert quotes up to `evidence` raw lines behind it (file and line number). `drift`: reworded
+    statements count as the known statement they are closest to (logad.drift); None: the frozen
+    vocab alone."""
     from logad.artifacts import bundle_format
     from logad.detector import Detector, aggregate
 
@@ -177,7 +181,8 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     fmt.require_sessions()
     sz = Sessionizer(fmt.name, session_rules(det, fmt, session_cfg))
     stats = ParseStats()
-    events, unk = read_events(paths, fmt, vocab, stats, order)
+    matcher = DriftVocab(vocab, drift) if drift is not None and drift.enabled else vocab
+    events, unk = read_events(paths, fmt, matcher, stats, order)
     health = check_input(stats, unk, guard, f"{len(paths)} input path(s) with format {fmt.name!r} and model "
                                             f"{det.version}")
     th = det.thresholds.values if det.thresholds else {}
@@ -219,8 +224,10 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     results = [aggregate(sid, None, n_events[sid], ws) for sid, ws in per_session.items()]
     if sessions_out is not None:
         write_sessions_csv(sessions_out, results)
+    drifted = matcher.report() if isinstance(matcher, DriftVocab) else None
     return {"lines": stats.as_dict(), "input": health, "windows": windows, "sessions": len(results),
-            "alerts": len(flagged), "anomalous_sessions": sum(r.is_anomaly for r in results),
+            "drift": {"lines": drifted["lines"].get("drift", 0), "statements": len(drifted["reworded"])}
+            if drifted else None, "alerts": len(flagged), "anomalous_sessions": sum(r.is_anomaly for r in results),
             "session_closes": dict(Counter(sz.counters)), "model_version": det.version, "format": fmt.name}
 
 
@@ -240,6 +247,8 @@ def write_sessions_csv(path: str | Path, results: Iterable) -> int:
 
 
 def detect_file(file: str | Path, model_dir: str | Path, log_format: str | None, out: str | Path | None,
-                session_cfg: SessionConfig = SessionConfig(), device: str = "auto", batch: int = 512) -> dict:
-    """detect_paths on one file (the stream's comparison and the tests' entry point)."""
-    return detect_paths([file], model_dir, log_format, out, session_cfg, device, batch)
+                session_cfg: SessionConfig = SessionConfig(), device: str = "auto", batch: int = 512,
+                drift: DriftConfig | None = DriftConfig()) -> dict:
+    """detect_paths on one file in file order: what the stream sees when the file is replayed (the
+    stream's comparison and the tests' entry point)."""
+    return detect_paths([file], model_dir, log_format, out, session_cfg, device, batch, order="file", drift=drift)

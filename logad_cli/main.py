@@ -481,7 +481,7 @@ def detect(
         raise LogadError(f"--order must be time or file, got {order!r}")
     s = settings()
     summary = detect_paths(paths, model, log_format, out, s.sessions, device, sessions_out=sessions_out,
-                           guard=s.guard, order=order, evidence=evidence)
+                           guard=s.guard, order=order, evidence=evidence, drift=s.drift)
     console.print(summary)
 
 

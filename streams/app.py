@@ -34,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
+from logad.drift import DriftVocab
 from logad.templates import DriftMiner
 from streams.codec import CodecError, decode_events_bundle, encode_dead_letter, encode_events, vocab_tag
 from streams.ingest import Ingestor
@@ -118,7 +119,9 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
     table = app.Table(SESSIONS_TABLE, default=None, partitions=parts, use_partitioner=True,
                       key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)
-    ingestor = Ingestor(fmt, vocab, max_record_bytes=s.ingest.max_record_bytes,
+    # Reworded statements map to the statement they are closest to, as `logad detect` maps them.
+    matcher = DriftVocab(vocab, s.drift) if s.drift.enabled else vocab
+    ingestor = Ingestor(fmt, matcher, max_record_bytes=s.ingest.max_record_bytes,
                         max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts, guard=s.guard)
     changelog = ChangelogTable(table, changelog_topic(app_id), parts)  # we write the changelog (see there)
     runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog, probes=s.scorer.early_alerts), None,

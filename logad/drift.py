@@ -1,0 +1,146 @@
+"""Template drift: a reworded log statement is still the statement the model knows.
+
+Software upgrades reword log statements (a word added, dropped or replaced, the variables kept).
+The frozen vocab would call every such line unseen and every session anomalous. `DriftVocab`
+wraps the frozen vocab: a line no template fits is compared with every template by the words
+they share, and assigned to the closest one when the two agree on most of their constant words
+and no other template is nearly as close; the line then counts as drift, not as an unseen event.
+
+    masked content --vocab.match--> template id                      exact (the vocab never changes)
+                   --else--> words (letters only: placeholders, numbers and punctuation drop out)
+                   --word edits (Indel) to each template's words--> closest, runner-up
+                   --(similarity >= min_similarity, or one word changed in a statement of 3+ words)
+                     and the runner-up needs `margin` more word edits--> that template (drift)
+                   --else--> UNK                                        (unseen: still counts)
+
+Words only, because the variables are what a rewording keeps and masking already turned them into
+placeholders; a template's reference text may glue wildcards to words ("<*>Served block<*>to<*>"),
+which the word split ignores. A statement that shares most words with two templates (VM Started /
+VM Stopped reworded to "VM Began") is ambiguous and stays unseen, and so is a line that differs
+from its closest template in an outcome word (SIGNAL_WORDS: "failed" for "succeeded", "not"). Results are cached per masked
+line. `DriftVocab` answers `match` like TemplateVocab, so the offline detector and the stream's
+ingest take it in place of the vocab.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rapidfuzz.distance import Indel
+
+from logad.config import DriftConfig
+from logad.templates import N_SPECIAL, UNK, TemplateVocab
+
+_WORD = re.compile(r"(?<![<\w])[A-Za-z][A-Za-z_'-]*[A-Za-z]|(?<![<\w])[A-Za-z](?![\w>])")
+_PLACEHOLDER = re.compile(r"<[A-Z*][A-Z0-9_]*>|<\*>")
+MIN_WORDS = 2  # templates with fewer constant words are never matched by similarity (too little to go on)
+# Words that carry an outcome: a line that differs from a template in one of these ("Verification
+# failed for" vs "Verification succeeded for") is a different event, never a rewording of it.
+SIGNAL_WORDS = frozenset("""
+abort aborted aborting cannot can't corrupt corrupted crash crashed deadlock denied error errors exception
+exceptions expired fail failed failing fails failure fatal forbidden interrupted invalid killed lost missing
+no not panic refused rejected retry retrying severe succeeded success successful timed timeout unable
+unauthorized unavailable unreachable unexpected warn warning without
+""".split())
+
+
+def words(text: str) -> tuple[str, ...]:
+    """The constant words of a masked line or a template: placeholders, numbers, punctuation dropped."""
+    return tuple(w.lower() for w in _WORD.findall(_PLACEHOLDER.sub(" ", text)))
+
+
+@dataclass
+class DriftRecord:
+    """One reworded form of a known statement, as seen."""
+
+    template_id: int
+    similarity: float
+    masked: str  # the reworded line, masked
+    lines: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+class DriftVocab:
+    """A frozen TemplateVocab plus similarity assignment of reworded lines (see the module doc)."""
+
+    def __init__(self, vocab: TemplateVocab, cfg: DriftConfig = DriftConfig()) -> None:
+        self.vocab = vocab
+        self.cfg = cfg
+        self._targets = [(i + N_SPECIAL, words(e.pattern or e.text)) for i, e in enumerate(vocab.entries)]
+        self._targets = [(tid, w) for tid, w in self._targets if len(w) >= MIN_WORDS]
+        self._cache: dict[str, int] = {}
+        self.drift: dict[str, DriftRecord] = {}  # masked reworded line -> its record
+        self.counts: Counter[str] = Counter()  # exact, drift, unknown (lines)
+
+    # TemplateVocab's lookups, unchanged
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.vocab, name)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def nearest(self, masked: str) -> tuple[int, float, int, bool]:
+        """(closest template id or UNK, its similarity, how many more word edits the runner-up needs,
+        whether the closest differs by one word only: one inserted or dropped, or one replaced in a
+        statement of 3+ words). Distances are Indel word edits (a replacement is 2)."""
+        w = words(masked)
+        if len(w) < MIN_WORDS:
+            return UNK, 0.0, 0, False
+        best, tw_best, d1, d2 = UNK, (), 1 << 30, 1 << 30
+        for tid, tw in self._targets:
+            d = Indel.distance(w, tw, score_cutoff=d2)
+            if d < d1:
+                best, tw_best, d1, d2 = tid, tw, d, d1
+            elif d < d2:
+                d2 = d
+        if best == UNK:
+            return UNK, 0.0, 0, False
+        sim = 1.0 - d1 / (len(w) + len(tw_best))
+        one = d1 <= 1 or (d1 == 2 and len(tw_best) >= 3 and len(w) == len(tw_best))
+        if not SIGNAL_WORDS.isdisjoint(set(w) ^ set(tw_best)):
+            return UNK, sim, 0, False  # an outcome word differs: another event, not a rewording
+        return best, sim, (d2 - d1) // 2 if d2 < 1 << 30 else 1 << 20, one
+
+    def match(self, content: str) -> int:
+        tid = self.vocab.match(content)
+        if tid != UNK:
+            self.counts["exact"] += 1
+            return tid
+        masked = self.vocab.mask(content)
+        hit = self._cache.get(masked)
+        if hit is None:
+            best, s1, ahead, one = self.nearest(masked)
+            ok = best != UNK and (s1 >= self.cfg.min_similarity or one) and ahead >= self.cfg.margin
+            hit = best if ok else UNK
+            if len(self._cache) >= self.cfg.cache_size:
+                self._cache.clear()
+            self._cache[masked] = hit
+            if ok and masked not in self.drift and len(self.drift) < self.cfg.cache_size:
+                self.drift[masked] = DriftRecord(best, s1, masked, first_seen=time.time())
+        if hit == UNK:
+            self.counts["unknown"] += 1
+        else:
+            self.counts["drift"] += 1
+            rec = self.drift.get(masked)
+            if rec is not None:
+                rec.lines += 1
+                rec.last_seen = time.time()
+        return hit
+
+    def match_many(self, contents: Iterable[str]) -> list[int]:
+        return [self.match(c) for c in contents]
+
+    def report(self) -> dict[str, Any]:
+        """Which statements changed (reworded form -> the known template), since when, how many lines."""
+        v = self.vocab
+        rows = sorted(self.drift.values(), key=lambda r: -r.lines)
+        return {"lines": dict(self.counts), "reworded": [
+            {"template_key": v.key_of(r.template_id), "template": v.text_of(r.template_id), "seen_as": r.masked,
+             "similarity": round(r.similarity, 3), "lines": r.lines,
+             "first_seen": r.first_seen, "last_seen": r.last_seen} for r in rows]}
