@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-reliability bench models generalisation install kafka-jars
+.PHONY: demo test test-fast test-reliability bench models generalisation install kafka-jars alertmanager
 
 install:
 	@bash scripts/install-python.sh
@@ -11,10 +11,14 @@ install:
 kafka-jars:
 	@python3 scripts/kafka-local fetch
 
+# Debian's prometheus-alertmanager for the notify tests (installed with apt when missing)
+alertmanager:
+	@python3 scripts/alertmanager-local install
+
 demo: install kafka-jars
 	@bash scripts/demo.sh
 
-test: install kafka-jars
+test: install kafka-jars alertmanager
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -30,7 +34,7 @@ bench: install kafka-jars
 models: install
 	@bash scripts/build-models.sh
 
-# Issue 9 in one command: instability benchmark (both models), early detection, learning curve, bars.
+# The generalisation reports: instability benchmark (both models), early detection, learning curve, summary.
 generalisation: install
 	.venv/bin/logad robustness --model artifacts/models/hdfs
 	.venv/bin/logad robustness --model artifacts/models/openstack

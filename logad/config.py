@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from logad.errors import ConfigError
+from logad.notify import NotifyConfig  # defined beside the payloads it configures
 
 ENV_PREFIX = "LOGAD_"
 # Environment variables with this prefix that are not settings keys.
@@ -186,6 +187,7 @@ class Settings:
     sessions: SessionConfig = field(default_factory=SessionConfig)  # session/window state
     guard: GuardConfig = field(default_factory=GuardConfig)  # wrong-format / wrong-model detection
     drift: DriftConfig = field(default_factory=DriftConfig)  # reworded log statements (template drift)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # alert delivery (logad notify)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)  # scoring worker
     web: WebConfig = field(default_factory=WebConfig)  # web and metrics servers
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # process logs
@@ -359,7 +361,7 @@ def redacted(settings: Any) -> dict[str, Any]:
         value = getattr(settings, f.name)
         if dataclasses.is_dataclass(value):
             out[f.name] = redacted(value)
-        elif any(s in f.name for s in ("password", "secret", "token", "keyfile")) and value:
+        elif any(s in f.name for s in ("password", "secret", "token", "keyfile", "routing_key")) and value:
             out[f.name] = "***"
         else:
             out[f.name] = value

@@ -623,6 +623,19 @@ def alerts(
         pass
 
 
+@app.command()
+def notify() -> None:
+    """Deliver alerts from the alerts topic to Alertmanager, a webhook (Slack-compatible) and/or PagerDuty.
+
+    Targets and their options are settings (`[notify]`, LOGAD_NOTIFY_*): alertmanager_url, webhook_url,
+    pagerduty_routing_key, quiet_s (an Alertmanager alert resolves after this long without a new
+    alert of its session), tries / backoff_s (then the alert goes to the dead-letter topic with the
+    reason). Offsets are committed after delivery: at-least-once, duplicates dropped by alert id."""
+    from streams.notify import run_notify
+
+    run_notify(settings())
+
+
 @app.command("evaluate-stream")
 def evaluate_stream(
     labels: Annotated[Path, typer.Option(help="session labels CSV: session_id,label (or BlockId,Label; "

@@ -231,7 +231,7 @@ class Notifier:
 
 def notify_config(settings: Settings, cfg: NotifyConfig | None = None) -> NotifyConfig:
     """`cfg`, else settings.notify; ConfigError when no target is configured."""
-    cfg = cfg or getattr(settings, "notify", None) or NotifyConfig()
+    cfg = cfg or settings.notify
     if not cfg.targets():
         raise ConfigError("notify has no target: set notify.alertmanager_url (LOGAD_NOTIFY_ALERTMANAGER_URL), "
                           "notify.webhook_url (LOGAD_NOTIFY_WEBHOOK_URL) or notify.pagerduty_routing_key "

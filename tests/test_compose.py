@@ -146,8 +146,36 @@ def test_init_topics_creates_what_the_worker_reads(compose: dict[str, Any]) -> N
         assert {k for k in app if k.startswith("LOGAD_TOPICS")} == {k for k in init if k.startswith("LOGAD_TOPICS")}
 
 
-def test_dockerfile_installs_the_package() -> None:
+def test_dockerfile_installs_the_lock_file_with_torch_in_its_own_layer() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert re.search(r"pip install \.(\s|$)", text)
     assert re.search(r"^USER (?!root)\S+", text, re.M)
+    runs = re.findall(r"^RUN (.*?)(?<!\\)$", text, re.M | re.S)
+    copies = [m.start() for m in re.finditer(r"^COPY ", text, re.M)]
+    lock_copy = text.index("COPY requirements.lock")
+    code_copy = text.index("COPY logad ")
+    torch_run = text.index("^torch==")
+    rest_run = text.index("pip install -r")
+    package_run = text.index("pip install --no-deps .")
+    # torch first, then the rest of the lock, then the code: a code edit keeps both dependency layers
+    assert lock_copy == min(copies) and lock_copy < torch_run < rest_run < code_copy < package_run
+    assert len(runs) >= 3
+    lock = (REPO / "requirements.lock").read_text()
+    assert re.search(r"^torch==\S+$", lock, re.M) and "faust-streaming==0.15.3" in lock
+
+
+def test_restart_policies_and_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("kafka", "worker", "scorer", "notify"):
+        assert services[name]["restart"] == "unless-stopped", name
+    for name, port in (("worker", 6066), ("scorer", 6067), ("notify", 6068)):
+        hc = services[name]["healthcheck"]
+        assert f"127.0.0.1:{port}/metrics" in " ".join(hc["test"]), name
+        assert f"127.0.0.1:{port}:{port}" in services[name]["ports"], name
+    notify = services["notify"]
+    assert notify["command"] == ["logad", "notify"] and notify["profiles"] == ["notify"]
+    env = env_of(notify, {"LOGAD_NOTIFY_ALERTMANAGER_URL": "http://am:9093", "LOGAD_NOTIFY_PAGERDUTY_ROUTING_KEY": "k"})
+    s = load_settings(env=env)
+    assert s.notify.alertmanager_url == "http://am:9093" and s.notify.pagerduty_routing_key == "k"
+    assert s.notify.metrics_port == 6068 and s.web.host == "0.0.0.0"
+    assert "LOGAD_NOTIFY_PAGERDUTY_ROUTING_KEY" not in env_of(notify)  # never a value in the file
