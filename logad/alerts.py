@@ -155,6 +155,21 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
     }
 
 
+CE_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
+
+
+def ce_headers(ws: WindowScore, model_version: str, stamp: str) -> list[tuple[str, bytes]]:
+    """Kafka headers of an alert record: the CloudEvents Kafka binding's structured mode (the value
+    is the whole envelope, `content-type: application/cloudevents+json`), plus its id, type, source,
+    subject and time as ce_* headers, so that consumers route and dedupe without parsing the value."""
+    w = ws.window
+    return [("content-type", CE_CONTENT_TYPE), ("ce_specversion", b"1.0"),
+            ("ce_id", alert_id(w.source, w.session_id, w.start, w.end, w.first_ts, model_version).encode()),
+            ("ce_type", (ALERT_TYPE if ws.is_anomaly else SCORE_TYPE).encode()),
+            ("ce_source", f"logad/{w.source}".encode()), ("ce_subject", w.session_id.encode()),
+            ("ce_time", stamp.encode())]
+
+
 def validate(event: dict) -> None:
     """Raise jsonschema.ValidationError when `event` does not follow the alert schema."""
     jsonschema.validate(event, SCHEMA)

@@ -312,35 +312,35 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-async def send_batched(producer: Any, topic: str, records: Iterable[tuple[int, bytes | None, bytes | None]]
-                       ) -> list[Any]:
-    """Send (partition, key, value) records as one BatchBuilder per partition (a new one whenever
-    it is full) instead of one `send()` each: `send()` costs ~40 us of Python per record (a future,
-    a partition lookup, an accumulator append), a batch append a few. Order within a partition is
-    kept. Returns the batches' delivery futures (await them all: every record acknowledged)."""
-    by_part: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-    for p, k, v in records:
+async def send_batched(producer: Any, topic: str, records: Iterable[tuple]) -> list[Any]:
+    """Send (partition, key, value[, headers]) records as one BatchBuilder per partition (a new one
+    whenever it is full) instead of one `send()` each: `send()` costs ~40 us of Python per record (a
+    future, a partition lookup, an accumulator append), a batch append a few. Order within a
+    partition is kept. Returns the batches' delivery futures (await them all: every record acknowledged)."""
+    by_part: dict[int, list[tuple]] = {}
+    for p, k, v, *h in records:
         lst = by_part.get(p)
+        item = (k, v, h[0] if h else None)
         if lst is None:
-            by_part[p] = [(k, v)]
+            by_part[p] = [item]
         else:
-            lst.append((k, v))
+            lst.append(item)
     futures = []
     if not hasattr(producer, "create_batch"):  # a producer without batches (test fakes): one send each
         for p, items in by_part.items():
-            futures += [await producer.send(topic, key=k, value=v, partition=p) for k, v in items]
+            futures += [await producer.send(topic, key=k, value=v, partition=p, **({"headers": h} if h else {}))
+                        for k, v, h in items]
         return futures
     for p, items in by_part.items():
         batch = producer.create_batch()
-        for k, v in items:
-            if batch.append(key=k, value=v, timestamp=None) is None:  # full: send it, start another
+        for k, v, h in items:
+            if batch.append(key=k, value=v, timestamp=None, headers=h or []) is None:  # full: send, start another
                 futures.append(await producer.send_batch(batch, topic, partition=p))
                 batch = producer.create_batch()
-                if batch.append(key=k, value=v, timestamp=None) is None:
+                if batch.append(key=k, value=v, timestamp=None, headers=h or []) is None:
                     raise ValueError(f"a record of {len(v or b'')} bytes does not fit a producer batch")
         futures.append(await producer.send_batch(batch, topic, partition=p))
     return futures
-
 
 def key_partitions(keys: list[bytes], partitions: int) -> list[int]:
     """streams.kafka_clients.key_partition of every key (Kafka's default partitioner: murmur2),

@@ -33,7 +33,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from logad.alerts import EventEncoder, iso_time
+from logad.alerts import EventEncoder, ce_headers, iso_time
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from logad.sessions import PROBE
@@ -249,7 +249,7 @@ class Scorer:
         # as the default partitioner places records keyed by session id: one vectorised pass per batch
         parts = key_partitions([s.window.session_id.encode() for s in scored], self.topics.partitions)
         scores: dict[int, list[bytes]] = {}
-        alerts: list[tuple[int, bytes | None, bytes]] = []
+        alerts: list[tuple[int, bytes | None, bytes, list]] = []  # (partition, key, envelope, CloudEvents headers)
         n_alerts = n_probes = 0
         held: dict[str, int] = {}
         for o, ws, part in zip(done, scored, parts):
@@ -266,7 +266,8 @@ class Scorer:
                 continue
             # the gate only has work for probes and, once it tracks sessions, for their final windows
             if (probe or gate.tracked) and gate.admit(ws):  # the first anomalous probe of an open session
-                alerts.append((part, w.session_id.encode(), encoder.encode(ws, stamp, early=True)))
+                alerts.append((part, w.session_id.encode(), encoder.encode(ws, stamp, early=True),
+                               ce_headers(ws, encoder.model_version, stamp)))
                 self.alerts += 1
                 if self.metrics is not None:
                     self.metrics.alerts.inc()
@@ -277,7 +278,7 @@ class Scorer:
             event = encoder.encode(ws, stamp, details=details)
             scores.setdefault(part, []).append(event)
             if ws.is_anomaly:
-                alerts.append((part, w.session_id.encode(), event))
+                alerts.append((part, w.session_id.encode(), event, ce_headers(ws, encoder.model_version, stamp)))
                 n_alerts += 1
         self.scored += len(scored) - n_probes
         self.alerts += n_alerts

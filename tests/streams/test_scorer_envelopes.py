@@ -80,3 +80,19 @@ def test_score_records_leave_out_normal_windows_details_but_alerts_keep_them(win
     assert len(by_id) == len(full) and by_id == {
         e["id"]: e for e in (orjson.loads(orjson.dumps(make_event(s, det.version, det.thresholds.values, stamp=stamp)))
                              for s in ws)}
+
+
+def test_alert_records_carry_cloudevents_headers(windows) -> None:
+    _, _, alerts, producer = run_scorer(windows, score_details=False)
+    assert alerts
+    for (topic, key, value), headers in zip(producer.sent, producer.headers):
+        if topic != "A":
+            assert headers is None  # score bundles are not events
+            continue
+        h = dict(headers)
+        event = orjson.loads(value)
+        assert h["content-type"] == b"application/cloudevents+json; charset=UTF-8"
+        assert h["ce_specversion"] == b"1.0" and h["ce_id"].decode() == event["id"]
+        assert h["ce_type"].decode() == event["type"] and h["ce_source"].decode() == event["source"]
+        assert h["ce_subject"].decode() == event["subject"] == key.decode()
+        assert h["ce_time"].decode() == event["time"]

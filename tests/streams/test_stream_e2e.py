@@ -58,7 +58,9 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         seconds = time.perf_counter() - t0
         result = {
             "pipeline": p, "state": state, "seconds": seconds, "replay": replay_out,
-            "alerts": [orjson.loads(r.value) for r in p.read(p.settings.topics.alerts)],
+            "alert_records": (recs := p.read(p.settings.topics.alerts)),
+            "alerts": [orjson.loads(r.value) for r in recs],
+            "alert_headers": [dict(r.headers) for r in recs],
             "scores": [s for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)],
             "dead": [orjson.loads(r.value) for r in p.read(p.settings.topics.dead_letter)],
         }
@@ -77,9 +79,12 @@ def test_stream_alerts_equal_offline_detect(run: dict[str, Any], offline: dict[s
         f"stream {len(alerts)} vs offline {len(offline)} alerts; only stream: {sorted(set(alerts) - set(offline))[:5]}, "
         f"only offline: {sorted(set(offline) - set(alerts))[:5]}")
     assert {a["subject"] for a in alerts.values()} == {a["subject"] for a in offline.values()}
-    for a in run["alerts"]:
+    for a, h in zip(run["alerts"], run["alert_headers"]):
         validate(a)
         assert a["type"] == "io.logad.anomaly" and a["data"]["is_anomaly"]
+        # CloudEvents Kafka binding (structured mode) through the real broker
+        assert h["content-type"] == b"application/cloudevents+json; charset=UTF-8"
+        assert h["ce_id"].decode() == a["id"] and h["ce_subject"].decode() == a["subject"]
     # Every window scored once per delivery, every session scored, decisions identical to offline.
     scores = {s["id"]: s for s in run["scores"]}
     assert len({s["subject"] for s in scores.values()}) == N_SESSIONS

@@ -253,10 +253,12 @@ class FakeDetector:
 class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []  # per sent record
 
-    async def send(self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int | None = None
-                   ) -> asyncio.Future:
+    async def send(self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
