@@ -111,28 +111,62 @@ def recommendations(diag: dict, results: dict, thresholds: dict) -> list[str]:
     return recs
 
 
+def _symlog(x: np.ndarray) -> np.ndarray:
+    """sign(x) * log10(1 + |x|): scores span 1e-2 .. 1e3 on both sides of the threshold (0); this
+    shows them all without clipping, and 0 stays 0."""
+    return np.sign(x) * np.log10(1.0 + np.abs(x))
+
+
+def _symlog_ticks(ax, lo: float, hi: float, axis: str = "x") -> None:
+    vals = [v for v in (-1000, -100, -10, -1, 0, 1, 10, 100, 1000) if lo - 0.1 <= _symlog(np.array([v]))[0] <= hi + 0.1]
+    pos = _symlog(np.array(vals, dtype=float))
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(pos)
+    (ax.set_xticklabels if axis == "x" else ax.set_yticklabels)([f"{v:g}" for v in vals])
+
+
 def _plots(out: Path, results: Sequence[SessionResult], name: str) -> None:
+    """F1 against the threshold and the score distributions, readable by someone who did not write
+    them: no score is clipped (a symmetric log axis), normal and anomalous sessions get panels of
+    their own, and F1 is drawn as the step function it is, with a dot at every distinct score."""
     labels = np.array([r.label for r in results])
     scores = np.array([r.score for r in results])
     finite = np.isfinite(scores)
-    labels, scores = labels[finite], np.clip(scores[finite], -50, 50)
-    grid = np.quantile(scores, np.linspace(0, 1, 200))
-    f1s = [prf(labels, scores > t)["f1"] for t in grid]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(grid, f1s)
-    ax.axvline(0.0, color="red", ls="--", label="calibrated threshold")
-    ax.set(xlabel="combined score threshold", ylabel="F1", title=f"{name}: F1 vs threshold")
-    ax.legend()
+    labels, scores = labels[finite], scores[finite]
+    if not len(scores):
+        return
+    xs = _symlog(scores)
+    lo, hi = float(xs.min()), float(xs.max())
+    # F1 if the threshold were at each distinct score (sessions scoring above it are flagged): a step
+    # function, constant between scores; no line is drawn across ranges without sessions.
+    cuts = np.unique(scores)
+    if len(cuts) > 400:
+        cuts = np.unique(np.quantile(scores, np.linspace(0, 1, 400)))
+    f1s = np.array([prf(labels, scores > t)["f1"] for t in cuts])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.step(_symlog(cuts), f1s, where="post", color="tab:blue", label="F1 if the threshold were here")
+    ax.plot(_symlog(cuts), f1s, ".", color="tab:blue", ms=3)
+    ax.axvline(0.0, color="red", ls="--", label=f"calibrated threshold (F1 {prf(labels, scores > 0)['f1']:.3f})")
+    _symlog_ticks(ax, lo, hi)
+    ax.set(xlabel="combined score threshold (symmetric log scale; > 0 = anomaly)", ylabel="F1 on the test split",
+           ylim=(-0.02, 1.02), title=f"{name}: F1 against the threshold ({len(scores):,} sessions)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(out / "f1_vs_threshold.png", dpi=100)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(scores.min(), scores.max(), 60)
-    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal", log=True)
-    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="anomaly", log=True)
-    ax.axvline(0.0, color="red", ls="--", label="threshold")
-    ax.set(xlabel="combined score (> 0 = anomaly)", ylabel="sessions", title=f"{name}: score distribution")
-    ax.legend()
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    bins = np.linspace(lo - 1e-9, hi + 1e-9, 60)
+    for ax, lab, color, what in ((axes[0], 0, "tab:blue", "normal"), (axes[1], 1, "tab:orange", "anomalous")):
+        sel = xs[labels == lab]
+        flagged = int(np.sum(scores[labels == lab] > 0))
+        ax.hist(sel, bins=bins, color=color, log=True)
+        ax.axvline(0.0, color="red", ls="--", label="threshold")
+        ax.set(ylabel="sessions (log)", title=f"{what}: {len(sel):,} sessions, {flagged:,} above the threshold")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _symlog_ticks(axes[1], lo, hi)
+    axes[1].set(xlabel="combined score (symmetric log scale; > 0 = anomaly, no score clipped)")
+    fig.suptitle(f"{name}: score distribution on the test split")
     fig.tight_layout()
     fig.savefig(out / "score_distribution.png", dpi=100)
     plt.close(fig)
