@@ -40,4 +40,4 @@ generalisation: install
 	.venv/bin/logad robustness --model artifacts/models/openstack
 	.venv/bin/logad early --model artifacts/models/hdfs
 	.venv/bin/logad learning-curve
-	.venv/bin/logad bars
+	.venv/bin/logad report

@@ -370,18 +370,18 @@ def robustness(
     Console().print(table)
 
 
-@app.command()
-def bars(
-    metrics_dir: Annotated[Path, typer.Option(help="where robustness / early / learning-curve wrote")] = ART / "metrics",
+@app.command("report")
+def report_cmd(
+    metrics_dir: Annotated[Path, typer.Option(help="where robustness / early / learning-curve / eval-parser wrote")] = ART / "metrics",
 ) -> None:
-    """Issue 9's generalisation bars against the reports (`make generalisation` writes them first)."""
-    from training.bars import bars as run
+    """The shipped models' measured figures on one page, each with the command that measures it."""
+    from training.summary import summary
 
-    table = Table(title="generalisation bars (from the reports under " + str(metrics_dir) + ")")
-    for col in ("bar", "measured", "met"):
+    table = Table(title="logad: measured figures (from the reports under " + str(metrics_dir) + ")")
+    for col in ("what", "measured", "command"):
         table.add_column(col)
-    for b in run(metrics_dir):
-        table.add_row(b.name, b.measured, {True: "yes", False: "NO", None: "?"}[b.met])
+    for f in summary(metrics_dir):
+        table.add_row(f.what, f.value, f.command)
     Console().print(table)
 
 
