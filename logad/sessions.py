@@ -27,7 +27,8 @@ from logad.records import Window
 # whole (a terminal event, an event-time gap, a full sliding window, a complete trace from a sequence
 # file): its count vector is compared with whole normal ones. Any other close (idle timer, end of
 # input, eviction, caps) may have cut the session short, so only templates it has *too many* of
-# count: a cut normal session must not look anomalous just because it stopped (see NOTES.md).
+# count: a cut normal session must not look anomalous just because it stopped (a block cut by the
+# end of a log sample, or by an idle timeout, is not a failed block).
 COMPLETE_REASONS = frozenset({"terminal", "gap", "max_length", "complete"})
 # An early probe: the events of a session that is still open, scored before it closes (early alerts).
 # Never complete, so only the prefix-safe scores judge it, and never final: the window that closes the

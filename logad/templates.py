@@ -239,9 +239,6 @@ class TemplateVocab:
         self.key_of(tid)  # range check
         return self._entries[tid - N_SPECIAL].text
 
-    def count_of(self, tid: int) -> int:
-        return self._entries[tid - N_SPECIAL].count if tid >= N_SPECIAL else 0
-
     # -- matching (never changes the vocab) ---------------------------------------------------
     def _no_format(self, content: str) -> str:
         raise ArtifactError(self._no_matcher_reason)

@@ -1,10 +1,11 @@
 """The topics of the pipeline, their partition counts, and who reads and writes them.
 
     raw (logs.<source>: logs.hdfs)   shippers / `logad replay` -> ingest        1 partition by default
-    events                           ingest -> session agent (key session id)   topics.partitions
+    events                           ingest -> session agent                    topics.partitions
     <app id>-sessions-changelog      session table (Faust creates it, compacted) topics.partitions
-    windows                          session agent -> scorer (key session id)   topics.partitions
-    scores, alerts                   scorer -> consumers (key session id)       topics.partitions
+    windows                          session agent -> scorer                    topics.partitions
+    scores                           scorer -> consumers                        topics.partitions
+    alerts                           scorer -> consumers (key session id)       topics.partitions
     dead-letter                      ingest, sessions, scorer -> operators      topics.partitions
 
 A source is a log format's name (the model bundle's format: hdfs, openstack, myapp); its raw topic
@@ -13,8 +14,10 @@ Raw topics get ONE partition unless configured otherwise: the lines of one sessi
 file order, and Kafka orders only within a partition. Scale-out therefore uses one raw partition per
 host / shipper (each shipper writes its own partition, in order; a session's lines from one host
 stay ordered), never a random or round-robin spread of one log over several partitions.
-Every other topic is keyed by session id, so all records of a session share a partition and the
-session table is co-partitioned with the events topic (same key bytes, same partitioner, same count).
+Events, windows and scores travel as bundles: one record per partition per batch, without a key,
+written to the partition Kafka's default partitioner gives each session id, so all of a session's
+records share a partition and the session table is co-partitioned with the events topic (same key
+bytes, same partitioner, same count). Alerts are one record each, keyed by session id.
 We create every topic ourselves with explicit counts (`ensure_topics` refuses existing topics with
 another count) instead of letting clients auto-create them with broker defaults.
 """

@@ -63,7 +63,7 @@ async def prepare(settings: Settings, raw_topics: str | list[str]) -> list[str]:
 
 def use_uvloop() -> bool:
     """uvloop's event loop for the process (a dependency; measured ~20% more records/s through a Faust
-    agent on this box, NOTES.md). Before any loop exists; False where it is not installed."""
+    agent on this box). Before any loop exists; False where it is not installed."""
     try:
         import uvloop
     except ImportError:

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 from logad.errors import ArtifactError
 from logad.scoring import window_example
 from logad.sessions import WindowRule, plan_windows
-from training.loop import Example
+
+
+Example = tuple[list[int], list[int]]  # (x, y) of one window, see logad.scoring.window_example
 
 
 @dataclass(frozen=True, slots=True)

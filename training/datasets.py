@@ -5,7 +5,7 @@ hdfs_pretrain (sessions = HDFS blocks, keys = Loghub E1..E30):
   DeepLog's 4,855 full normal sequences (no block ids: train only, never evaluated on);
 * anomalous: the full traces of `hdfs_anomalous_block_sequences.csv.gz`; they supersede the cut
   100k-prefix traces of the same blocks, 127 of which equal a normal sequence and are undetectable
-  from the sequence alone (data/README.md; NOTES.md).
+  from the sequence alone (data/README.md).
 openstack_finetune (sessions = VM instances, keys = GraphLog template ids "0".."35"):
 * `sequence_normal.csv` / `sequence_abnormal.csv`; session id = the row's index in the source file
   (rows i % 5 == 0 were held out upstream, so our r-th row is source row r + r // 4 + 1).

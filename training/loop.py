@@ -24,13 +24,13 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from logad.artifacts import load_bundle, read_json, save_bundle
-from logad.errors import ArtifactError, ConfigError
+from logad.errors import ConfigError
 from logad.model import IGNORE, NextTokenTransformer, autocast, pick_device
 from logad.scoring import collate
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
+from training.data import Example
 
-Example = tuple[list[int], list[int]]  # (x, y) of one window, see logad.scoring.window_example
 
 
 @dataclass(frozen=True)
@@ -272,10 +272,3 @@ def train(model: NextTokenTransformer, train_ex: Sequence[Example], val_ex: Sequ
         dist.barrier()
     return result
 
-
-def load_checkpoint_model(path: str | Path) -> tuple[NextTokenTransformer, TemplateVocab, dict]:
-    try:
-        b = load_bundle(path)
-    except ArtifactError as e:
-        raise ArtifactError(f"cannot start from checkpoint {path}: {e}") from None
-    return b.model, b.vocab, b.manifest

@@ -39,7 +39,7 @@ app = faust.App(
     web_enabled=False,
     consumer_auto_offset_reset="earliest",
 )
-# Raw bytes in: a typed topic that cannot decode a record crashes the agent (see NOTES.md).
+# Raw bytes in: a typed topic that cannot decode a record crashes the agent.
 source = app.topic(env["COUNTER_SOURCE"], key_serializer="raw", value_serializer="raw",
                    partitions=PARTITIONS, internal=False)
 out = app.topic(env["COUNTER_OUT"], key_type=str, value_type=str, partitions=PARTITIONS, internal=False)
