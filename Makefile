@@ -19,7 +19,7 @@ demo: install kafka-jars
 	@bash scripts/demo.sh
 
 test: install kafka-jars alertmanager
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not scaleout"
 
 test-fast: install
 	$(PY) -m pytest -q -m "not kafka and not slow"

@@ -38,7 +38,8 @@ from tests.reliability.scaleout import (RAW_PARTITIONS, Feeder, ScaledPipeline, 
                                         split_by_session, stream_windows)
 from tests.reliability.test_worker_faults import SEED, check_no_fault
 
-pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
+# several workers, scorers and brokers on 2 cores take minutes: in `make test-reliability`, not `make test`
+pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.scaleout]
 
 CLUSTER = ROOT / "scripts" / "kafka-cluster"
 
