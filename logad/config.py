@@ -23,7 +23,8 @@ from logad.notify import NotifyConfig  # defined beside the payloads it configur
 
 ENV_PREFIX = "LOGAD_"
 # Environment variables with this prefix that are not settings keys.
-ENV_RESERVED = frozenset({"LOGAD_CONFIG", "LOGAD_KAFKA_HOME", "LOGAD_TEST_BOOTSTRAP"})
+ENV_RESERVED = frozenset({"LOGAD_CONFIG", "LOGAD_KAFKA_HOME", "LOGAD_TEST_BOOTSTRAP", "LOGAD_TEST_MODEL",
+                          "LOGAD_DEMO_MODEL", "LOGAD_DEMO_KEEP"})
 
 
 def _check(section: str, obj: Any, choices: dict[str, tuple] | None = None,
