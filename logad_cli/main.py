@@ -195,8 +195,11 @@ def templates_match(
     from logad.templates import TemplateVocab, match_lines
     from logad.parse import open_lines
 
+    from logad.artifacts import bundle_format
+
     v = TemplateVocab.load(vocab)
-    fmt = load_format(log_format or v.format_name)
+    # a bundle's vocab reads lines with the bundle's format file; a loose vocab names a built-in one
+    fmt = load_format(log_format) if log_format else bundle_format(vocab.parent, v.format_name)
     out = sys.stdout
     for keys, key in match_lines(v, fmt, open_lines(file)):
         out.write(f"{','.join(keys)}\t{key}\n")

@@ -166,3 +166,13 @@ def test_gap_split_sessions_quote_only_their_own_lines(tmp_path: Path) -> None:
     got = list(windows_of_events(events, sz, Positions()))
     closed = [(w.reason, [ln for _, ln in pos]) for w, pos in got if w.final]
     assert closed == [("gap", [0, 1, 2]), ("end", [3, 4])]
+
+
+def test_templates_match_reads_with_the_bundles_format(bundle: tuple[Path, dict], sample: Path) -> None:
+    out, _ = bundle
+    r = subprocess.run([sys.executable, "-m", "logad_cli.main", "templates", "match", str(sample / "part2.log"),
+                        "--vocab", str(out / "template_vocab.json")], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert len(rows) == 4000 and all(k.startswith("blk_") and t.startswith("T") for k, t in rows)
