@@ -40,7 +40,7 @@ from streams.codec import CodecError, decode_events_bundle, encode_dead_letter, 
 from streams.ingest import Ingestor
 from streams.ingest_loop import IngestLoop
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
-from streams.metrics import WorkerMetrics
+from streams.metrics import WorkerMetrics, set_model_info
 from streams.session_store import ChangelogTable
 from streams.sessionize import SessionProcessor, SessionRunner, key_partition, load_session_rules
 from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, changelog_topic, topics_for
@@ -100,6 +100,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
         web_enabled=True, web_bind=s.web.host, web_host=s.web.host, web_port=s.web.port,
     )
     metrics = metrics or WorkerMetrics()
+    set_model_info(metrics.model_info, model_dir, fmt.name, vocab)
     try:
         from faust.sensors.prometheus import setup_prometheus_sensors
 

@@ -10,6 +10,7 @@ in README.md use them).
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -23,13 +24,13 @@ WORKER_METRICS = (
     "logad_unk_line_ratio", "logad_drift_templates", "logad_open_sessions", "logad_session_records",
     "logad_session_closes", "logad_evictions", "logad_windows", "logad_duplicate_events",
     "logad_backfilled_events_records", "logad_caught_up", "logad_consumer_lag", "logad_input_clock_lag_seconds",
-    "logad_input_mismatch", "logad_input_unparsed_rate", "logad_input_unknown_rate",
+    "logad_input_mismatch", "logad_input_unparsed_rate", "logad_input_unknown_rate", "logad_model_info",
 )
 SCORER_METRICS = (
     "logad_scorer_windows", "logad_scorer_alerts", "logad_scorer_batch_size", "logad_scorer_batch_seconds",
     "logad_scoring_latency_seconds", "logad_scorer_queue", "logad_scorer_dead_letters", "logad_scorer_retries",
     "logad_scorer_cache_hits", "logad_scorer_cache_misses", "logad_consumer_lag",
-    "logad_scorer_vocab_mismatch", "logad_alerts_held",
+    "logad_scorer_vocab_mismatch", "logad_alerts_held", "logad_model_info",
 )
 GUARD_PROBLEMS = ("unparsed", "unknown")  # logad.guard.Verdict.problem values
 
@@ -82,6 +83,7 @@ class WorkerMetrics:
                                    "that did not parse (input guard)", ["source", "topic"], registry=r)
         self.unknown_rate = Gauge("logad_input_unknown_rate", "share of the last guard.window_lines parsed lines "
                                   "that match no template of the model (input guard)", ["source", "topic"], registry=r)
+        self.model_info = model_info_gauge(r)
         self._seen: dict[str, int] = {}
         self._closes: dict[str, int] = {}
         self._rejected: dict[str, int] = {}
@@ -173,11 +175,34 @@ class ScorerMetrics:
             "format) | unknown (the parsed lines match no template of the model); see logad_input_mismatch",
             ["reason"], registry=r)
         self.lag = lag_gauge(r)
+        self.model_info = model_info_gauge(r)
 
 
 def lag_gauge(registry: CollectorRegistry) -> Gauge:
     return Gauge("logad_consumer_lag", "records behind the partition's end (high-water mark), per stage",
                  ["stage", "topic", "partition"], registry=registry)
+
+
+def model_info_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge("logad_model_info", "the model bundle this process runs (value 1): version (as in every "
+                 "score and alert), source (log format), vocab (fingerprint: worker and scorer must agree), "
+                 "weights (first 12 hex of the weights' sha256)", ["version", "source", "vocab", "weights"],
+                 registry=registry)
+
+
+def set_model_info(gauge: Gauge, model_dir: str | Path, source: str, vocab: Any,
+                   version: str | None = None) -> dict[str, str]:
+    """Set the info gauge from a bundle's manifest (the worker does not load the weights: their hash
+    is the manifest's, which load_bundle checks against the file); returns the labels."""
+    from logad.artifacts import MANIFEST, read_json
+    from streams.codec import vocab_tag
+
+    p = Path(model_dir)
+    sha = str(read_json(p / MANIFEST, "model manifest").get("weights", {}).get("sha256", ""))
+    labels = {"version": version or f"{p.name}-{sha[:12]}", "source": source, "vocab": vocab_tag(vocab), "weights": sha[:12]}
+    gauge.clear()  # one series: the bundle running now
+    gauge.labels(**labels).set(1)
+    return labels
 
 
 def scrape(url: str, timeout_s: float = 2.0) -> dict[str, float]:

@@ -383,7 +383,7 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
     from prometheus_client import start_http_server
 
     from logad.detector import Detector
-    from streams.metrics import ScorerMetrics
+    from streams.metrics import ScorerMetrics, set_model_info
     from streams.worker import banner, setup_logging, tune_gc, use_uvloop
 
     use_uvloop()
@@ -398,6 +398,8 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
     detector = Detector.load(model_dir, device, batch_size=min(settings.scorer.max_batch, FORWARD_BATCH),
                              cache_size=settings.scorer.cache_size)
     metrics = ScorerMetrics()
+    set_model_info(metrics.model_info, model_dir, detector.bundle.vocab.format_name or "", detector.bundle.vocab,
+                   detector.version)
     try:
         start_http_server(settings.web.scorer_port, addr=settings.web.host)
     except OSError as e:

@@ -17,7 +17,7 @@ from logad.config import LoggingConfig, Settings, TopicsConfig
 from logad.records import Window
 from streams.codec import encode_windows
 from streams.ingest import Ingestor, RawRecord
-from streams.metrics import SCORER_METRICS, WORKER_METRICS, ScorerMetrics, WorkerMetrics
+from streams.metrics import SCORER_METRICS, WORKER_METRICS, ScorerMetrics, WorkerMetrics, set_model_info
 from tests.streams.test_stream_units import HDFS, LINES, TAG, FakeConsumer, FakeDetector, FakeProducer
 
 
@@ -54,6 +54,8 @@ def test_worker_metrics_endpoint_serves_every_metric(tmp_path) -> None:
     m.sessions({"closed_idle": 3, "closed_evicted": 1, "evicted": 1, "opened": 4})
     m.lag.labels("ingest", "logs.hdfs", "0").set(0)
     m.windows.labels("idle").inc(3)
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps({"weights": {"sha256": "cd" * 32}}))
+    set_model_info(m.model_info, tmp_path, "hdfs", ing.vocab)
     text = serve(reg)
     names = declared(text)
     for name in WORKER_METRICS:
@@ -80,12 +82,35 @@ def test_scorer_metrics_endpoint_serves_every_metric() -> None:
     scorer = Scorer(FakeDetector(set()), FakeConsumer(), FakeProducer(), settings, m)
     asyncio.run(scorer.handle(recs))
     m.lag.labels("scorer", "W", "0").set(0)
+    m.model_info.labels("m-0123456789ab", "hdfs", TAG, "0123456789ab").set(1)
     text = serve(reg)
     names = declared(text)
     for name in SCORER_METRICS:
         assert name in names or f"{name}_total" in names or name.removesuffix("_total") in names, name
     assert "logad_scorer_windows_total 4.0" in text and "logad_scorer_alerts_total 1.0" in text
     assert "logad_scoring_latency_seconds_count 3.0" in text  # one observation per windows record (a bundle: one)
+
+
+def test_model_info_names_the_running_bundle(tmp_path) -> None:
+    """logad_model_info{version, source, vocab, weights} 1: one series, the bundle's, from its manifest."""
+    import json
+
+    from logad.templates import TemplateVocab
+    from logad.parse import content_of
+    from streams.codec import vocab_tag
+
+    vocab = TemplateVocab.fit([c for c in (content_of(line, HDFS) for line in LINES[:200]) if c], HDFS)
+    (tmp_path / "mymodel").mkdir()
+    (tmp_path / "mymodel/manifest.json").write_text(json.dumps({"weights": {"sha256": "ab" * 32}}))
+    reg = CollectorRegistry()
+    m = WorkerMetrics(reg)
+    labels = set_model_info(m.model_info, tmp_path / "mymodel", "hdfs", vocab)
+    assert labels == {"version": "mymodel-" + "ab" * 6, "source": "hdfs", "vocab": vocab_tag(vocab), "weights": "ab" * 6}
+    set_model_info(m.model_info, tmp_path / "mymodel", "hdfs", vocab, version="given")  # the scorer's Detector.version
+    text = serve(reg)
+    lines = [line for line in text.splitlines() if line.startswith("logad_model_info{")]
+    assert lines == [f'logad_model_info{{source="hdfs",version="given",vocab="{vocab_tag(vocab)}",'
+                     f'weights="{"ab" * 6}"}} 1.0'], lines
 
 
 def test_json_logs_are_one_object_per_line(monkeypatch) -> None:
