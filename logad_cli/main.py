@@ -653,6 +653,9 @@ def evaluate_stream(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     raw_topic: Annotated[Optional[str], typer.Option(help="raw topic (default: the raw topic of the bundle's source)")] = None,
     delay: Annotated[bool, typer.Option(help="detection delay of alerted anomalous sessions (reads the raw topic)")] = True,
+    complete_traces: Annotated[Optional[Path], typer.Option(help="sequence CSV of the sessions' full traces (BlockId,"
+                                                                 "EventSequence; .gz ok): also report the figures over "
+                                                                 "the sessions whose whole trace is in the sample")] = None,
 ) -> None:
     """Session-level precision/recall/F1 of the stream's alerts, detection delay, agreement with offline detection."""
     import asyncio
@@ -665,7 +668,7 @@ def evaluate_stream(
     if wait > 0:
         asyncio.run(wait_drained(s, app_id=app_id, scorer_group=scorer_group, timeout_s=wait, raw_topic=raw))
     report = evaluate(s, labels, alerts_topic=alerts_topic, scores_topic=scores_topic, offline=offline,
-                      model_dir=model_dir, raw_topic=raw, delay=delay)
+                      model_dir=model_dir, raw_topic=raw, delay=delay, complete_traces=complete_traces)
     if as_json:
         _print_json(report)
     else:

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from logad.config import Settings
 from logad.errors import BrokerError, ParseError
 from logad.metrics import prf
+from streams.evaluate_traces import ALL_REASON, complete_report, read_full_traces
 
 
 ID_COLUMNS = ("session_id", "sessionid", "session", "blockid", "block_id", "id")
@@ -180,7 +181,11 @@ def compare(stream: dict[str, dict], offline: dict[str, dict]) -> dict[str, Any]
 
 def evaluate(settings: Settings, labels: str | Path, *, alerts_topic: str | None = None,
              scores_topic: str | None = None, offline: str | Path | None = None,
-             model_dir: str | Path | None = None, raw_topic: str | None = None, delay: bool = True) -> dict[str, Any]:
+             model_dir: str | Path | None = None, raw_topic: str | None = None, delay: bool = True,
+             complete_traces: str | Path | None = None) -> dict[str, Any]:
+    """The report (see the module docstring). `complete_traces`: a sequence CSV of the sessions' full
+    traces; the report then also has "complete": the figures over the sessions whose whole trace is
+    in the sample (streams/evaluate_traces.py; reads the raw topic, needs the model)."""
     alerts_t = alerts_topic or settings.topics.alerts
     scores_t = scores_topic or settings.topics.scores
     alert_records = asyncio.run(read_events(settings, alerts_t, with_time=True))
@@ -207,23 +212,32 @@ def evaluate(settings: Settings, labels: str | Path, *, alerts_topic: str | None
         # `logad detect` decides at close: early alerts (scorer.early_alerts) have no offline twin
         at_close = {k: a for k, a in alerts.items() if not a.get("data", {}).get("early")}
         report["offline"] = compare(at_close, offline_alerts(offline, model_dir, settings))
-    if delay and model_dir is not None:
-        report["delay"] = delay_report(settings, alerts, truth, model_dir, raw_topic)
+    report["all_reason"] = ALL_REASON
+    if complete_traces is not None and model_dir is None:
+        raise BrokerError("--complete-traces needs the model (--model): the sample's traces are read with its vocab")
+    if (delay or complete_traces is not None) and model_dir is not None:
+        from streams.sessionize import load_session_rules
+        from streams.topics import raw_topic as raw_topic_of
+
+        vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
+        topic = raw_topic or raw_topic_of(settings, fmt.name)
+        events = asyncio.run(session_events(settings, topic, model_dir))
+        if delay:
+            report["delay"] = delay_report(alerts, truth, model_dir, len(vocab), topic, events)
+        if complete_traces is not None:
+            sample = {sid: [vocab.key_of(tid) for tid, _ in evs] for sid, evs in events.items() if sid in truth}
+            full = read_full_traces(complete_traces, {sid for sid, label in truth.items() if label})
+            report["complete"] = {"traces": str(complete_traces), **complete_report(truth, alerted, sample, full)}
     return report
 
 
-def delay_report(settings: Settings, alerts: dict[str, dict], truth: dict[str, int], model_dir: str | Path,
-                 raw_topic: str | None) -> dict[str, Any]:
+def delay_report(alerts: dict[str, dict], truth: dict[str, int], model_dir: str | Path, vocab_size: int,
+                 topic: str, events: dict[str, list[tuple[int, float]]]) -> dict[str, Any]:
     from logad.detector import load_reference
     from logad.templates import TemplateVocab
-    from streams.sessionize import load_session_rules
-    from streams.topics import raw_topic as raw_topic_of
 
-    vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
-    topic = raw_topic or raw_topic_of(settings, fmt.name)
-    ref, _ = load_reference(model_dir, len(vocab))
+    ref, _ = load_reference(model_dir, vocab_size)
     unseen = {i for i, seen in enumerate(ref.seen.tolist()) if not seen} | {TemplateVocab.UNK}
-    events = asyncio.run(session_events(settings, topic, model_dir))
     return {"raw_topic": topic, **detection_delay(alerts, truth, events, unseen)}
 
 
@@ -241,6 +255,7 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(k, f"{report[k]:.4f}")
     console = Console()
     console.print(table)
+    console.print(figures_text(report))
     off = report.get("offline")
     if off:
         verdict = "identical" if off["alerts_equal"] else f"DIFFERENT (jaccard {off['alert_jaccard']:.3f})"
@@ -257,6 +272,31 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"  (definition: {d['definition']})", style="dim")
     elif d is not None:
         console.print("detection delay: no alerted anomalous session to measure")
+
+
+FEW_ANOMALOUS = 10  # below this many anomalous sessions a recall figure says little (each one moves it 10%+)
+
+
+def figures_text(report: dict[str, Any]) -> str:
+    """The headline figures in plain lines: over all labelled sessions, and (with --complete-traces)
+    over the sessions whose whole trace is in the sample, each with its count and why."""
+    def fig(r: dict[str, Any], n: int, anomalous: int) -> str:
+        return (f"{n} sessions ({anomalous} anomalous): precision {r['precision']:.3f}, recall {r['recall']:.3f} "
+                f"({r['tp']}/{r['tp'] + r['fn']}), F1 {r['f1']:.3f}, false alarms {r['fp']}")
+    lines = ["all labelled sessions (what the sample's cut allows): "
+             + fig(report, report["labelled_sessions"], report["tp"] + report["fn"]),
+             f"  {report.get('all_reason', ALL_REASON)}"]
+    c = report.get("complete")
+    if c:
+        lines += ["sessions whose whole trace is in the sample (measures the detector): "
+                  + fig(c, c["sessions"], c["anomalous"]),
+                  f"  {c['reason']} ({c['left_out_cut']} anomalous sessions left out as cut by the sample"
+                  + (f", {c['left_out_no_trace']} with no full trace in {Path(c['traces']).name}"
+                     if c.get("left_out_no_trace") else "") + ")"]
+        if c["anomalous"] < FEW_ANOMALOUS:
+            lines.append(f"  only {c['anomalous']} anomalous session(s) whole in this sample: too few to judge recall "
+                         "by; the detector's figures on whole traces are the bundle's test figures (`logad report`)")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------- draining
