@@ -153,11 +153,12 @@ class ScorerConfig:
     cache_size: int = 65536  # scores kept per distinct window (ids, n_context); repeats skip the model; 0 = off
     score_details: bool = False  # also attach the surprising events to score records of normal windows (alerts always have them)
     torch_threads: int = 1  # CPU threads of the model (0 = torch's default); scale out with scorer processes
+    evidence_lines: int = 5  # raw lines an alert quotes (read back from the raw topic; windows carry positions); 0 = off
 
     def __post_init__(self) -> None:
         _check("scorer", self, {"device": DEVICES},
                {"max_batch": (1, None), "max_wait_ms": (0, None), "queue_size": (1, None), "cache_size": (0, None),
-                "torch_threads": (0, None)})
+                "torch_threads": (0, None), "evidence_lines": (0, None)})
 
 
 @dataclass(frozen=True)

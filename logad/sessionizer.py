@@ -65,6 +65,10 @@ class Sessionizer:
         # so a sweep costs O(sessions it closes), not O(open sessions). Offline runs never sweep.
         self._heap: list[tuple[float, str]] | None = None
         self._seen: dict[str, float] = {}
+        # Per window the last push_many / push_columns returned: the index, in the events given, of
+        # the window's last event (-1: an event before them; None: another session's window, closed
+        # by an eviction). The stream maps windows to the raw positions of their events with it.
+        self.window_ends: list[int | None] = []
 
     def _windower(self, key: str, state: Any) -> SessionWindower:
         if state is None:
@@ -114,8 +118,10 @@ class Sessionizer:
         SessionWindower: the same state, counters and (no) windows as push_many, at a fraction of
         the cost. Anything else goes through push_many."""
         if not tids:
+            self.window_ends = []
             return []
         if not probe and self._append(key, tids, tss, now):
+            self.window_ends = []
             return []
         return self.push_many(key, list(zip(tids, tss)), now, probe)
 
@@ -179,6 +185,8 @@ class Sessionizer:
         before a close or an eviction, which look at the store). `probe`: when the session is still
         open afterwards, also return its open window (reason PROBE) for an early score."""
         out: list[Window] = []
+        ends: list[int | None] = []
+        self.window_ends = ends
         rules = self.rules
         terminal, max_events, gap_s = rules.terminal_ids, rules.max_events_per_session, rules.gap_s
         store = self.store
@@ -186,7 +194,8 @@ class Sessionizer:
         w: SessionWindower | None = None  # the open session's windower, when it differs from `state`
         last: float | None = None if state is None else last_ts_of(state)
         is_open = state is not None
-        for template_id, ts in events:
+        j = -1
+        for j, (template_id, ts) in enumerate(events):
             if is_open and ts is not None and last is not None:
                 if ts - last > gap_s:
                     if w is not None:
@@ -194,13 +203,16 @@ class Sessionizer:
                     done = self._close(key, state, "gap")
                     if done is not None:
                         out.append(done)
+                        ends.append(j - 1)
                     state, w, last, is_open = None, None, None, False
                 elif ts < last:
                     self.counters["late_events"] += 1
             if not is_open:
                 self.counters["opened"] += 1
                 if len(store) >= rules.max_open_sessions:
-                    out += self._evict(now)
+                    evicted = self._evict(now)
+                    out += evicted
+                    ends += [None] * len(evicted)
                 w = SessionWindower(self.source, key, rules.rule)
                 is_open = True
             elif w is None:
@@ -208,6 +220,7 @@ class Sessionizer:
             done = w.push(template_id, ts)
             if done is not None:
                 out.append(done)
+                ends.append(j)
             if ts is not None:
                 last = ts if last is None else max(ts, last)
             if template_id in terminal or w.n >= max_events:
@@ -215,6 +228,7 @@ class Sessionizer:
                 tail = self._close(key, self._save(key, w, last, now), reason)
                 if tail is not None:
                     out.append(tail)
+                    ends.append(j)
                 state, w, last, is_open = None, None, None, False
         if w is not None:
             self._save(key, w, last, now)
@@ -222,6 +236,7 @@ class Sessionizer:
                 p = w.probe()
                 if p is not None:
                     out.append(p)
+                    ends.append(j)
         return out
 
     def _evict(self, now: float) -> list[Window]:

@@ -125,7 +125,8 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
     ingestor = Ingestor(fmt, matcher, max_record_bytes=s.ingest.max_record_bytes,
                         max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts, guard=s.guard)
     changelog = ChangelogTable(table, changelog_topic(app_id), parts)  # we write the changelog (see there)
-    runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog, probes=s.scorer.early_alerts), None,
+    runner = SessionRunner(SessionProcessor(fmt.name, rules, changelog, probes=s.scorer.early_alerts,
+                                            positions=s.scorer.evidence_lines > 0), None,
                            topics.windows, metrics, windows_partitions=parts, vocab=vocab_tag(vocab))
     ctx = WorkerContext(s, app_id, topics, ingestor, runner, metrics, fmt.name)
 

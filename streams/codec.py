@@ -20,8 +20,9 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
                pos], ...], arrival], ...], and one-session records {"src", "rp", "e": [[tid, ts,
                pos], ...]} with key = session id, as older workers wrote them.)
     windows    {"w": [{"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
-                "reason", "final", "n_lines"}, ...], "vocab": "<16 hex>", ["hold": "unparsed" | "unknown"]}
-               (the Window fields)                                                 no key
+                "reason", "final", "n_lines", ["pos"]}, ...], "vocab": "<16 hex>", ["hold": "unparsed" | "unknown"]}
+               (the Window fields; "pos", while alerts quote raw lines: the raw positions of the
+               window's scored events, delta-packed, streams/positions.py)        no key
                a bundle: ONE record per windows partition per emit (a bundle of at most
                MAX_BUNDLE_WINDOWS windows of sessions of that partition), so the broker and the
                scorer pay per bundle, not per window. `vocab`: the worker's vocab fingerprint
@@ -297,8 +298,13 @@ def _number(x: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------ windows
-def window_dict(w: Window) -> dict[str, Any]:
-    return {f: getattr(w, f) for f in WINDOW_FIELDS}
+def window_dict(w: Window, pos: list | None = None) -> dict[str, Any]:
+    """The window's fields, and "pos" (streams/positions.py, packed raw positions of its scored
+    events) when known."""
+    d = {f: getattr(w, f) for f in WINDOW_FIELDS}
+    if pos is not None:
+        d["pos"] = pos
+    return d
 
 
 def encode_window(w: Window) -> bytes:
@@ -311,27 +317,33 @@ MAX_BUNDLE_BYTES = 512 * 1024  # ... and at most this many bytes (topics take 1 
 
 
 def encode_windows(windows: Sequence[Window], max_windows: int = MAX_BUNDLE_WINDOWS, *, vocab: str,
-                   hold: str = "") -> list[bytes]:
+                   hold: str = "", positions: dict[int, list] | None = None) -> list[bytes]:
     """Windows of ONE windows partition -> bundle records (order kept) of <= max_windows windows
     and <= MAX_BUNDLE_BYTES each (a bundle too big is split in halves; one window is never split).
-    `vocab`: the worker's vocab_tag; `hold`: the input guard's problem ("" = healthy)."""
+    `vocab`: the worker's vocab_tag; `hold`: the input guard's problem ("" = healthy);
+    `positions`: id(window) -> its packed raw positions ("pos"), for the windows that have them."""
     meta: dict[str, str] = {"vocab": vocab}
     if hold:
         meta["hold"] = hold
     out: list[bytes] = []
     for i in range(0, len(windows), max_windows):
-        _bundle(windows[i:i + max_windows], meta, out)
+        _bundle(windows[i:i + max_windows], meta, out, positions)
     return out
 
 
-def _bundle(windows: Sequence[Window], meta: dict[str, str], out: list[bytes]) -> None:
-    data = orjson.dumps({"w": [window_dict(w) for w in windows], **meta})
+def _bundle(windows: Sequence[Window], meta: dict[str, str], out: list[bytes],
+            positions: dict[int, list] | None = None) -> None:
+    if positions:
+        docs = [window_dict(w, positions.get(id(w))) for w in windows]
+    else:
+        docs = [window_dict(w) for w in windows]
+    data = orjson.dumps({"w": docs, **meta})
     if len(data) <= MAX_BUNDLE_BYTES or len(windows) == 1:
         out.append(data)
         return
     half = len(windows) // 2
-    _bundle(windows[:half], meta, out)
-    _bundle(windows[half:], meta, out)
+    _bundle(windows[:half], meta, out, positions)
+    _bundle(windows[half:], meta, out, positions)
 
 
 def decode_windows(data: bytes | None) -> list[Window | CodecError]:
@@ -343,6 +355,12 @@ def decode_windows_record(data: bytes | None) -> tuple[list[Window | CodecError]
     """A windows record -> (its windows in order, vocab fingerprint, hold): a malformed window is a
     CodecError in its place (the scorer dead-letters it, the others are scored); a bare window has
     no fingerprint (""). A record that is not JSON or has no windows at all raises CodecError."""
+    return decode_windows_bundle(data)[:3]  # type: ignore[return-value]
+
+
+def decode_windows_bundle(data: bytes | None) -> tuple[list[Window | CodecError], str, str, list[list | None]]:
+    """decode_windows_record and each window's packed raw positions ("pos", None when absent;
+    checked only where they are used: streams/positions.py unpack, for alerts)."""
     doc = _loads(data, "window record")
     if isinstance(doc, dict) and "w" in doc and "ids" not in doc:
         items = doc["w"]
@@ -352,13 +370,17 @@ def decode_windows_record(data: bytes | None) -> tuple[list[Window | CodecError]
         if not isinstance(vocab, str) or not isinstance(hold, str):
             raise CodecError("window bundle: 'vocab' and 'hold' must be strings")
         out: list[Window | CodecError] = []
+        poss: list[list | None] = []
         for d in items:
             try:
                 out.append(_window(d))
+                p = d.get("pos")
+                poss.append(p if type(p) is list else None)
             except CodecError as e:
                 out.append(e)
-        return out, vocab, hold
-    return [_window(doc)], "", ""
+                poss.append(None)
+        return out, vocab, hold, poss
+    return [_window(doc)], "", "", [None]
 
 
 def decode_window(data: bytes | None) -> Window:
@@ -367,6 +389,7 @@ def decode_window(data: bytes | None) -> Window:
 
 
 _WINDOW_KEYS = frozenset(WINDOW_FIELDS)
+_WINDOW_KEYS_POS = _WINDOW_KEYS | {"pos"}
 
 
 def _window(doc: Any) -> Window:
@@ -374,7 +397,7 @@ def _window(doc: Any) -> Window:
     # the ids' types, min) instead of a Python generator per id; the field at fault is looked for
     # only once a check failed. bool is not int here (type(), not isinstance), as before.
     try:
-        if not isinstance(doc, dict) or doc.keys() != _WINDOW_KEYS:
+        if not isinstance(doc, dict) or (doc.keys() != _WINDOW_KEYS and doc.keys() != _WINDOW_KEYS_POS):
             raise TypeError(f"fields {sorted(doc) if isinstance(doc, dict) else type(doc).__name__}")
         ids, start, n_context, n_lines = doc["ids"], doc["start"], doc["n_context"], doc["n_lines"]
         if not isinstance(ids, list) or not ids or not set(map(type, ids)) <= _INT or min(ids) < 0:

@@ -85,6 +85,7 @@ class Scorer:
         self.alerts = 0
         self._encoder = EventEncoder(detector.version, self.thresholds)
         self.early = EarlyGate()  # probes (scorer.early_alerts) -> at most one early alert per open session
+        self.quoter: Any = None  # streams.evidence.Quoter: alerts quote their raw lines (serve() sets it)
         self._last: asyncio.Task | None = None  # the latest batch's ack-and-commit task
         self._to_commit: dict[Any, int] = {}  # settled offsets not committed yet
         self._committer: asyncio.Task | None = None
@@ -252,8 +253,10 @@ class Scorer:
         alerts: list[tuple[int, bytes | None, bytes, list]] = []  # (partition, key, envelope, CloudEvents headers)
         n_alerts = n_probes = 0
         held: dict[str, int] = {}
+        evidence = await self._evidence(done)
         for o, ws, part in zip(done, scored, parts):
             w = ws.window
+            ev = evidence.get(id(o)) if evidence else None
             probe = w.reason == PROBE
             if o.hold and ws.is_anomaly:  # the input does not fit the bundle: score it, alert nothing
                 held[o.hold] = held.get(o.hold, 0) + 1
@@ -266,7 +269,7 @@ class Scorer:
                 continue
             # the gate only has work for probes and, once it tracks sessions, for their final windows
             if (probe or gate.tracked) and gate.admit(ws):  # the first anomalous probe of an open session
-                alerts.append((part, w.session_id.encode(), encoder.encode(ws, stamp, early=True),
+                alerts.append((part, w.session_id.encode(), encoder.encode(ws, stamp, early=True, evidence=ev),
                                ce_headers(ws, encoder.model_version, stamp)))
                 self.alerts += 1
                 if self.metrics is not None:
@@ -275,7 +278,7 @@ class Scorer:
                 n_probes += 1
                 continue
             # (an anomalous window's score envelope keeps its surprising events: it is also the alert)
-            event = encoder.encode(ws, stamp, details=details)
+            event = encoder.encode(ws, stamp, details=details, evidence=ev)
             scores.setdefault(part, []).append(event)
             if ws.is_anomaly:
                 alerts.append((part, w.session_id.encode(), event, ce_headers(ws, encoder.model_version, stamp)))
@@ -295,6 +298,17 @@ class Scorer:
                                       ((p, None, v) for p, events in scores.items() for v in _bundles(events)))
         futures += await send_batched(self.producer, self.topics.alerts, alerts)
         return futures, (len(scored), n_alerts)
+
+    async def _evidence(self, done: list[Outcome]) -> dict[int, list[dict]]:
+        """id(outcome) -> the raw lines its alert quotes (streams/evidence.py), for the batch's
+        anomalous windows that will alert; {} when evidence is off or there is none."""
+        if self.quoter is None:
+            return {}
+        todo = [o for o in done if o.score.is_anomaly and not o.hold and o.pos]  # type: ignore[union-attr]
+        if not todo:
+            return {}
+        quoted = await self.quoter.quote([(o.score, o.pos) for o in todo])
+        return {id(o): ev for o, ev in zip(todo, quoted)}
 
     async def _dead_letter(self, o: Outcome) -> asyncio.Future:
         reason, _, detail = o.error.partition(": ")
@@ -356,6 +370,14 @@ async def serve(settings: Settings, detector: Any, group: str, metrics: Any = No
     await producer.start()
     await consumer.start()
     scorer = Scorer(detector, consumer, producer, settings, metrics)
+    reader = None
+    if settings.scorer.evidence_lines > 0:
+        from logad.artifacts import bundle_format
+        from streams.evidence import Quoter, RawReader
+
+        reader = RawReader(settings.kafka)
+        fmt = bundle_format(detector.bundle.path, detector.bundle.vocab.format_name)
+        scorer.quoter = Quoter(reader, fmt, settings.scorer.evidence_lines)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -372,6 +394,8 @@ async def serve(settings: Settings, detector: Any, group: str, metrics: Any = No
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if reader is not None:
+            await reader.stop()
         await consumer.stop()
         await producer.stop()
         log.info("scorer stopped: %d windows scored, %d alerts, %d held, %d windows records of another vocab",

@@ -30,17 +30,27 @@ import orjson
 
 from streams.kafka_clients import key_partition as partition_of, send_batched
 
-def wrap(state: Any, wm: dict[str, int]) -> tuple:
-    """Table value of a session: (state or None for a tombstone, rp1, pos1, rp2, pos2, ...)."""
+def wrap(state: Any, wm: dict[str, int], positions: list | None = None) -> tuple:
+    """Table value of a session: (state or None for a tombstone, rp1, pos1, rp2, pos2, ...[, raw
+    positions of its pending events, streams/positions.py packed]): an even length means the last
+    item is the positions (kept only while alerts quote raw lines, scorer.evidence_lines)."""
+    tail = (positions,) if positions else ()
     if not wm:
-        return (state,)
+        return (state, *tail)
     if len(wm) == 1:
         (rp, pos), = wm.items()
-        return (state, rp, pos)
+        return (state, rp, pos, *tail)
     out: list[Any] = [state]
     for rp, pos in wm.items():
         out += (rp, pos)
-    return tuple(out)
+    return (*out, *tail)
+
+
+def positions_of(value: Any) -> list | None:
+    """The packed raw positions of a table value's pending events (None: none kept)."""
+    if value is None or isinstance(value, dict) or len(value) % 2:
+        return None
+    return value[-1]
 
 
 def state_of(value: Any) -> Any:
@@ -177,6 +187,8 @@ class SessionStore(MutableMapping[str, Any]):
         self.clock = 0.0  # input time of the change being made (set by SessionProcessor)
         self._tomb_times: deque[tuple[float, str]] = deque()  # (input time of the close, key), oldest first
         self._tombs_scanned = False  # tombstones recovered from the changelog are queued at the first purge
+        # key -> packed positions of the sessions closed in this unit (None: positions are not kept)
+        self.closed_positions: dict[str, list | None] | None = None
 
     # -- raw access ------------------------------------------------------------------------------
     def _stored(self, key: str) -> Any:
@@ -213,7 +225,7 @@ class SessionStore(MutableMapping[str, Any]):
         raw = self._raw(key)
         if not raw:
             return -1
-        if type(raw) is not dict and len(raw) == 3:
+        if type(raw) is not dict and (len(raw) == 3 or len(raw) == 4):
             return raw[2] if raw[1] == rp else -1
         return watermark_of(raw).get(rp, -1)
 
@@ -232,7 +244,7 @@ class SessionStore(MutableMapping[str, Any]):
         if not written:
             raw = self._raw(key)
             if raw is not None:  # keep the stored value's watermark in step (tombstone or live)
-                self._put(key, wrap(state_of(raw), wm))
+                self._put(key, wrap(state_of(raw), wm, positions_of(raw)))
 
     # -- MutableMapping (what the Sessionizer sees: live sessions only) ----------------------------
     def __getitem__(self, key: str) -> Any:
@@ -250,11 +262,24 @@ class SessionStore(MutableMapping[str, Any]):
         return default if state is None else state
 
     def __setitem__(self, key: str, state: Any) -> None:
-        self._put(key, wrap(state, self.watermark(key)))
+        self._put(key, wrap(state, self.watermark(key), positions_of(self._raw(key))))
+
+    def positions(self, key: str) -> list | None:
+        """The packed raw positions kept with `key`'s pending events (None: none)."""
+        return positions_of(self._raw(key))
+
+    def set_positions(self, key: str, packed: list | None) -> None:
+        """Keep `packed` with the open session `key` (written with its state at flush)."""
+        raw = self._raw(key)
+        if raw is not None and state_of(raw) is not None and positions_of(raw) != packed:
+            self._put(key, wrap(state_of(raw), self.watermark(key), packed))
 
     def __delitem__(self, key: str) -> None:
-        if self._raw(key) is None:
+        raw = self._raw(key)
+        if raw is None:
             raise KeyError(key)
+        if self.closed_positions is not None:  # the closing window's scored events are the kept ones
+            self.closed_positions[key] = positions_of(raw)
         if not self.tombstones_final:
             wm = self.watermark(key)
             if wm:
@@ -304,6 +329,8 @@ class SessionStore(MutableMapping[str, Any]):
         return n
 
     def discard(self) -> None:
+        if self.closed_positions:
+            self.closed_positions.clear()
         self._pending.clear()
         self._read.clear()
         self._wm.clear()

@@ -50,6 +50,7 @@ from logad.sessionizer import SessionRules, Sessionizer
 from logad.sessions import WindowRule
 from logad.templates import TemplateVocab
 from streams.codec import encode_windows, to_columns, to_rows
+from streams.positions import pack as pack_positions, pending, unpack as unpack_positions, window_positions
 from streams.kafka_clients import key_partition as partition_of, send_batched
 from streams.session_store import SessionStore
 
@@ -110,11 +111,18 @@ class SessionProcessor:
     """Applies events records and sweeps; no Kafka, no Faust (unit-testable with a dict as table)."""
 
     def __init__(self, source: str, rules: SessionRules, table: MutableMapping[str, Any],
-                 probes: bool = False) -> None:
+                 probes: bool = False, positions: bool = False) -> None:
         self.store = SessionStore(table)
         self.sessionizer = Sessionizer(source, rules, self.store)
         self.duplicates = 0  # events dropped as re-deliveries
         self.probes = probes  # scorer.early_alerts: also emit each touched open session's window (streams/early.py)
+        # scorer.evidence_lines > 0: windows carry the raw positions of their scored events (the
+        # session keeps those of its pending events, streams/positions.py); id(window) -> packed,
+        # until the windows are produced (SessionRunner._emit takes them)
+        self.positions = positions
+        self.window_pos: dict[int, list] = {}
+        if positions:
+            self.store.closed_positions = {}
 
     def apply(self, session_id: str, rp: str, events: list[tuple[int, float | None, int]],
               now: float) -> list[Window]:
@@ -139,7 +147,38 @@ class SessionProcessor:
             tids, tss, poss = tids[i:], tss[i:], poss[i:]
         # (pushing at least one event always writes or deletes the session, with its watermark)
         store.set_watermark(session_id, rp, poss[-1], written=True)
-        return self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
+        if not self.positions:
+            return self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
+        before = store.get(session_id)
+        kept: list = []
+        if before is not None:
+            k = pending(before, self.sessionizer.rules.rule)
+            packed = store.positions(session_id)
+            kept = unpack_positions(packed) if packed else []
+            if len(kept) != k:  # not kept (written without positions): those windows go without
+                kept = [None] * k
+        fresh = [(rp, p) for p in poss]
+        windows = self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
+        if windows:
+            found = window_positions(windows, self.sessionizer.window_ends, kept, fresh)
+            for w, wp in zip(windows, found):
+                if wp is None:  # another session's (an eviction): its kept positions
+                    self._place_closed(w)
+                elif None not in wp:
+                    self.window_pos[id(w)] = pack_positions(wp)
+        after = store.get(session_id)
+        if after is not None:
+            k = pending(after, self.sessionizer.rules.rule)
+            seq = (kept + fresh)[-k:] if k else []
+            store.set_positions(session_id, pack_positions(seq) if seq and None not in seq else None)
+        return windows
+
+    def _place_closed(self, w: Window) -> None:
+        """The positions of a session closed whole (sweep, eviction): the ones it kept."""
+        closed = self.store.closed_positions
+        packed = closed.pop(w.session_id, None) if closed is not None else None
+        if packed and w.final and len(unpack_positions(packed)) == w.n_lines:
+            self.window_pos[id(w)] = packed
 
     def sweep(self, now: float, final: bool) -> list[Window]:
         """Close sessions idle at input time `now`. `final`: everything is committed, so closes need
@@ -154,6 +193,9 @@ class SessionProcessor:
         try:
             before = self.sessionizer.counters["closed_idle"]
             out = self.sessionizer.sweep(now, limit)
+            if self.positions:
+                for w in out:
+                    self._place_closed(w)
             done = limit is None or self.sessionizer.counters["closed_idle"] - before < limit
             if done:
                 if final:
@@ -189,6 +231,7 @@ class SessionRunner:
     async def _emit(self, windows: list[Window]) -> None:
         """Produce `windows` and await the acks: one bundle record per windows partition (per
         MAX_BUNDLE_WINDOWS), not one record per window (~18k windows per 200k HDFS lines)."""
+        pos, self.proc.window_pos = self.proc.window_pos, {}  # id(window) -> raw positions: these windows only
         if windows:
             n = self.windows_partitions
             hold = self.hold
@@ -197,10 +240,11 @@ class SessionRunner:
                 for w in windows:
                     by_part.setdefault(partition_of(w.session_id.encode(), n), []).append(w)
                 futures = await send_batched(self.producer, self.windows_topic, (
-                    (p, None, v) for p, ws in by_part.items() for v in encode_windows(ws, vocab=self.vocab, hold=hold)))
+                    (p, None, v) for p, ws in by_part.items()
+                    for v in encode_windows(ws, vocab=self.vocab, hold=hold, positions=pos)))
             else:  # partition count unknown: one-window bundles keyed by session id
                 futures = [await self.producer.send(self.windows_topic, key=w.session_id.encode(), value=v)
-                           for w in windows for v in encode_windows([w], vocab=self.vocab, hold=hold)]
+                           for w in windows for v in encode_windows([w], vocab=self.vocab, hold=hold, positions=pos)]
             await asyncio.gather(*futures)
             if self.metrics is not None:
                 reasons: dict[str, int] = {}
@@ -228,6 +272,7 @@ class SessionRunner:
                         now: float | None = None) -> list[Window]:
         async with self.lock:
             dup = self.proc.duplicates
+            self.proc.window_pos = {}
             try:
                 windows = self.proc.apply(session_id, rp, events, time.time() if now is None else now)
                 await self._emit(windows)
@@ -261,6 +306,7 @@ class SessionRunner:
         async with self.lock:
             self.set_hold(rp, hold)
             dup = self.proc.duplicates
+            self.proc.window_pos = {}  # (a unit that failed half-way may have left some)
             t = time.time() if now is None else now
             windows: list[Window] = []
             failures: list[tuple[str, list, Exception]] = []
@@ -271,6 +317,7 @@ class SessionRunner:
             except Exception:
                 self.proc.store.discard()
                 self.proc.duplicates = dup
+                self.proc.window_pos = {}
                 log.exception("events bundle %d@%d failed; applying it session by session", partition, offset)
                 windows = []
                 for sid, tids, tss, poss, arrival in sessions:
@@ -278,6 +325,7 @@ class SessionRunner:
                         ws = self.proc.apply_columns(sid, rp, tids, tss, poss, t if arrival is None else arrival)
                     except Exception as e:  # noqa: PERF203 (rare path)
                         self.proc.store.discard()
+                        self.proc.window_pos = {}
                         failures.append((sid, to_rows(tids, tss, poss), e))
                         continue
                     await self._unit(ws)
@@ -328,6 +376,7 @@ class SessionRunner:
         done = False
         while not done:
             async with self.lock:
+                self.proc.window_pos = {}
                 try:
                     windows, done = self.proc.sweep_some(now, final, SWEEP_CHUNK)
                     await self._emit(windows)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logad.records import Window, WindowScore
-from streams.codec import CodecError, decode_windows_record
+from streams.codec import CodecError, decode_windows_bundle
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class Outcome:
     last: bool = True  # the record's last window: settling it lets the commit pass the record
     index: int | None = None  # position in a bundle (for the dead letter)
     hold: str = ""  # the input guard's problem when the worker emitted it: scored, published, never alerted
+    pos: list | None = None  # packed raw positions of its scored events (streams/positions.py), when sent
 
 
 def unpack(records: list[Any], vocab: str) -> list[Outcome]:
@@ -44,7 +45,7 @@ def unpack_record(r: Any, vocab: str) -> list[Outcome]:
     another one (or none) is one failed Outcome "vocab_mismatch": its template ids name the
     templates of another vocab, so no score of it would mean anything."""
     try:
-        items, tag, hold = decode_windows_record(r.value)
+        items, tag, hold, poss = decode_windows_bundle(r.value)
     except CodecError as e:
         return [Outcome(r, None, error=f"bad_window: {e}")]
     if tag != vocab:
@@ -52,7 +53,7 @@ def unpack_record(r: Any, vocab: str) -> list[Outcome]:
                f"has vocab fingerprint {tag[:32]!r}, this scorer's bundle {vocab!r}")
         return [Outcome(r, None, error=f"vocab_mismatch: the windows record {why}: worker and scorer must "
                                        "run the same model bundle")]
-    out = [Outcome(r, w, last=False, hold=hold) for w in items]
+    out = [Outcome(r, w, last=False, hold=hold, pos=p) for w, p in zip(items, poss)]
     out[-1].last = True
     if len(items) > 1:
         for i, w in enumerate(items):
