@@ -8,6 +8,8 @@
       -> scores topic: ONE bundle record per partition per batch (every score of the batch; a normal
          window's without its surprising events unless scorer.score_details)
       -> alerts topic: one record per anomaly (logad.alerts.make_event, key session id: users subscribe),
+         quoting up to scorer.evidence_lines raw lines read back from the raw topic at the positions
+         its window carries (streams/evidence.py; a record gone from the raw topic is left out),
          except for windows the worker marked held (its input guard found the input does not fit
          the bundle, streams/guard.py): their scores go out, their alerts are counted as held
       -> windows records of another vocab (fingerprint not the scorer's bundle's): dead letter

@@ -5,7 +5,8 @@
                                   <-  SessionStore (what logad.sessionizer.Sessionizer reads and writes)
 
 SessionStore
-  * wraps each table value as [sessionizer state, raw partition, last applied pos, ...] (a flat
+  * wraps each table value as [sessionizer state, raw partition, last applied pos, ...[, raw positions
+    of the pending events, streams/positions.py]] (a flat
     tuple: a worker holds up to a million of them), so a record re-delivered after a crash (ingest
     re-reads its uncommitted batch; the agent re-reads its uncommitted events) is not applied twice:
     its events are at or below the watermark. Values of older versions, {"s": state, "w": {rp: pos}},

@@ -13,7 +13,9 @@
       and, while the last events bundle of some raw partition said the input guard's verdict is
       bad, `hold` (the scorer then publishes scores but no alerts)
 Table values are orjson bytes under the session id's bytes (streams/session_store.py): co-partitioned
-with events.
+with events. While alerts quote raw lines (scorer.evidence_lines > 0) each window carries the raw
+positions of its scored events and each open session keeps those of its pending events only
+(streams/positions.py: at most a window's length, delta-packed), beside its compact state.
 
 The Sessionizer is logad's, unchanged; it runs over streams.session_store.SessionStore, which
 keeps per-session raw-position watermarks (re-deliveries after a crash are not applied twice),

@@ -63,6 +63,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "alert_headers": [dict(r.headers) for r in recs],
             "scores": [s for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)],
             "dead": [orjson.loads(r.value) for r in p.read(p.settings.topics.dead_letter)],
+            "raw": {(r.partition, r.offset): r.value for r in p.read(p.raw)},
         }
         print(f"\nstream e2e: {N_LINES} lines replayed -> drained in {seconds:.1f} s "
               f"({N_LINES / seconds:.0f} lines/s end to end); replay: {replay_out.strip()}")
@@ -90,6 +91,27 @@ def test_stream_alerts_equal_offline_detect(run: dict[str, Any], offline: dict[s
     assert len({s["subject"] for s in scores.values()}) == N_SESSIONS
     for aid, a in offline.items():
         assert scores[aid]["data"]["scores"] == pytest.approx(a["data"]["scores"], rel=1e-4, abs=1e-5)
+
+
+def test_stream_alerts_quote_the_replayed_lines(run: dict[str, Any], offline: dict[str, dict]) -> None:
+    """Each alert quotes raw lines read back from the raw topic: the replayed file's lines at those
+    positions, naming the alert's session, the same lines (and event indices) `logad detect` quotes."""
+    import gzip
+
+    file_lines = gzip.open(RAW, "rt", encoding="utf-8").read().splitlines()
+    raw, topic = run["raw"], run["pipeline"].raw
+    assert run["alerts"]
+    for a in run["alerts"]:
+        ev = a["data"]["evidence"]
+        assert 0 < len(ev) <= 5, a["id"]
+        for e in ev:
+            pos = e["position"]
+            assert pos["topic"] == topic and pos["line"] == 0  # one line per record
+            assert e["line"] == raw[(pos["partition"], pos["offset"])].decode().rstrip("\n")
+            assert e["line"] == file_lines[pos["offset"] - len(BAD_RECORDS)]  # the bad records came first
+            assert a["subject"] in e["line"]
+        want = offline[a["id"]]["data"]["evidence"]
+        assert [(e["index"], e["line"]) for e in ev] == [(e["index"], e["line"]) for e in want], a["id"]
 
 
 def test_stream_dead_letters_and_later_lines_scored(run: dict[str, Any]) -> None:
