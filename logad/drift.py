@@ -27,14 +27,16 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 from rapidfuzz.distance import Indel
 
 from logad.config import DriftConfig
-from logad.templates import N_SPECIAL, UNK, TemplateVocab
+from logad.masking import render
+from logad.templates import N_SPECIAL, UNK, DriftMiner, TemplateVocab
 
 _WORD = re.compile(r"(?<![<\w])[A-Za-z][A-Za-z_'-]*[A-Za-z]|(?<![<\w])[A-Za-z](?![\w>])")
 _PLACEHOLDER = re.compile(r"<[A-Z*][A-Z0-9_]*>|<\*>")
@@ -144,3 +146,60 @@ class DriftVocab:
             {"template_key": v.key_of(r.template_id), "template": v.text_of(r.template_id), "seen_as": r.masked,
              "similarity": round(r.similarity, 3), "lines": r.lines,
              "first_seen": r.first_seen, "last_seen": r.last_seen} for r in rows]}
+
+
+def drift_report(paths: Sequence[str | Path], model_dir: str | Path, cfg: DriftConfig = DriftConfig(),
+                 log_format: str | None = None, top: int = 50) -> dict[str, Any]:
+    """Which statements of the logs changed or appeared against a bundle's vocab, since when (event
+    time) and how often: reworded statements (assigned to the known statement they are closest to)
+    and new ones (lines no statement explains, mined into templates with Drain3)."""
+    from logad.artifacts import bundle_format
+    from logad.formats import load_format
+    from logad.parse import ParseStats
+    from logad.readers import iter_file_records
+    from logad.records import LogRecord
+
+    vocab = TemplateVocab.load(Path(model_dir) / "template_vocab.json")
+    fmt = load_format(log_format) if log_format else bundle_format(model_dir, vocab.format_name)
+    dv = DriftVocab(vocab, cfg)
+    miner = DriftMiner(fmt)
+    stats = ParseStats()
+    seen: dict[tuple[str, Any], dict[str, Any]] = {}  # ("reworded", masked) / ("new", cluster id) -> counts
+
+    def note(key: tuple[str, Any], ts: float | None, session: tuple[str, ...]) -> dict[str, Any]:
+        row = seen.setdefault(key, {"lines": 0, "sessions": set(), "first_seen": ts, "last_seen": ts})
+        row["lines"] += 1
+        row["sessions"].update(session)
+        if ts is not None:
+            row["first_seen"] = ts if row["first_seen"] is None else min(row["first_seen"], ts)
+            row["last_seen"] = ts if row["last_seen"] is None else max(row["last_seen"], ts)
+        return row
+
+    for _, _, rec in iter_file_records(paths, fmt, stats):
+        if not isinstance(rec, LogRecord):
+            continue
+        if vocab.match(rec.content) != UNK:
+            continue
+        tid = dv.match(rec.content)
+        keys = rec.session_keys[:3]
+        if tid != UNK:
+            note(("reworded", vocab.mask(rec.content)), rec.timestamp, keys)["template_id"] = tid
+        else:
+            note(("new", miner.observe(rec.content)), rec.timestamp, keys)
+    clusters = {c.cluster_id: render(c.get_template()) for c in miner._miner.drain.clusters}
+    rows: dict[str, list] = {"reworded": [], "new": []}
+    for (kind, key), r in seen.items():
+        row = {"lines": r["lines"], "sessions": len(r["sessions"]), "first_seen": r["first_seen"],
+               "last_seen": r["last_seen"]}
+        if kind == "reworded":
+            row.update(template_key=vocab.key_of(r["template_id"]), template=vocab.text_of(r["template_id"]),
+                       seen_as=render(key))
+        else:
+            row.update(template=clusters.get(key, "(evicted)"))
+        rows[kind].append(row)
+    for k in rows:
+        rows[k] = sorted(rows[k], key=lambda r: -r["lines"])[:top]
+    return {"lines": stats.lines, "parsed": stats.records, "exact": stats.records - sum(r["lines"] for r in
+                                                                                             seen.values()),
+            "reworded_lines": sum(r["lines"] for (k, _), r in seen.items() if k == "reworded"),
+            "new_lines": sum(r["lines"] for (k, _), r in seen.items() if k == "new"), **rows}

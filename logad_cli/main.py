@@ -205,6 +205,38 @@ def templates_match(
         out.write(f"{','.join(keys)}\t{key}\n")
 
 
+@templates_app.command("drift")
+def templates_drift(
+    paths: Annotated[list[Path], typer.Argument(help="raw log files or folders (gzip ok)")],
+    model: Annotated[Path, typer.Option(help="model bundle")] = ART / "models" / "hdfs",
+    log_format: Annotated[Optional[str], typer.Option("--format", help="override the bundle's format")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write the report as JSON")] = None,
+) -> None:
+    """Which log statements changed (reworded) or appeared (new) against the bundle, since when, how often."""
+    from logad.alerts import iso_time
+    from logad.drift import drift_report
+
+    rep = drift_report(paths, model, settings().drift, log_format)
+    if out:
+        out.write_text(json.dumps(rep, indent=2, default=str) + "\n", encoding="utf-8")
+    Console().print(f"{rep['lines']:,} lines, {rep['parsed']:,} parsed: {rep['exact']:,} known statements, "
+                    f"{rep['reworded_lines']:,} reworded, {rep['new_lines']:,} new")
+    for kind, title in (("reworded", "reworded statements (counted as the known one)"),
+                        ("new", "new statements (unseen: they count as anomalous)")):
+        if not rep[kind]:
+            continue
+        table = Table(title=title)
+        for col in ("lines", "sessions", "first seen", "statement") + (("counted as",) if kind == "reworded" else ()):
+            table.add_column(col)
+        for r in rep[kind]:
+            first = "" if r["first_seen"] is None else iso_time(r["first_seen"])
+            row = [f"{r['lines']:,}", f"{r['sessions']:,}", first, r.get("seen_as", r["template"])]
+            if kind == "reworded":
+                row.append(f"{r['template_key']}: {r['template']}")
+            table.add_row(*row)
+        Console().print(table)
+
+
 def _train_cfg(**kw):
     from training.loop import TrainConfig
 

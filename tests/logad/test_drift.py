@@ -49,3 +49,23 @@ def test_new_and_ambiguous_statements_stay_unseen() -> None:
         f"{INST} VM Started (Lifecycle Event)"))
     strict = DriftVocab(HDFS, DriftConfig(min_similarity=1.0, margin=5))
     assert strict.match("Receiving data block blk_1 src: /1.1.1.1:1 dest: /1.1.1.2:2") == UNK
+
+
+def test_drift_report_names_reworded_and_new_statements(tmp_path: Path) -> None:
+    import gzip
+
+    from logad.drift import drift_report
+
+    with gzip.open(ROOT / "data/hdfs/HDFS_head20k.log.gz", "rt") as f:
+        lines = [next(f) for _ in range(3000)]
+    edited = [ln.replace("Receiving block", "Receiving data block") for ln in lines]
+    edited += ["081109 213518 143 INFO dfs.DataNode: Brand new statement for blk_123 here\n"] * 3
+    (tmp_path / "x.log").write_text("".join(edited))
+    rep = drift_report([tmp_path / "x.log"], ROOT / "artifacts/models/hdfs")
+    n = sum("Receiving block" in ln for ln in lines)
+    assert rep["reworded_lines"] == n and rep["new_lines"] == 3 and rep["lines"] == 3003
+    (row,) = rep["reworded"]
+    assert row["template_key"] == "E5" and row["seen_as"].startswith("Receiving data block") and row["lines"] == n
+    assert row["first_seen"] == 1226262918.0  # event time of the first such line (2008-11-09 20:35:18)
+    (new,) = rep["new"]
+    assert new["template"] == "Brand new statement for <*> here" and new["lines"] == 3 and new["sessions"] == 1
