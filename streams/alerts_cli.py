@@ -4,6 +4,7 @@
       <time>  ALERT  <session>  window [start, end) closed by <reason>  score <combined>  model <version>
           why: max_nll > 6.16, ...
           surprising: #12 p=0.0003 "Receiving block <*> src: <*> dest: <*>" (expected: "..." 0.91)
+          line #12 logs.hdfs/0@1234:0: 081109 203615 148 INFO dfs.DataNode$PacketResponder: ...   (evidence)
 No consumer group: reading never moves anyone's offsets. Duplicates (at-least-once delivery) are
 printed once per run, deduped by alert id.
 """
@@ -94,6 +95,13 @@ def render(event: dict) -> str:
         exp = s.get("expected") or []
         top = f' (expected: "{exp[0]["template"][:60]}" {exp[0]["prob"]:.2f})' if exp else ""
         lines.append(f'    surprising: #{s.get("index")} p={s.get("prob", 0):.4f} "{str(s.get("template"))[:80]}"{top}')
+    for e in (d.get("evidence") or [])[:3]:
+        if isinstance(e, dict):
+            p = e.get("position") or {}
+            where = (f'{p.get("topic")}/{p.get("partition")}@{p.get("offset")}:{p.get("line")}' if "offset" in p
+                     else f'{p.get("file")}:{p.get("line")}')
+            text = str(e.get("line", "")).split("\n", 1)[0]
+            lines.append(f'    line #{e.get("index")} {where}: {text[:160]}')
     return "\n".join(lines)
 
 

@@ -204,3 +204,13 @@ def test_scorer_alerts_carry_evidence_scores_of_normal_windows_do_not() -> None:
     assert fetched == [{("logs.hdfs", 0, 3), ("logs.hdfs", 0, 2)}]  # the normal window's records are never read
     scores = [e for t, _, v in producer.sent if t == "S" for e in orjson.loads(v)["scores"]]
     assert [e["data"]["evidence"] for e in scores if e["subject"] == "blk_ok"] == [[]]
+
+
+def test_alerts_printer_shows_the_quoted_lines() -> None:
+    from logad.alerts import make_event
+    from streams.alerts_cli import render
+
+    ev = [{"index": 9, "position": {"topic": "logs.hdfs", "partition": 0, "offset": 11, "line": 0},
+           "line": "081109 203615 148 INFO dfs.DataNode: blk_1 served\nsecond line"}]
+    text = render(make_event(_ws(0, (3, 4, 5), 0), "m-1", {}, evidence=ev))
+    assert "    line #9 logs.hdfs/0@11:0: 081109 203615 148 INFO dfs.DataNode: blk_1 served" in text.splitlines()
