@@ -76,9 +76,10 @@ class DriftVocab:
         self.cfg = cfg
         self._targets = [(i + N_SPECIAL, words(e.pattern or e.text)) for i, e in enumerate(vocab.entries)]
         self._targets = [(tid, w) for tid, w in self._targets if len(w) >= MIN_WORDS]
+        self._exact = vocab.match
         self._cache: dict[str, int] = {}
         self.drift: dict[str, DriftRecord] = {}  # masked reworded line -> its record
-        self.counts: Counter[str] = Counter()  # exact, drift, unknown (lines)
+        self.counts: Counter[str] = Counter()  # drift, unknown (lines no template fits exactly)
 
     # TemplateVocab's lookups, unchanged
     def __getattr__(self, name: str) -> Any:
@@ -110,9 +111,8 @@ class DriftVocab:
         return best, sim, (d2 - d1) // 2 if d2 < 1 << 30 else 1 << 20, one
 
     def match(self, content: str) -> int:
-        tid = self.vocab.match(content)
-        if tid != UNK:
-            self.counts["exact"] += 1
+        tid = self._exact(content)
+        if tid != UNK:  # the hot path (every known line): one lookup, nothing counted
             return tid
         masked = self.vocab.mask(content)
         hit = self._cache.get(masked)
