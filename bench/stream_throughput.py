@@ -13,6 +13,10 @@
            idle close: sessions.idle_timeout_s (--idle) after the last line, all sessions close.
     ceilings, same topic (1 line per record), same run: a bare aiokafka consumer (getmany) and a
            no-op Faust agent (bench/_faust_noop.py), records/s
+    diverse: the 100 lines/record run again on lines perturbed at --diverse (each line dropped,
+           duplicated or swapped with the next with that probability, seeded), so that windows differ
+           between copies of the sample and the scorer's cache answers what a real stream would let
+           it answer (printed beside the figure: cache_hit_rate)
     2, 3 workers: the same at 1 line per record with 2 and 3 worker processes (raw topic with one
            partition per worker, one per "host": copy k of the sample goes to partition k % workers);
            reported as ratios to the 1-worker run of the same invocation (same broker, same lines)
@@ -43,6 +47,34 @@ from _common import (MODEL, ROOT, Pipeline, broker, group, hdfs_lines, log, prod
                      read_topic)
 
 BAR_1LPR, BAR_100LPR = 20_000, 100_000
+
+
+def perturb_lines(lines: list[bytes], rate: float, seed: int = 7) -> list[bytes]:
+    """Each line dropped, duplicated or swapped with the next with probability `rate` (a third each):
+    the instability of real logs, at the line level, so every copy of the sample differs."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if rng.random() < rate:
+            op = rng.randrange(3)
+            if op == 0:  # dropped
+                i += 1
+                continue
+            if op == 1:  # duplicated
+                out += [line, line]
+                i += 1
+                continue
+            if i + 1 < len(lines):  # swapped with the next
+                out += [lines[i + 1], line]
+                i += 2
+                continue
+        out.append(line)
+        i += 1
+    return out
 
 
 def expected_windows(lines: list[bytes]) -> int:
@@ -198,6 +230,8 @@ def main() -> None:
     ap.add_argument("--no-ceilings", action="store_true", help="(while profiling) skip the aiokafka / no-op Faust runs")
     ap.add_argument("--lines-100lpr", type=int, default=1_000_000, help="lines of the 100 lines/record run")
     ap.add_argument("--per-record", default="1,100", help="lines per record of the 1-worker runs")
+    ap.add_argument("--diverse", type=float, default=0.02,
+                    help="instability rate of the diverse 100 lines/record run (0: no such run)")
     args = ap.parse_args()
     inputs: dict[int, tuple[list[bytes], int]] = {}  # lines count -> (lines, windows offline)
     for n in sorted({args.lines, args.lines_100lpr}):
@@ -233,6 +267,19 @@ def main() -> None:
                 f"scorer CPU-second), broker {r['broker_cpu_s']:.1f} s; wall {r['seconds']:.1f} s on 2 cores")
             if r["windows"] != r["expected_windows"] or r["scores"] < r["expected_windows"]:
                 log(f"  WARNING: {r['windows']} windows / {r['scores']} scores, expected {r['expected_windows']}")
+        diverse = None
+        if args.diverse > 0:
+            d_lines = perturb_lines(inputs[args.lines_100lpr][0], args.diverse)
+            diverse = run_e2e(boot, d_lines, 100, expected_windows(d_lines), args.idle)
+            hits, misses = diverse["cache_hits"], diverse["cache_misses"]
+            diverse["cache_hit_rate"] = hits / max(1.0, hits + misses)
+            log(f"e2e, 1 worker, 100 lines/record, lines perturbed at r={args.diverse:g}: "
+                f"{diverse['lines_per_s']:10,.0f} lines/s ({diverse['lines']:,} lines, {diverse['windows']:,} windows, "
+                f"score cache hit rate {diverse['cache_hit_rate']:.3f}; scorer {diverse['scorer_cpu_s']:.1f} s CPU = "
+                f"{diverse['windows'] / max(1e-9, diverse['scorer_cpu_s']):,.0f} windows per scorer CPU-second)")
+            if diverse["windows"] != diverse["expected_windows"] or diverse["scores"] < diverse["expected_windows"]:
+                log(f"  WARNING: {diverse['windows']} windows / {diverse['scores']} scores, expected "
+                    f"{diverse['expected_windows']}")
         two = three = None
         if not args.no_two_workers:
             two = run_e2e(boot, lines, 1, n_windows, args.idle, workers=2)
@@ -270,6 +317,12 @@ def main() -> None:
     extra += f" e2e_lines_per_s_1lpr_3workers={three['lines_per_s']:.0f}" if three else ""
     extra += f" ratio_2workers_vs_1={two['lines_per_s'] / e1:.2f}" if two else ""
     extra += f" ratio_3workers_vs_1={three['lines_per_s'] / e1:.2f}" if three else ""
+    hit100 = r["cache_hits"] / max(1.0, r["cache_hits"] + r["cache_misses"])
+    extra += f" cache_hit_rate_100lpr={hit100:.3f}"
+    if diverse is not None:
+        extra += (f" e2e_lines_per_s_100lpr_diverse={diverse['lines_per_s']:.0f} cache_hit_rate="
+                  f"{diverse['cache_hit_rate']:.3f} scorer_windows_per_cpu_s_diverse="
+                  f"{diverse['windows'] / max(1e-9, diverse['scorer_cpu_s']):.0f}")
     extra += (f" lines_100lpr={r['lines']} worker_us_per_line_100lpr={us['worker']:.1f} "
               f"scorer_us_per_line_100lpr={us['scorer']:.1f} broker_us_per_line_100lpr={us['broker']:.1f} "
               f"cpu_bound_lines_per_s_100lpr={cpu_bound:.0f}")
