@@ -10,11 +10,14 @@ Writes into the model folder:
                            the weights and reference hashes, and a percentile table (FPR / precision /
                            recall / F1 on the labelled validation sessions for each percentile), so
                            the choice is informed: at ~3% anomalies a 0.5% FPR alone caps F1 near 0.92.
-                           With an instability R > 0 it also holds `levels`: the same fit repeated on
+                           With an instability R > 0 it also holds `levels`: thresholds fitted on
                            validation sessions perturbed at each rate of LEVELS (the tolerant scores
-                           computed at that rate), with the instability the online estimator
-                           (logad.instability) reads there. The detector picks the level from its
-                           own estimate at run time; R is only where it starts.
+                           computed at that rate) under the same normal flag budget, each score's
+                           threshold chosen by the labelled validation anomalies it catches
+                           (recall_thresholds) rather than at one common percentile, with the
+                           instability the online estimator (logad.instability) reads there. The
+                           detector picks the level from its own estimate at run time; R is only
+                           where it starts.
 """
 
 from __future__ import annotations
@@ -57,7 +60,18 @@ def window_scores(detector: Detector, rows: Sequence[SessionRow],
         owner += [k] * len(ws)
     if lengths is not None:
         lengths += [len(w.ids) for w in windows]
-    return [w.scores for w in detector.score_windows(windows)], np.asarray(owner, dtype=np.int64)
+    # A window's scores are a function of its ids and context only, and the validation sessions
+    # (their perturbed copies included) repeat: each distinct window is scored once.
+    first: dict[tuple, int] = {}  # (ids, n_context) -> index in `distinct`
+    distinct, slot = [], []
+    for w in windows:
+        key = (tuple(w.ids), w.n_context)
+        if key not in first:
+            first[key] = len(distinct)
+            distinct.append(w)
+        slot.append(first[key])
+    scored = [w.scores for w in detector.score_windows(distinct)]
+    return [scored[j] for j in slot], np.asarray(owner, dtype=np.int64)
 
 
 def estimator_rate(scores: Sequence[dict], lengths: Sequence[int]) -> float:
@@ -80,6 +94,98 @@ def normal_session_max(scores: Sequence[dict], owner: np.ndarray, labels: np.nda
             for m, v in s.items():
                 cur[m] = max(cur[m], v)
     return list(per_session.values())
+
+
+def session_max(scores: Sequence[dict], owner: np.ndarray, n_sessions: int, methods: Sequence[str]) -> np.ndarray:
+    """(n_sessions, len(methods)) max window score of each session per method (-inf: no window)."""
+    out = np.full((n_sessions, len(methods)), -np.inf)
+    if len(scores):
+        values = np.array([[s[m] for m in methods] for s in scores], dtype=np.float64)  # (windows, methods)
+        for j in range(len(methods)):
+            np.maximum.at(out[:, j], owner, values[:, j])
+    return out
+
+
+def recall_thresholds(normal: np.ndarray, anomalous: np.ndarray, methods: Sequence[str], budget: float,
+                      normal_base: np.ndarray, anomalous_base: np.ndarray) -> dict[str, float] | None:
+    """Per-method thresholds that flag as many labelled anomalous sessions as possible while the
+    detector as a whole flags at most `budget` (a share) of the normal ones; None without anomalies.
+
+    normal, anomalous: (sessions, methods) session max scores; *_base: (sessions,) already flagged by
+    the unseen-template rule. One common percentile spends the false-positive budget evenly, whatever
+    each score buys with it: under instability the score that separates a short truncated trace from
+    a perturbed normal one is often not the one the common percentile loosens. Two greedy searches
+    (_greedy: by gain per false positive, and by gain alone, which escapes the first's local optima);
+    the one with the higher validation recall wins (then the fewer normal sessions flagged).
+    Recall is that of whole sessions: a score that adds nothing there (a prefix-safe one, when the
+    whole-trace scores already catch everything) stays at the edge of normal, even though it would
+    have alerted before the session closed."""
+    if not len(anomalous) or not len(normal) or not np.isfinite(normal.max(0)).all():
+        return None  # (a score no normal session has a window for has no edge of normal either)
+    runs = [_greedy(normal, anomalous, budget, normal_base, anomalous_base, by_ratio) for by_ratio in (True, False)]
+    best = max(runs, key=lambda r: (r[1], -r[2]))
+    return {m: float(t) for m, t in zip(methods, best[0])}
+
+
+def _greedy(normal: np.ndarray, anomalous: np.ndarray, budget: float, normal_base: np.ndarray,
+            anomalous_base: np.ndarray, by_ratio: bool) -> tuple[list[float], int, int]:
+    """(thresholds, anomalies flagged, normal sessions flagged) of one greedy search: from every
+    threshold at the largest normal value (nothing normal flagged by the scores) down, each step the
+    best move over every candidate cut of every score (lumps: a move that costs one normal session
+    may gain nothing until the next) by anomalies gained per normal session newly flagged
+    (`by_ratio`) or by anomalies gained; a move that gains no anomaly is never made, so a score that
+    does not help stays at the edge of normal."""
+    allowed = int(np.floor(budget * len(normal) + 1e-9))
+    # ascending candidate thresholds (a session without windows, -inf, is never flagged by a score)
+    cuts = [np.unique(normal[:, j][np.isfinite(normal[:, j])]) for j in range(normal.shape[1])]
+    th = [c[-1] for c in cuts]
+    fn, fa = normal_base.copy(), anomalous_base.copy()
+    fn |= (normal > np.array(th)).any(1)
+    fa |= (anomalous > np.array(th)).any(1)
+    while True:
+        best = None  # (ratio, gain, -cost, j, threshold)
+        room = allowed - int(fn.sum())
+        for j in range(normal.shape[1]):
+            c = cuts[j][cuts[j] < th[j]]  # lower candidates, ascending
+            if not len(c):
+                continue
+            # sessions not yet flagged that a threshold t would add: those with score > t
+            vn = np.sort(normal[~fn, j])
+            va = np.sort(anomalous[~fa, j])
+            cost = len(vn) - np.searchsorted(vn, c, side="right")
+            gain = len(va) - np.searchsorted(va, c, side="right")
+            ok = (cost <= room) & (gain > 0)
+            if not ok.any():
+                continue
+            ratio = gain / np.maximum(cost, 0.5) if by_ratio else gain.astype(np.float64)
+            # the best ratio (or gain), then the larger gain, then the cheaper, then the higher threshold
+            k = max(np.flatnonzero(ok), key=lambda i: (ratio[i], gain[i], -cost[i], c[i]))
+            cand = (float(ratio[k]), int(gain[k]), -int(cost[k]), j, float(c[k]))
+            if best is None or cand[:3] > best[:3]:
+                best = cand
+        if best is None:
+            break
+        j, t = best[3], best[4]
+        th[j] = t
+        fn |= normal[:, j] > t
+        fa |= anomalous[:, j] > t
+    return [float(t) for t in th], int(fa.sum()), int(fn.sum())
+
+
+def fit_level(scores: Sequence[dict], owner: np.ndarray, labels: np.ndarray, methods: Sequence[str],
+              percentile: float, unseen_rate_max: float) -> tuple[dict[str, float], float]:
+    """Thresholds for one set of validation sessions and the percentile they stand for: by validation
+    recall under the false-positive budget (100 - percentile)% of the normal sessions
+    (recall_thresholds), or the joint common percentile when there is no labelled anomaly."""
+    S = session_max(scores, owner, len(labels), methods)
+    U = session_max(scores, owner, len(labels), ("unseen_rate",))[:, 0] > unseen_rate_max
+    normal, anomalous = labels == 0, labels == 1
+    values = recall_thresholds(S[normal], S[anomalous], methods, 1.0 - percentile / 100.0, U[normal], U[anomalous])
+    if values is None:
+        p = joint_percentile(normal_session_max(scores, owner, labels), methods, percentile, unseen_rate_max)
+        return fit_thresholds(normal_session_max(scores, owner, labels), methods, p), p
+    flagged = (S[normal] > np.array([values[m] for m in methods])).any(1) | U[normal]
+    return values, round(100.0 * (1.0 - float(flagged.mean())), 4)
 
 
 def session_flags(scores: list[dict], owner: np.ndarray, n_sessions: int, th: Thresholds) -> np.ndarray:
@@ -180,18 +286,17 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, percentile: float = 9
 def _level(bundle, ref, val: list[SessionRow], rate: float, methods: Sequence[str], percentile: float,
            unseen_rate_max: float, topk: int, device: str, seed: int, draws: int, prevalence: float) -> dict:
     """One instability level: validation sessions perturbed at `rate` (clean at 0; the calibration's
-    own seeds), the tolerant scores at that rate, thresholds at the joint percentile of the normal
-    sessions, and the rate the online estimator reads on the same windows (normal and anomalous
-    mixed, as a stream would be)."""
+    own seeds), the tolerant scores at that rate, thresholds by validation recall under the normal
+    flag budget (fit_level; `percentile` in the table: the share of normal sessions left unflagged),
+    and the rate the online estimator reads on the same windows (normal and anomalous mixed, as a
+    stream would be)."""
     rows = val if rate == 0 else [r for k in range(draws) for r in perturb_rows(val, rate, seed + k)]
     det = Detector(bundle, ref, Thresholds({}, unseen_rate_max, percentile, topk, instability=rate),
                    pick_device(device))
     lengths: list[int] = []
     scores, owner = window_scores(det, rows, lengths)
     labels = np.array([r.label for r in rows])
-    normal = normal_session_max(scores, owner, labels)
-    p = joint_percentile(normal, methods, percentile, unseen_rate_max)
-    values = fit_thresholds(normal, methods, p)
+    values, p = fit_level(scores, owner, labels, methods, percentile, unseen_rate_max)
     m = prf(labels, session_flags(scores, owner, len(rows), Thresholds(values, unseen_rate_max)))
     return {"instability": rate, "rho": estimator_rate(scores, lengths), "values": values, "percentile": p,
             "normal_flag_rate": m["fpr"], "recall": m["recall"],
