@@ -118,7 +118,8 @@ def _symlog(x: np.ndarray) -> np.ndarray:
 
 
 def _symlog_ticks(ax, lo: float, hi: float, axis: str = "x") -> None:
-    vals = [v for v in (-1000, -100, -10, -1, 0, 1, 10, 100, 1000) if lo - 0.1 <= _symlog(np.array([v]))[0] <= hi + 0.1]
+    vals = [v for v in (-10000, -1000, -100, -10, -1, 0, 1, 10, 100, 1000, 10000)
+            if lo - 1.0 <= _symlog(np.array([v]))[0] <= hi + 1.0]
     pos = _symlog(np.array(vals, dtype=float))
     (ax.set_xticks if axis == "x" else ax.set_yticks)(pos)
     (ax.set_xticklabels if axis == "x" else ax.set_yticklabels)([f"{v:g}" for v in vals])
@@ -155,7 +156,13 @@ def _plots(out: Path, results: Sequence[SessionResult], name: str) -> None:
     fig.savefig(out / "f1_vs_threshold.png", dpi=100)
     plt.close(fig)
     fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    bins = np.linspace(lo - 1e-9, hi + 1e-9, 60)
+    # 0 (the threshold) is a bin edge: a bar never straddles the red line
+    span = max(hi - lo, 1e-3)
+    lo_e, hi_e = min(lo, -0.04 * span), max(hi, 0.04 * span)  # room for a visible bar on each side
+    n_neg = max(2, int(round(60 * -lo_e / (hi_e - lo_e))))
+    # (the edge sits just above 0: a score of exactly 0 is not anomalous and falls left of the line)
+    edge = 1e-12
+    bins = np.concatenate([np.linspace(lo_e - 1e-9, edge, n_neg + 1)[:-1], np.linspace(edge, hi_e + 1e-9, 62 - n_neg)])
     for ax, lab, color, what in ((axes[0], 0, "tab:blue", "normal"), (axes[1], 1, "tab:orange", "anomalous")):
         sel = xs[labels == lab]
         flagged = int(np.sum(scores[labels == lab] > 0))
