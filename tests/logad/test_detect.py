@@ -106,7 +106,9 @@ def test_decision_cache_gives_the_uncached_window_scores():
     from logad.sessionizer import Sessionizer
     from logad.sessions import is_complete
 
-    plain = Detector.load(MODEL, "cpu", batch_size=1)  # one window per pass: scores do not depend on batching
+    # adapt=False pins the sealed level: this is about the cache, not about the instability estimate
+    # (whose level moves between calls); one window per pass: scores do not depend on batching
+    plain = Detector.load(MODEL, "cpu", batch_size=1, adapt=False)
     fmt = FORMATS["hdfs"]
     base = list(windows_from_lines(open_lines(RAW), fmt, plain, Sessionizer("hdfs", session_rules(
         plain, fmt, SessionConfig())), ParseStats()))[:200]
@@ -127,10 +129,31 @@ def test_decision_cache_gives_the_uncached_window_scores():
     assert {is_complete(e.window.reason) for e in expected} == {True, False}
     assert any(e.is_anomaly for e in expected) and any(e.window.start and e.surprising for e in expected)
     assert any(a.reasons != b.reasons for a, b in zip(expected[0::2], expected[1::2]))  # the reason matters
-    cached = Detector.load(MODEL, "cpu", batch_size=1, cache_size=1000)
+    cached = Detector.load(MODEL, "cpu", batch_size=1, cache_size=1000, adapt=False)
     for _ in range(2):  # cold (repeats within the call), then warm
         assert cached.score_windows(windows, details=True) == expected
     distinct = len({(w.ids, w.n_context) for w in windows})
     assert cached.cache_misses == distinct and cached.cache_hits == 2 * len(windows) - distinct
-    tiny = Detector.load(MODEL, "cpu", batch_size=1, cache_size=3)  # cleared again and again
+    tiny = Detector.load(MODEL, "cpu", batch_size=1, cache_size=3, adapt=False)  # cleared again and again
     assert tiny.score_windows(windows, details=True) == expected
+
+
+def test_adaptive_detector_decides_a_call_at_its_sources_level() -> None:
+    """The shipped thresholds carry instability levels: a fresh detector decides at the start level,
+    with that level's thresholds, until its estimate of the source's instability moves it."""
+    from logad.detect import session_rules, windows_from_lines
+    from logad.parse import ParseStats, open_lines
+    from logad.sessionizer import Sessionizer
+    from logad.sessions import is_complete
+
+    det = Detector.load(MODEL, "cpu")
+    assert det.adapt and len(det.thresholds.levels) > 1
+    fmt = FORMATS["hdfs"]
+    windows = list(windows_from_lines(open_lines(RAW), fmt, det, Sessionizer("hdfs", session_rules(
+        det, fmt, SessionConfig())), ParseStats()))[:300]
+    level = det.level_of("hdfs")
+    assert level == det.thresholds.start_level()
+    th = det.thresholds.at_level(level)
+    out = det.score_windows(windows)
+    for ws in out:
+        assert (ws.is_anomaly, ws.reasons) == th.decide(ws.scores, complete=is_complete(ws.window.reason))
