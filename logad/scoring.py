@@ -125,7 +125,6 @@ class WindowScorer:
                  topk: int = 9, device: torch.device | str = "cpu", n_details: int = 3,
                  instability: float = 0.0) -> None:
         self.model = model.eval()
-        self.last_per_event: tuple[torch.Tensor, ...] | None = None  # per-event tensors of the last batch
         self.reference = reference
         self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
         self.device = torch.device(device)
@@ -199,7 +198,6 @@ class WindowScorer:
                         index=t if ctx == 0 else t + 1, template_id=tgt_l[b][j], prob=prob_l[b][j],
                         top=tuple(zip(top_i[b][j], top_p[b][j])),
                     ))
-        self.last_per_event = (nll.cpu(), miss.cpu(), unseen.cpu(), mask.cpu())  # (B, T) each, for prefix scoring
         return scores, surprising
 
     def _count_vectors(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -429,10 +429,6 @@ def encode_json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_json(data: bytes | None, what: str = "record") -> Any:
-    return _loads(data, what)
-
-
 def encode_scores(events: Sequence[bytes]) -> bytes:
     """Already-encoded score envelopes -> one scores bundle record (no re-encoding)."""
     return b'{"scores":[' + b",".join(events) + b"]}"

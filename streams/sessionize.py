@@ -270,26 +270,6 @@ class SessionRunner:
         elif self.holds.pop(rp, None):
             log.warning("input guard recovered on %s: windows are alerted again", rp)
 
-    async def on_record(self, session_id: str, rp: str, events: list, partition: int, offset: int,
-                        now: float | None = None) -> list[Window]:
-        async with self.lock:
-            dup = self.proc.duplicates
-            self.proc.window_pos = {}
-            try:
-                windows = self.proc.apply(session_id, rp, events, time.time() if now is None else now)
-                await self._emit(windows)
-            except BaseException:
-                self.proc.store.discard()  # nothing persisted: a re-delivery redoes it all
-                raise
-            self.proc.store.flush()
-            await self._drain()
-            self.processed_end[partition] = offset + 1
-            if self.metrics is not None:
-                self.metrics.session_records.inc()
-            if self.metrics is not None and self.proc.duplicates != dup:
-                self.metrics.duplicates.inc(self.proc.duplicates - dup)
-            return windows
-
     async def on_bundle(self, rp: str, sessions: list[tuple], partition: int, offset: int,
                         now: float | None = None, clock: float | None = None, hold: str = ""
                         ) -> tuple[list[Window], list[tuple[str, list, Exception]]]:
