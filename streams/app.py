@@ -12,9 +12,9 @@ changelog partition is the key's murmur2 partition, exactly the events topic's p
 key, so the timer can write it outside an event), an in-memory store rebuilt from the changelog,
 and no standby replicas (a memory store would mix standby keys into the active dict).
 
-Two faust-streaming 0.15.3 problems are worked around here, both seen right after a worker restart:
-the stream can skip events records (they are then read directly, `backfill`), and its ack list can
-miss handled offsets so that it stops committing a partition (`unstick_commits`).
+What this app needs from Faust beyond its public API (commit gating, skipped records read back,
+stuck commits pushed, a quieter monitor, a larger producer buffer) is in streams/faust_compat.py,
+each with the faust-streaming 0.15.3 behaviour it compensates.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from streams.ingest import Ingestor
 from streams.ingest_loop import IngestLoop
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
 from streams.metrics import WorkerMetrics, set_model_info
+from streams.faust_compat import (backfill, gate_commits_on_changelog, quiet_table_monitor, raise_producer_buffer,
+                                  recovery_done, unstick_commits)
 from streams.session_store import ChangelogTable
 from streams.sessionize import SessionProcessor, SessionRunner, key_partition, load_session_rules
 from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, changelog_topic, topics_for
@@ -108,8 +110,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
         # Faust's per-key table counters cost a labelled Prometheus increment per session read and
         # write (a sweep reads every idle session): logad_session_records and logad_windows count
         # the same work per bundle.
-        for hook in ("on_table_get", "on_table_set", "on_table_del"):
-            setattr(app.monitor, hook, _no_op)
+        quiet_table_monitor(app)
     except Exception as e:  # metrics are nice to have; never a reason not to run
         log.warning("prometheus sensors not installed: %s", e)
 
@@ -151,11 +152,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             runner.producer = ctx.producer
             changelog.producer = ctx.producer
             gate_commits_on_changelog(app, changelog)
-            # Faust warns ("producer buffer full") past 100 queued changelog writes, a normal burst
-            # when a batch touches hundreds of sessions; let it queue more before it flushes inline.
-            buffer = getattr(app.producer, "buffer", None)
-            if buffer is not None and getattr(buffer, "max_messages", 0) < 5000:
-                buffer.max_messages = 5000
+            raise_producer_buffer(app)
             ctx.ingest = IngestLoop(ingestor=ingestor, consumer=ctx.consumer, producer=ctx.producer,
                                     events_topic=topics.events, dead_letter_topic=topics.dead_letter,
                                     batch_size=s.ingest.batch_size, within_s=s.ingest.batch_within_s,
@@ -206,30 +203,6 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
             ctx.tick_task = asyncio.ensure_future(guarded_tick())
 
     return app, ctx
-
-
-def _no_op(*_args: Any, **_kwargs: Any) -> None:
-    return None
-
-
-def gate_commits_on_changelog(app: faust.App, changelog: ChangelogTable) -> None:
-    """Faust commits events offsets through Consumer._commit_offsets, after flushing ITS producer.
-    The session changelog goes through ours (ChangelogTable), so every commit first waits until
-    all changelog writes sent so far are acknowledged; if one failed, the worker crashes instead of
-    committing past state that is not in the changelog (the restart recovers and re-reads)."""
-    consumer = app.consumer
-    commit = consumer._commit_offsets
-
-    async def commit_after_changelog(offsets: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            await changelog.settled()
-        except Exception as e:
-            log.critical("session changelog write failed (%s); not committing, stopping", e)
-            await app.crash(e)
-            raise
-        return await commit(offsets, *args, **kwargs)
-
-    consumer._commit_offsets = commit_after_changelog  # type: ignore[method-assign]
 
 
 async def on_event(ctx: WorkerContext, app: faust.App, key: bytes | None, value: bytes | None, partition: int,
@@ -286,42 +259,6 @@ async def first_offset(ctx: WorkerContext, partition: int) -> int:
     raise RuntimeError(f"cannot read the committed offset of {tp}")
 
 
-async def backfill(ctx: WorkerContext, app: faust.App, partition: int, start: int, stop: int) -> None:
-    """Read events records [start, stop) of a partition directly and handle them, in order.
-
-    Faust (0.15.3) can drop records fetched while it suspends flow during start-up recovery, and
-    then never delivers them (its read offset moved past them). Records already applied are
-    harmless here: their events are at or below the sessions' watermarks."""
-    from aiokafka import AIOKafkaConsumer
-
-    from streams.kafka_clients import consumer_kwargs
-
-    log.warning("Faust skipped %s/%d offsets %d..%d; reading them directly", ctx.topics.events, partition,
-                start, stop - 1)
-    ctx.metrics.backfilled.inc(stop - start)
-    if ctx.backfill_consumer is None:
-        ctx.backfill_consumer = AIOKafkaConsumer(**consumer_kwargs(ctx.settings.kafka, group_id=None))
-        await ctx.backfill_consumer.start()
-    c = ctx.backfill_consumer
-    tp = TopicPartition(ctx.topics.events, partition)
-    c.assign([tp])
-    c.seek(tp, start)
-    pos = start
-    while pos < stop:
-        batch = await c.getmany(tp, timeout_ms=1000, max_records=500)
-        records = batch.get(tp, [])
-        if not records and await c.position(tp) >= stop:
-            break
-        for r in records:
-            if r.offset >= stop:
-                break
-            await handle_record(ctx, app, r.key, r.value, partition, r.offset)
-            ctx.expected[partition] = r.offset + 1
-            pos = r.offset + 1
-        if records and records[-1].offset >= stop - 1:
-            break
-
-
 async def committed_offsets(ctx: WorkerContext, tps: list[TopicPartition]) -> dict[int, int]:
     offsets = await ctx.admin.list_consumer_group_offsets(ctx.app_id, partitions=tps)
     return {tp.partition: om.offset for tp, om in offsets.items() if om is not None and om.offset >= 0}
@@ -332,7 +269,7 @@ async def tick(ctx: WorkerContext, app: faust.App) -> None:
     flight (caught up), else on the input clock (see streams/sessionize.py)."""
     if not ctx.ready.is_set() or ctx.ingest is None or app.rebalancing:
         return
-    if not app.tables.recovery.completed.is_set():
+    if not recovery_done(app):
         return
     parts = ctx.settings.topics.partitions
     mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.events)
@@ -407,36 +344,3 @@ async def observe(ctx: WorkerContext, app: faust.App, mine: list[int]) -> None:
                 m.lag.labels("sessions", ctx.topics.events, str(p)).set(max(0, hw - done))
     except Exception as e:  # metrics only: never a reason to skip the sweep
         log.debug("lag metrics: %s", e)
-
-
-STUCK_TICKS = 3
-
-
-async def unstick_commits(ctx: WorkerContext, app: faust.App, committed: dict[int, int]) -> None:
-    """Work around lost acks in faust-streaming 0.15.3 (seen after a restart): Faust's ack list for a
-    partition can miss offsets the agent did handle; it then never commits that partition again
-    (its `_new_offset` waits for the head gap forever), and every restart re-delivers more.
-
-    Caught up, the agent has handled every record below `processed_end` (one agent, in partition
-    order; windows acknowledged and state handed to Faust's producer). If Faust's committed offset
-    stays below that for STUCK_TICKS ticks, commit `processed_end` through Faust's own commit path
-    (which flushes the changelog producer first)."""
-    stuck = {}
-    for p, end in ctx.runner.processed_end.items():
-        if committed.get(p, 0) < end:
-            ctx.behind_ticks[p] = ctx.behind_ticks.get(p, 0) + 1
-            if ctx.behind_ticks[p] >= STUCK_TICKS:
-                stuck[p] = end
-        else:
-            ctx.behind_ticks.pop(p, None)
-    commit = getattr(app.consumer, "_commit_offsets", None)
-    if not stuck or commit is None:
-        return
-    tps = {tp.partition: tp for tp in app.consumer.assignment() if tp.topic == ctx.topics.events}
-    offsets = {tps[p]: end for p, end in stuck.items() if p in tps}
-    if offsets:
-        log.warning("Faust is not committing %s (lost acks); committing the handled offsets %s",
-                    ctx.topics.events, {tp.partition: o for tp, o in offsets.items()})
-        await commit(offsets)
-        for tp in offsets:
-            ctx.behind_ticks.pop(tp.partition, None)

@@ -124,9 +124,11 @@ class ChangelogTable(BytesTable):
     changelog topic into the memory store)."""
 
     def __init__(self, table: Any, topic: str, partitions: int) -> None:
-        store = table.data  # Faust's memory store; its .data is the plain dict behind it
-        # Reads (BytesTable's) and writes go to that dict directly; writes are also queued for drain().
-        super().__init__(getattr(store, "data", store))
+        from streams.faust_compat import memory_store_dict
+
+        # Reads (BytesTable's) and writes go to the memory store's dict directly; writes are also
+        # queued for drain().
+        super().__init__(memory_store_dict(table))
         self.topic = topic
         self.partitions = partitions
         self.producer: Any = None

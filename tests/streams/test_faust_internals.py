@@ -13,12 +13,12 @@ from importlib.metadata import version
 
 def test_the_pinned_release() -> None:
     assert version("faust-streaming") == "0.15.3", (
-        "faust-streaming is not 0.15.3: re-check every workaround in streams/app.py, streams/session_store.py and "
+        "faust-streaming is not 0.15.3: re-check every workaround in streams/faust_compat.py and "
         "streams/watchdog.py against the new release before changing the pin")
 
 
 def test_commit_offsets_can_be_gated_and_called() -> None:
-    """streams/app.py gate_commits_on_changelog wraps Consumer._commit_offsets (commit only after the
+    """streams.faust_compat.gate_commits_on_changelog wraps Consumer._commit_offsets (commit only after the
     session changelog writes are acknowledged) and unstick_commits calls it directly (Faust's ack
     list can lose handled offsets after a restart)."""
     from faust.transport.consumer import Consumer
@@ -30,7 +30,7 @@ def test_commit_offsets_can_be_gated_and_called() -> None:
 
 
 def test_memory_store_keeps_a_plain_dict() -> None:
-    """streams/session_store.py ChangelogTable writes Faust's memory store directly (its `.data`
+    """streams.faust_compat.memory_store_dict: streams/session_store.py ChangelogTable writes Faust's memory store directly (its `.data`
     dict) and sends the changelog records itself."""
     from faust.stores.memory import Store
 
@@ -38,17 +38,20 @@ def test_memory_store_keeps_a_plain_dict() -> None:
 
 
 def test_recovery_exposes_its_completion() -> None:
-    """streams/app.py and streams/watchdog.py read app.tables.recovery.completed (an asyncio.Event)
-    to know when table recovery is over (the watchdog restarts a worker stuck in recovery)."""
+    """streams.faust_compat.recovery_done reads app.tables.recovery.completed; streams/watchdog.py
+    reads in_recovery and active_remaining_total() (it restarts a worker stuck in recovery)."""
     from faust.tables.recovery import Recovery
 
     src = inspect.getsource(Recovery.__init__)
     assert "self.completed = Event()" in src, "Recovery.completed is no longer an Event set when recovery completes"
     assert "self.completed.set()" in inspect.getsource(Recovery), "nothing sets Recovery.completed any more"
+    # streams/watchdog.py: a recovery that reads nothing for a while, records left, is stalled
+    assert callable(getattr(Recovery, "active_remaining_total", None)), "Recovery.active_remaining_total is gone"
+    assert "in_recovery" in inspect.getsource(Recovery), "Recovery.in_recovery is gone"
 
 
 def test_monitor_table_hooks_can_be_replaced() -> None:
-    """streams/app.py replaces the monitor's per-key table hooks (a labelled Prometheus increment
+    """streams.faust_compat.quiet_table_monitor replaces the monitor's per-key table hooks (a labelled Prometheus increment
     per session read and write) with no-ops."""
     from faust.sensors.monitor import Monitor
 
@@ -57,7 +60,7 @@ def test_monitor_table_hooks_can_be_replaced() -> None:
 
 
 def test_producer_buffer_limit_is_settable() -> None:
-    """streams/app.py raises the producer buffer's max_messages (Faust warns past 100 queued
+    """streams.faust_compat.raise_producer_buffer raises the producer buffer's max_messages (Faust warns past 100 queued
     changelog writes, a normal burst for the session table)."""
     from faust.transport.producer import ProducerBuffer
 
