@@ -234,7 +234,12 @@ class Detector:
             slot = 2 if is_complete(w.reason) else 3
             decided = entry[slot]
             if decided is None:
-                decided = entry[slot] = self._decide(entry[0], entry[1], slot == 2, self._levels[entry[4]])
+                # A cut trace (a probe, an idle or end close: the session may go on) is judged by the
+                # prefix-safe rules at the sealed thresholds (one common percentile): the per-level
+                # thresholds are chosen by whole-session recall, which leaves those rules at the edge
+                # of normal and would cost early alerts their lead time.
+                th = self._levels[entry[4]] if slot == 2 else self.thresholds
+                decided = entry[slot] = self._decide(entry[0], entry[1], slot == 2, th)
             scores, flag, reasons, events = decided
             if w.start and events:  # the events' indexes are in the window: shift them into the session
                 events = tuple({**e, "index": w.start + e["index"]} for e in events)
