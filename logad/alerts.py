@@ -102,6 +102,23 @@ def summary_of(ws: WindowScore) -> str:
     return f"{where}{what}; rules: {rules}"
 
 
+def evidence_indexes(ws: WindowScore, limit: int, first: int, end: int | None = None) -> list[int]:
+    """Session indexes of up to `limit` events an alert quotes: its most surprising events first,
+    then its last scored ones; only indexes in [first, end) (default end: the window's), the events
+    whose raw positions the caller holds. One choice for `logad detect` and the stream's scorer."""
+    w = ws.window
+    end = w.end if end is None else min(end, w.end)
+    order = [int(e["index"]) for e in sorted(ws.surprising, key=lambda e: e.get("prob", 1.0))]
+    order += range(w.end - 1, first - 1, -1)
+    out: list[int] = []
+    for i in order:
+        if len(out) >= limit:
+            break
+        if first <= i < end and i not in out:
+            out.append(i)
+    return out
+
+
 def alert_id(source: str, session_id: str, start: int, end: int, first_ts: float | None, model_version: str) -> str:
     key = f"{source}\x1f{session_id}\x1f{start}\x1f{end}\x1f{first_ts!r}\x1f{model_version}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]

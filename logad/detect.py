@@ -25,13 +25,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from logad.alerts import make_event
+from logad.alerts import evidence_indexes, make_event
 from logad.config import DriftConfig, GuardConfig, SessionConfig
 from logad.drift import DriftVocab
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
 from logad.parse import ParseStats, parse_line
-from logad.readers import entry_texts, iter_file_records
+from logad.readers import entry_texts, iter_file_records, time_order
 from logad.records import LogRecord, Window, WindowScore
 from logad.sessionizer import SessionRules, Sessionizer
 from logad.templates import UNK
@@ -74,9 +74,7 @@ def read_events(paths: Sequence[str | Path], fmt: LogFormat, vocab: TemplateVoca
                 order: str = "time") -> tuple[list[Event], int]:
     """Every parsed entry of the files as an Event, and how many matched no template (UNK).
 
-    order "time": a stable sort by event time (entries without a time keep the time before them),
-    so per-service logs concatenated into one file, or several files, interleave as they happened;
-    "file": files in the order given, lines in file order."""
+    order "time": logad.readers.time_order; "file": files in the order given, lines in file order."""
     if order not in ("time", "file"):
         raise ValueError(f"order must be 'time' or 'file', got {order!r}")
     out: list[Event] = []
@@ -88,15 +86,8 @@ def read_events(paths: Sequence[str | Path], fmt: LogFormat, vocab: TemplateVoca
         tid = match(rec.content)
         unk += tid == UNK
         out.append((rec.timestamp, origin, line, rec.session_keys, tid))
-    if order == "time" and any(e[0] is not None for e in out):
-        last = float("-inf")
-        keyed = []
-        for i, e in enumerate(out):
-            if e[0] is not None:
-                last = e[0]
-            keyed.append((last, i))
-        keyed.sort()  # (time, original index): stable
-        out = [out[i] for _, i in keyed]
+    if order == "time":
+        out = [out[i] for i in time_order([e[0] for e in out])]
     return out, unk
 
 
@@ -146,20 +137,10 @@ def windows_of_events(events: Iterable[Event], sessionizer: Sessionizer, positio
 
 
 def evidence_at(ws: WindowScore, positions: list[tuple[str, int]], limit: int) -> list[tuple[int, str, int]]:
-    """(event index in the session, file, line) of up to `limit` raw lines behind an alert: its most
-    surprising events first, then its last scored events."""
+    """(event index in the session, file, line) of up to `limit` raw lines behind an alert
+    (logad.alerts.evidence_indexes picks them); `positions` hold the session's events so far."""
     w = ws.window
-    order = [int(e["index"]) for e in sorted(ws.surprising, key=lambda e: e.get("prob", 1.0))]
-    order += list(range(w.end - 1, w.start + w.n_context - 1, -1))
-    out, seen = [], set()
-    for i in order:
-        if len(out) >= limit:
-            break
-        if i in seen or not 0 <= i < len(positions):
-            continue
-        seen.add(i)
-        out.append((i, *positions[i]))
-    return out
+    return [(i, *positions[i]) for i in evidence_indexes(ws, limit, w.start + w.n_context, len(positions))]
 
 
 def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format: str | None = None,

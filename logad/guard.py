@@ -4,7 +4,7 @@ With the wrong format most lines do not parse; with the wrong model (or a system
 saw) most parsed lines match no template. Either way every session would look anomalous, so:
 offline commands stop before scoring (InputMismatch, exit code 2, with the rates), and the stream
 holds its alerts and raises a metric and an error log (streams/ingest.py, streams/scorer.py).
-`InputHealth` is the one place that decides, for both.
+`judge` is the one place that decides, for both.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ def judge(lines: int, unparsed: int, records: int, unknown: int, cfg: GuardConfi
 
 def check_input(stats: ParseStats, unknown: int, cfg: GuardConfig, what: str) -> dict[str, object]:
     """Raise InputMismatch when the parsed input does not fit; else its rates (for the summary)."""
-    bad = round(stats.rejected_rate * stats.lines)
-    v = judge(stats.lines, bad, stats.records, unknown, cfg)
+    v = judge(stats.lines, stats.unparsed, stats.records, unknown, cfg)
     if v.problem == "unparsed":
         top = ", ".join(f"{k} {n}" for k, n in stats.rejected.most_common(3))
         raise InputMismatch(f"{what}: {v.unparsed_rate:.1%} of {v.lines} lines did not parse ({top}; limit "

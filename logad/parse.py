@@ -265,10 +265,14 @@ class ParseStats:
         return d
 
     @property
+    def unparsed(self) -> int:
+        """Raw lines that gave no record (a continuation line counts with its entry)."""
+        return self.lines - self.records - self.continued - self.dropped_lines
+
+    @property
     def rejected_rate(self) -> float:
-        """Share of raw lines that gave no record (continuation lines count with their entry)."""
-        bad = self.lines - self.records - self.continued - self.dropped_lines
-        return bad / self.lines if self.lines else 0.0
+        """Share of raw lines that gave no record."""
+        return self.unparsed / self.lines if self.lines else 0.0
 
 
 def _read_bounded(f: IO[bytes], limit: int) -> Iterator[bytes]:

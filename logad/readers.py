@@ -98,6 +98,23 @@ def iter_entries_parsed(lines: Iterable[Line], fmt: LogFormat, origin: str = "",
         yield i, result
 
 
+def time_order(times: Sequence[float | None]) -> list[int]:
+    """Indexes of entries in event-time order, stable: an entry without a time keeps the time of the
+    entry before it, so a file already in time order keeps its order (as the stream reads it) and
+    per-service logs concatenated into one file, or several files, interleave as they happened.
+    Without any time at all: the input order."""
+    if all(t is None for t in times):
+        return list(range(len(times)))
+    last = float("-inf")
+    keyed = []
+    for i, t in enumerate(times):
+        if t is not None:
+            last = t
+        keyed.append((last, i))
+    keyed.sort()  # (time, input index): stable
+    return [i for _, i in keyed]
+
+
 def iter_file_records(paths: Sequence[str | Path], fmt: LogFormat, stats: ParseStats | None = None
                       ) -> Iterator[tuple[str, int, LogRecord | Rejected]]:
     """(file, 0-based line of the entry, parse result) for every entry of every file, file by file."""

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from logad.alerts import evidence_indexes
 from logad.formats import LogFormat
 from logad.readers import entries
 from logad.records import WindowScore
@@ -35,22 +36,11 @@ FETCH_TIMEOUT_S = 3.0  # longest one batch's alerts wait for their raw records
 
 
 def pick(ws: WindowScore, positions: Sequence[tuple[str, int]], limit: int) -> list[tuple[int, str, int]]:
-    """(event index in the session, raw partition, position) of up to `limit` events of an alert:
-    its most surprising events first, then its last scored ones. `positions`: of the window's
-    scored events, in order (events start + n_context .. end - 1)."""
-    w = ws.window
-    first = w.end - len(positions)
-    order = [int(e["index"]) for e in sorted(ws.surprising, key=lambda e: e.get("prob", 1.0))]
-    order += range(w.end - 1, first - 1, -1)
-    out, seen = [], set()
-    for i in order:
-        if len(out) >= limit:
-            break
-        if i in seen or not first <= i < w.end:
-            continue
-        seen.add(i)
-        out.append((i, *positions[i - first]))
-    return out
+    """(event index in the session, raw partition, position) of up to `limit` events of an alert
+    (logad.alerts.evidence_indexes picks them). `positions`: of the window's scored events, in
+    order (events start + n_context .. end - 1)."""
+    first = ws.window.end - len(positions)
+    return [(i, *positions[i - first]) for i in evidence_indexes(ws, limit, first)]
 
 
 def line_of(value: bytes, line: int, fmt: LogFormat) -> str | None:

@@ -32,7 +32,7 @@ from logad.errors import ConfigError
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
 from logad.parse import ParseStats
-from logad.readers import iter_file_records
+from logad.readers import iter_file_records, time_order
 from logad.records import LogRecord
 from logad.sessions import WindowRule
 from logad.templates import UNK, TemplateVocab
@@ -91,12 +91,10 @@ def read_logs(fmt: LogFormat, paths: list[Path], stats: ParseStats, progress: bo
 
 def build_sessions(records: list[tuple[float | None, tuple[str, ...], str]], tids: list[int],
                    vocab: TemplateVocab, gap_s: float, origin: str) -> list[Session]:
-    """Sessions in time order: a stable sort by event time (as `logad detect` orders events), then
-    per session key; an event-time gap over `gap_s` starts a new session under the same key (the
+    """Sessions in time order (logad.readers.time_order, as `logad detect` orders events), then per
+    session key; an event-time gap over `gap_s` starts a new session under the same key (the
     stream's rule), named "<key>#2", "#3", ..."""
-    order = sorted(range(len(records)), key=lambda i: (records[i][0] if records[i][0] is not None else float("-inf"), i))
-    if all(r[0] is None for r in records):
-        order = list(range(len(records)))
+    order = time_order([r[0] for r in records])
     pieces: dict[str, list[list[Any]]] = defaultdict(list)  # key -> [[keys, first_ts, last_ts], ...]
     for i in order:
         ts, keys, _ = records[i]
@@ -156,10 +154,8 @@ def train_bundle(format_path: str | Path, logs: list[Path], out: str | Path, lab
 
     t = time.time()
     train_info = _train_model(fmt, vocab, data_dir, out, init, opts, progress)
-    write_format(out, fmt)
     manifest = read_json(out / "manifest.json", "model manifest")
-    manifest["log_format"] = {"file": "format.toml", "name": fmt.name,
-                              **({"sha256": _sha(out / "format.toml")} if (out / "format.toml").is_file() else {})}
+    manifest["log_format"] = write_format(out, fmt) or {"name": fmt.name}  # a built-in format has no file
     manifest["training_data"] = {"lines": stats.as_dict(), "templates": len(vocab.entries),
                                  "split_rule": info["split_rule"], "counts": info["counts"], **label_counts}
     write_json(out / "manifest.json", manifest)
@@ -216,12 +212,6 @@ def prepare_from_logs(fmt: LogFormat, logs: list[Path], data_dir: Path, labels: 
     if info["counts"]["val"]["normal"] == 0 or info["counts"]["train"]["sessions"] == 0:
         raise ConfigError("the split left no normal sessions for training or validation: give more sessions")
     return vocab, info, unk, label_counts
-
-
-def _sha(p: Path) -> str:
-    from logad.artifacts import sha256_file
-
-    return sha256_file(p)
 
 
 def _train_model(fmt: LogFormat, vocab: TemplateVocab, data_dir: Path, out: Path, init: str | Path | None,

@@ -68,3 +68,11 @@ def test_folders_gzip_and_origins(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ParseError, match="no log files"):
         expand_paths([tmp_path / "empty"])
+
+
+def test_time_order_is_stable_and_carries_times_forward() -> None:
+    from logad.readers import time_order
+
+    assert time_order([3.0, 1.0, None, 2.0, 1.0]) == [1, 2, 4, 3, 0]  # None keeps 1.0, the time before it
+    assert time_order([1.0, 1.0, 2.0]) == [0, 1, 2]  # already in order: unchanged
+    assert time_order([None, None]) == [0, 1]
