@@ -186,7 +186,7 @@ def drift_report(paths: Sequence[str | Path], model_dir: str | Path, cfg: DriftC
             note(("reworded", vocab.mask(rec.content)), rec.timestamp, keys)["template_id"] = tid
         else:
             note(("new", miner.observe(rec.content)), rec.timestamp, keys)
-    clusters = {c.cluster_id: render(c.get_template()) for c in miner._miner.drain.clusters}
+    clusters = {t["id"]: t["template"] for t in miner.summary(top=len(seen))["top"]}
     rows: dict[str, list] = {"reworded": [], "new": []}
     for (kind, key), r in seen.items():
         row = {"lines": r["lines"], "sessions": len(r["sessions"]), "first_seen": r["first_seen"],

@@ -14,6 +14,7 @@ import calendar
 import re
 import time
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -356,12 +357,12 @@ FORMATS: dict[str, LogFormat] = {"hdfs": _hdfs(), "openstack": _openstack()}
 
 _TOML_KEYS = ({f.name for f in fields(LogFormat) if f.init} - {"masking", "source_text"}) | {"mask", "default_masks"}
 _MASK_KEYS = {"name", "pattern", "placeholder", "scope", "needs"}
-_TYPES: dict[str, type] = {"name": str, "header": str, "log_format": str, "session_field": str,
-                           "session_from_path": str, "input": str, "multiline": bool, "merge_lists": bool,
-                           "default_masks": bool, "max_line_bytes": int, "max_entry_lines": int,
-                           "drain_sim_th": float, "drain_depth": int, "drain_max_children": int,
-                           "session_window_s": float}
-_LISTS = ("timestamp_fields", "timestamp_formats", "session_keys", "terminal_templates")
+# The type each TOML key must have, read off LogFormat's fields (so a new field needs no second list).
+_HINTS = typing.get_type_hints(LogFormat)
+_TYPES: dict[str, type] = {f.name: _HINTS[f.name] for f in fields(LogFormat)
+                           if f.init and _HINTS[f.name] in (str, int, float, bool) and f.name != "source_text"}
+_TYPES["default_masks"] = bool
+_LISTS = tuple(f.name for f in fields(LogFormat) if f.init and _HINTS[f.name] == tuple[str, ...])
 EXAMPLE = """name = "myapp"
 log_format = '<Date> <Time> <Level> \\[<Thread>\\] <Component>: <Content>'
 timestamp_fields = ["Date", "Time"]
