@@ -187,12 +187,12 @@ class Pipeline:
         await create_topics(self.settings, raw_topics=[self.raw])
 
     def metrics(self, i: int = 0) -> dict[str, float]:
-        from streams.metrics import scrape
+        from streams.prometheus import scrape
 
         return scrape(f"http://127.0.0.1:{self.ports[i]}/metrics", timeout_s=1.0)
 
     def scorer_metrics(self) -> dict[str, float]:
-        from streams.metrics import scrape
+        from streams.prometheus import scrape
 
         return scrape(f"http://127.0.0.1:{self.settings.web.scorer_port}/metrics", timeout_s=1.0)
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from logad.config import GuardConfig, SessionConfig  # noqa: E402
 from logad.config import DriftConfig  # noqa: E402
 from logad.drift import SIGNAL_WORDS, DriftVocab, words  # noqa: E402
-from logad.metrics import f1_at_prevalence, prf  # noqa: E402
+from logad.eval_metrics import f1_at_prevalence, prf  # noqa: E402
 from logad.templates import UNK  # noqa: E402
 
 FILLERS = ("data", "new", "remote", "local", "current", "pending")
@@ -80,7 +80,7 @@ def rates(labels: list[int], flags: list[bool]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- the raw HDFS sample
 def raw_sample(share: float, seed: int, det_path: Path) -> dict:
-    from logad.detect import detect_paths
+    from logad.detect_files import detect_paths
     from logad.templates import TemplateVocab
 
     raw = ROOT / "data/hdfs/HDFS_head20k.log.gz"

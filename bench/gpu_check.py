@@ -28,11 +28,11 @@ from _common import MODEL, hdfs_lines, log  # noqa: E402
 
 def windows_of(n_lines: int) -> list:
     from logad.config import SessionConfig
-    from logad.detect import session_rules, windows_from_lines
+    from logad.detect_files import session_rules, windows_from_lines
     from logad.detector import Detector
     from logad.formats import load_format
     from logad.parse import ParseStats
-    from logad.sessionizer import Sessionizer
+    from logad.session_rules import Sessionizer
 
     det = Detector.load(MODEL, "cpu")
     fmt = load_format("hdfs")

@@ -1,6 +1,6 @@
 """Memory per open session: RSS of a worker's session store at 10^5 and 10^6 open sessions.
 
-    the worker's store: streams.sessionize.SessionProcessor over BytesTable over a plain dict (what
+    the worker's store: streams.session_processor.SessionProcessor over BytesTable over a plain dict (what
     the worker's Faust memory:// table keeps: session id bytes -> orjson bytes of the value), fed
     HDFS-like sessions (12 events each, whole-second event times, block-id keys), one raw partition
     of watermarks, all changes flushed to the table, and a sweep run (it builds the sessionizer's
@@ -47,11 +47,11 @@ def legacy_value(key: str, ids: list[int], ts: list[float], now: float, rp: str,
 
 
 def child(n: int, events: int, layout: str, cap: int) -> dict:
-    from logad.sessionizer import SessionRules
-    from logad.sessions import WindowRule
+    from logad.session_rules import SessionRules
+    from logad.windows import WindowRule
     from streams.codec import position
-    from streams.session_store import BytesTable, state_of
-    from streams.sessionize import SessionProcessor
+    from streams.session_table import BytesTable, state_of
+    from streams.session_processor import SessionProcessor
 
     rules = SessionRules(rule=WindowRule(64, 32), max_open_sessions=cap)
     table: dict = {}

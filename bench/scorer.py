@@ -31,11 +31,11 @@ from _common import MODEL, broker, hdfs_lines, log, percentile, produce, read_to
 
 def sample_windows(n_lines: int) -> list:
     from logad.config import SessionConfig
-    from logad.detect import session_rules, windows_from_lines
+    from logad.detect_files import session_rules, windows_from_lines
     from logad.detector import Detector
     from logad.formats import load_format
     from logad.parse import ParseStats
-    from logad.sessionizer import Sessionizer
+    from logad.session_rules import Sessionizer
 
     det = Detector.load(MODEL, "cpu")
     fmt = load_format("hdfs")
@@ -93,7 +93,7 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
         await produce(bootstrap, t.windows, values, partition=range(t.partitions))
     from prometheus_client import CollectorRegistry
 
-    from streams.metrics import ScorerMetrics
+    from streams.prometheus import ScorerMetrics
 
     metrics = ScorerMetrics(CollectorRegistry())
     task = asyncio.create_task(serve(settings, det, f"{prefix}-scorer", metrics))
@@ -146,7 +146,7 @@ def main() -> None:
     import torch
 
     from streams.codec import encode_windows, vocab_tag
-    from streams.sessionize import load_session_rules
+    from streams.session_processor import load_session_rules
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sample = sample_windows(16_252)

@@ -82,10 +82,10 @@ def expected_windows(lines: list[bytes]) -> int:
     from types import SimpleNamespace
 
     from logad.config import SessionConfig
-    from logad.detect import windows_from_lines
+    from logad.detect_files import windows_from_lines
     from logad.parse import ParseStats
-    from logad.sessionizer import Sessionizer
-    from streams.sessionize import load_session_rules
+    from logad.session_rules import Sessionizer
+    from streams.session_processor import load_session_rules
 
     vocab, fmt, rules = load_session_rules(MODEL, None, SessionConfig())
     det = SimpleNamespace(bundle=SimpleNamespace(vocab=vocab, rule=rules.rule))

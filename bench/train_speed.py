@@ -11,7 +11,7 @@ from logad.model import ModelConfig, NextTokenTransformer, autocast
 from logad.scoring import collate, window_example
 from training.datasets import hdfs_sessions
 from training.data import session_windows
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 
 
 def measure(device: torch.device, cfg: ModelConfig, examples, batch: int, steps: int) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from logad.errors import ArtifactError, ConfigError, LogadError
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written: the streaming worker reads

@@ -29,7 +29,7 @@ from logad.instability import InstabilityTracker, observable
 from logad.model import pick_device
 from logad.records import Window, WindowScore
 from logad.scoring import METHODS, Reference, WindowScorer
-from logad.sessions import is_complete, windows_of
+from logad.windows import is_complete, windows_of
 from logad.thresholds import COMPLETE_ONLY, Thresholds
 
 THRESHOLDS = "thresholds.json"

@@ -1,7 +1,7 @@
 """Window scoring: (B, T) template ids -> per-event surprise -> per-window scores.
 
 `window_example` turns one window into the model's (input, target) pair with the window rule of
-logad.sessions; training uses the same function, so what is trained is what is scored:
+logad.windows; training uses the same function, so what is trained is what is scored:
     first window  x = [BOS, e0 .. e_{n-2}]   y = [e0 .. e_{n-1}]            (every event scored)
     later windows x = [e_a .. e_{b-2}]       y = [e_{a+1} .. e_{b-1}], context targets -> IGNORE
 

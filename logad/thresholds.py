@@ -23,7 +23,7 @@ import orjson
 from logad.errors import ArtifactError
 
 # Two-sided count scores (logad.scoring) read a missing event as evidence: they apply only to windows
-# whose trace is whole (logad.sessions.COMPLETE_REASONS); a session cut by an idle timeout or the end
+# whose trace is whole (logad.windows.COMPLETE_REASONS); a session cut by an idle timeout or the end
 # of input would be flagged for having stopped. count_excess is their cut-safe counterpart.
 COMPLETE_ONLY = frozenset({"count_l1", "count_tail", "edit_tail", "block_run", "edit_ops"})
 
@@ -53,7 +53,7 @@ class Thresholds:
         return replace(self, values=dict(lv["values"]), instability=float(lv["instability"]))
 
     def decide(self, scores: Mapping[str, float], complete: bool = True) -> tuple[bool, tuple[str, ...]]:
-        """`complete`: the window's trace is whole (see logad.sessions.COMPLETE_REASONS). For a trace
+        """`complete`: the window's trace is whole (see logad.windows.COMPLETE_REASONS). For a trace
         that may have been cut, the two-sided count scores are not applied (count_excess still is)."""
         reasons = tuple(
             f"{m} {scores[m]:.3g} > {t:.3g}" for m, t in self.values.items()

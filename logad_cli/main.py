@@ -268,7 +268,7 @@ def pretrain(
     device: DeviceOpt = "auto",
 ) -> None:
     """Pretrain the next-template transformer (HDFS by default)."""
-    from logad.sessions import WindowRule
+    from logad.windows import WindowRule
     from training.pretrain import pretrain as run
 
     cfg = _train_cfg(max_samples=max_samples, checkpoint_every=checkpoint_every, eval_every=eval_every,
@@ -510,7 +510,7 @@ def detect(
 
     Fails (exit 2, with the rates) when most lines do not parse or match no template of the model:
     a wrong format or the model of another system would otherwise flag every session."""
-    from logad.detect import detect_paths
+    from logad.detect_files import detect_paths
 
     if order not in ("time", "file"):
         raise LogadError(f"--order must be time or file, got {order!r}")
@@ -542,7 +542,7 @@ def _model_dir(s, model: Path | None) -> Path:
 
 def _raw_topic(s, model_dir: Path, topic: str | None) -> str:
     """--topic, else the raw topic of the bundle's source (its format's name; topics.raw / raw_by_source)."""
-    from streams.sessionize import model_format
+    from streams.session_processor import model_format
     from streams.topics import raw_topic
 
     return topic or raw_topic(s, model_format(model_dir).name)
@@ -562,7 +562,7 @@ def create_topics_cmd(
 
     s = settings()
     if source == "all":
-        from streams.sessionize import model_format
+        from streams.session_processor import model_format
 
         sources = list(dict.fromkeys([model_format(_model_dir(s, model)).name, *s.topics.raw_by_source]))
     else:
@@ -624,7 +624,7 @@ def replay(
 
     from logad.formats import load_format
     from streams.replay import Pace, default_key, replay as run
-    from streams.sessionize import model_format
+    from streams.session_processor import model_format
     from streams.topics import raw_topic
 
     if max_ and (rate is not None or speed is not None):

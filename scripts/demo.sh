@@ -64,7 +64,7 @@ echo "== starting logad worker and logad scorer"
 for _ in $(seq 1 240); do  # until both serve metrics (worker: table recovered, scorer: model loaded)
   if "$PY" - "$LOGAD_WEB_PORT" "$LOGAD_WEB_SCORER_PORT" <<'EOF'
 import sys
-from streams.metrics import scrape
+from streams.prometheus import scrape
 sys.exit(0 if all(scrape(f"http://127.0.0.1:{p}/metrics") for p in sys.argv[1:]) else 1)
 EOF
   then break; fi

@@ -6,7 +6,7 @@
 
 Faust carries no payload codec here: every topic is value_serializer="raw" and streams/codec.py
 turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table has
-bytes keys and values (orjson; session_store.ChangelogTable writes the store and the changelog
+bytes keys and values (orjson; session_table.ChangelogTable writes the store and the changelog
 itself, acked before each events record is returned to Faust), `use_partitioner=True` (its
 changelog partition is the key's murmur2 partition, exactly the events topic's partition for that
 key, so the timer can write it outside an event), an in-memory store rebuilt from the changelog,
@@ -40,11 +40,11 @@ from streams.codec import CodecError, decode_events_bundle, encode_dead_letter, 
 from streams.ingest import Ingestor
 from streams.ingest_loop import IngestLoop
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
-from streams.metrics import WorkerMetrics, set_model_info
+from streams.prometheus import WorkerMetrics, set_model_info
 from streams.faust_compat import (backfill, gate_commits_on_changelog, quiet_table_monitor, raise_producer_buffer,
                                   recovery_done, unstick_commits)
-from streams.session_store import ChangelogTable
-from streams.sessionize import SessionProcessor, SessionRunner, key_partition, load_session_rules
+from streams.session_table import ChangelogTable
+from streams.session_processor import SessionProcessor, SessionRunner, key_partition, load_session_rules
 from streams.topics import RAW_MAX_MESSAGE_BYTES, SESSIONS_TABLE, Topics, changelog_topic, topics_for
 
 log = logging.getLogger("logad.worker")
@@ -117,7 +117,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
     events_topic = app.topic(topics.events, key_serializer="raw", value_serializer="raw", partitions=parts,
                              internal=False)
     # bytes keys and values: the changelog key is the session id exactly as on the events topic
-    # (co-partitioned), the value our orjson (see session_store.BytesTable).
+    # (co-partitioned), the value our orjson (see session_table.BytesTable).
     table = app.Table(SESSIONS_TABLE, default=None, partitions=parts, use_partitioner=True,
                       key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)
@@ -266,7 +266,7 @@ async def committed_offsets(ctx: WorkerContext, tps: list[TopicPartition]) -> di
 
 async def tick(ctx: WorkerContext, app: faust.App) -> None:
     """Close idle sessions: on the wall clock when ingest and the session agent have nothing in
-    flight (caught up), else on the input clock (see streams/sessionize.py)."""
+    flight (caught up), else on the input clock (see streams/session_processor.py)."""
     if not ctx.ready.is_set() or ctx.ingest is None or app.rebalancing:
         return
     if not recovery_done(app):

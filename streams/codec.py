@@ -14,7 +14,7 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
                per event (a session has ~8 events per bundle; per-session checks cost more than
                the events). Arrival times are the raw
                records' Kafka timestamps (seconds); `t`, the input clock, is the time up to which
-               the raw partition has been read (see streams/sessionize.py: idle sessions are
+               the raw partition has been read (see streams/session_processor.py: idle sessions are
                closed on this clock). `g`, only while the input guard's verdict on the raw
                topic is bad: the problem (windows emitted meanwhile are held, see below). (Still read: bundles of rows, "s": [[session id, [[tid, ts,
                pos], ...], arrival], ...], and one-session records {"src", "rp", "e": [[tid, ts,
@@ -38,7 +38,7 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
 
 `pos` in an event is the raw position of its line, `(raw offset << 20) | line index in the record`:
 monotonic per raw partition, so the session agent can drop events re-delivered after a crash
-(see streams/sessionize.py). `rp` names the raw partition the positions belong to.
+(see streams/session_processor.py). `rp` names the raw partition the positions belong to.
 Decoders raise CodecError (a ValueError) on anything malformed; callers dead-letter it.
 """
 

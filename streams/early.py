@@ -1,7 +1,7 @@
 """Early alerts (`scorer.early_alerts`): which probe scores become alerts with `early: true`.
 
 With the option on, the session stage sends, after each batch of a session's events, the session's
-open window as a probe (logad.sessions.PROBE: never complete, so only the prefix-safe scores judge
+open window as a probe (logad.windows.PROBE: never complete, so only the prefix-safe scores judge
 it). The scorer scores probes like any window but publishes no score for them; the first anomalous
 probe of an open session becomes one alert with `early: true`, later probes of that session stay
 quiet, and the windows that close the session are scored and published as always (the decision at
@@ -13,7 +13,7 @@ Pure bookkeeping, no Kafka: unit-tested on its own, called from streams/scorer.p
 from __future__ import annotations
 
 from logad.records import WindowScore
-from logad.sessions import PROBE
+from logad.windows import PROBE
 
 MAX_TRACKED = 1 << 20  # early-alerted sessions remembered while open; the oldest half goes when full
 

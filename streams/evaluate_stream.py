@@ -5,7 +5,7 @@
     labels CSV    -> session-level precision / recall / F1 (a labelled session never scored counts as
                      "not alerted", and is reported): session_id,label for any source (HDFS's
                      BlockId,Label too; `logad detect --sessions-out` CSVs name it is_anomaly)
-    --offline FILE -> logad.detect.detect_file on the same file: alert-id sets compared (equal when
+    --offline FILE -> logad.detect_files.detect_file on the same file: alert-id sets compared (equal when
                      stream and offline decide identically, which is the design goal)
     raw topic     -> detection delay of every alerted anomalous session (`detection_delay`):
                      lines and seconds from its first anomalous event to its first alert
@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 
 from logad.config import Settings
 from logad.errors import BrokerError, ParseError
-from logad.metrics import prf
+from logad.eval_metrics import prf
 from streams.evaluate_traces import ALL_REASON, complete_report, read_full_traces
 
 
@@ -101,7 +101,7 @@ async def session_events(settings: Settings, topic: str, model_dir: str | Path) 
     as origins, multi-line entries within a record)."""
     from streams.alerts_cli import read_topic
     from streams.ingest import Ingestor, RawRecord
-    from streams.sessionize import load_session_rules
+    from streams.session_processor import load_session_rules
 
     vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
     ing = Ingestor(fmt, vocab, max_record_bytes=settings.ingest.max_record_bytes,
@@ -158,7 +158,7 @@ def dedupe(events: list[dict]) -> dict[str, dict]:
 
 
 def offline_alerts(file: str | Path, model_dir: str | Path, settings: Settings) -> dict[str, dict]:
-    from logad.detect import detect_file
+    from logad.detect_files import detect_file
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "alerts.jsonl"
@@ -216,7 +216,7 @@ def evaluate(settings: Settings, labels: str | Path, *, alerts_topic: str | None
     if complete_traces is not None and model_dir is None:
         raise BrokerError("--complete-traces needs the model (--model): the sample's traces are read with its vocab")
     if (delay or complete_traces is not None) and model_dir is not None:
-        from streams.sessionize import load_session_rules
+        from streams.session_processor import load_session_rules
         from streams.topics import raw_topic as raw_topic_of
 
         vocab, fmt, _ = load_session_rules(model_dir, None, settings.sessions)
@@ -333,7 +333,7 @@ async def group_lag(settings: Settings, group: str, topic: str) -> tuple[int, in
 
 async def drained(settings: Settings, *, app_id: str, scorer_group: str, raw_topic: str) -> dict[str, Any]:
     """One look at every stage; "done" when nothing is left anywhere."""
-    from streams.metrics import scrape
+    from streams.prometheus import scrape
 
     raw_end, raw_lag = await group_lag(settings, f"{app_id}-ingest", raw_topic)
     ev_end, ev_lag = await group_lag(settings, app_id, settings.topics.events)
@@ -349,7 +349,7 @@ async def drained(settings: Settings, *, app_id: str, scorer_group: str, raw_top
 
 def default_raw_topic(settings: Settings) -> str:
     """The raw topic of the configured bundle's source (scorer.model_dir)."""
-    from streams.sessionize import model_format
+    from streams.session_processor import model_format
     from streams.topics import raw_topic
 
     return raw_topic(settings, model_format(settings.scorer.model_dir).name)

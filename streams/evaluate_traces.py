@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from logad.errors import ParseError
-from logad.metrics import prf
+from logad.eval_metrics import prf
 
 ID_COLUMNS = ("session_id", "blockid", "block_id", "session", "id")
 SEQUENCE_COLUMNS = ("eventsequence", "event_sequence", "sequence", "events")

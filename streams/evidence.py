@@ -2,7 +2,7 @@
 
     alert (WindowScore) + its window's packed raw positions (streams/positions.py, on the windows wire)
       -> pick up to scorer.evidence_lines events: the most surprising first, then the last scored
-         ones (as logad.detect.evidence_at picks them offline)
+         ones (as logad.detect_files.evidence_at picks them offline)
       -> RawReader: one consumer without a group, assign + seek to each record's offset, bounded
          in time (alerts are rare: a few records per alert, never a scan)
       -> the record's lines (split as the worker's ingest splits them; for a multi-line format the

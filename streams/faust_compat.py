@@ -8,13 +8,13 @@ changes it; the stream tests (tests/streams, tests/reliability) check the behavi
 
 | workaround | Faust 0.15.3 behaviour it compensates |
 |---|---|
-| gate_commits_on_changelog | Faust commits events offsets after flushing its own producer; the session changelog goes through ours (streams/session_store.py), so a commit must first wait for our changelog writes |
+| gate_commits_on_changelog | Faust commits events offsets after flushing its own producer; the session changelog goes through ours (streams/session_table.py), so a commit must first wait for our changelog writes |
 | backfill | the stream can drop records fetched while it suspends flow during start-up recovery, and never deliver them (its read offset moved past them) |
 | unstick_commits | after a restart its ack list can miss offsets the agent handled; it then never commits that partition again |
 | quiet_table_monitor | the monitor counts every table get/set/del with a labelled Prometheus increment (~a tenth of the worker) |
 | raise_producer_buffer | it warns and flushes inline past 100 queued producer messages, a normal burst of changelog writes |
 | recovery_done | table recovery's completion is only visible as Recovery.completed |
-| memory_store_dict | the memory store's plain dict is written directly by ChangelogTable (streams/session_store.py) |
+| memory_store_dict | the memory store's plain dict is written directly by ChangelogTable (streams/session_table.py) |
 | streams/watchdog.py (a thread, kept beside the worker) | recovery can hang after a crash loop with records left; it reads Recovery.in_recovery and active_remaining_total() |
 """
 
@@ -28,7 +28,7 @@ from aiokafka import TopicPartition
 
 if TYPE_CHECKING:
     from streams.app import WorkerContext
-    from streams.session_store import ChangelogTable
+    from streams.session_table import ChangelogTable
 
 log = logging.getLogger("logad.worker")
 

@@ -3,7 +3,7 @@
     ingest batch -> per raw topic (lines, unparsed lines, parsed records, records of no template)
       -> logad.guard.RollingHealth over the last guard.window_lines lines of that topic -> Verdict
       -> bad ("unparsed": wrong log format?  "unknown": wrong model?):
-           metrics logad_input_mismatch{source,topic,problem} = 1 and the rates (streams/metrics.py),
+           metrics logad_input_mismatch{source,topic,problem} = 1 and the rates (streams/prometheus.py),
            an ERROR log with the rates (at most every LOG_EVERY_S per topic), and every events bundle
            of that topic carries the problem (`g`) -> the session stage marks the windows it emits
            meanwhile (`hold`) -> the scorer publishes their scores but no alerts

@@ -12,7 +12,7 @@
 
       -> per raw topic: counts for the input guard (streams/guard.py); its problem rides on the bundles
 
-These are exactly the steps of logad.detect, so the stream decides like `logad detect`. The origin
+These are exactly the steps of logad.detect_files, so the stream decides like `logad detect`. The origin
 is what session_from_path and session_window_s name sessions from: offline the file path, here the
 record key (a shipper keys records by file or container). JSON input: each line of a record is one
 JSON object (Vector, Fluent Bit, Filebeat ship one per record). `Ingestor.process` is pure (no
@@ -113,7 +113,7 @@ class Ingestor:
 
     def partition_of(self, session_id: str) -> int:
         """The events partition of a session: Kafka's default partitioner on the id's UTF-8 bytes
-        (the same as streams.sessionize.key_partition, so the session table stays co-partitioned)."""
+        (the same as streams.session_processor.key_partition, so the session table stays co-partitioned)."""
         p = self._part.get(session_id)
         if p is None:
             if len(self._part) >= PARTITION_CACHE:

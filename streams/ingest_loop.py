@@ -3,7 +3,7 @@
     getmany (up to ingest.batch_size records) -> chunks of ~CHUNK_BYTES -> Ingestor.process per chunk
       -> events bundles + dead letters produced -> every one acknowledged -> ONE commit per batch
 At-least-once: a crash re-reads the uncommitted batch; the session agent drops re-delivered events
-by their raw positions (streams/sessionize.py).
+by their raw positions (streams/session_processor.py).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class IngestLoop:
     """The raw-topic consumer of a worker: getmany -> Ingestor.process -> produce -> commit.
 
     `caught_up()` tells the session timer whether every raw record that exists has been turned into
-    acknowledged events (idle sessions are only closed then; see streams/sessionize.py).
+    acknowledged events (idle sessions are only closed then; see streams/session_processor.py).
     """
 
     def __init__(self, *, ingestor: Ingestor, consumer: Any, producer: Any, events_topic: str,

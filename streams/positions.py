@@ -12,7 +12,7 @@ Shapes (the same on the windows wire and in the session table):
 Only the events a window SCORES travel (its last n_lines events: the context events were scored,
 and quoted, by the window before). The session keeps the positions of its scored-but-not-yet-sent
 events only ([start + n_context, n) of the open window: at most a window's length, usually a
-sliding window's stride), next to its compact state (streams/session_store.py).
+sliding window's stride), next to its compact state (streams/session_table.py).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def unpack(packed: Any) -> Positions:
 
 def pending(state: Any, rule: Any) -> int:
     """Events of a session's open window not scored yet: [start + n_context, n) of its state
-    (logad.sessions.SessionWindower.to_state; a dict state of older versions too)."""
+    (logad.windows.SessionWindower.to_state; a dict state of older versions too)."""
     if isinstance(state, dict):
         n, start = state["n"], state["start"]
     else:

@@ -38,7 +38,7 @@ from typing import Any
 from logad.alerts import EventEncoder, ce_headers, iso_time
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
-from logad.sessions import PROBE
+from logad.windows import PROBE
 from streams.codec import encode_dead_letter, encode_scores, vocab_tag
 from streams.early import EarlyGate
 from streams.kafka_clients import key_partitions, send_batched
@@ -409,7 +409,7 @@ def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device:
     from prometheus_client import start_http_server
 
     from logad.detector import Detector
-    from streams.metrics import ScorerMetrics, set_model_info
+    from streams.prometheus import ScorerMetrics, set_model_info
     from streams.worker import banner, setup_logging, tune_gc, use_uvloop
 
     use_uvloop()

@@ -37,7 +37,7 @@ RAW_PARTITIONS = 1
 # ingest.max_record_bytes reaches us and is dead-lettered visibly instead of failing at the shipper.
 RAW_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # The broker stamps each raw record with its arrival time (LogAppendTime): idle sessions are closed
-# on that clock (streams/sessionize.py), whatever the shippers' clocks say.
+# on that clock (streams/session_processor.py), whatever the shippers' clocks say.
 RAW_TOPIC_CONFIG = {"max.message.bytes": str(RAW_MAX_MESSAGE_BYTES), "message.timestamp.type": "LogAppendTime"}
 SESSIONS_TABLE = "sessions"  # Faust table name; its changelog topic is "<app id>-sessions-changelog"
 

@@ -30,7 +30,7 @@ import numpy as np
 from logad.artifacts import load_bundle, sha256_file
 from logad.detector import Detector, save_reference, save_thresholds
 from logad.errors import ArtifactError
-from logad.metrics import f1_at_prevalence, prf
+from logad.eval_metrics import f1_at_prevalence, prf
 from logad.model import pick_device
 from logad.instability import fit_rate, observable
 from logad.scoring import build_reference

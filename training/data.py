@@ -1,4 +1,4 @@
-"""Prepared datasets -> model examples, with the window rule of logad.sessions."""
+"""Prepared datasets -> model examples, with the window rule of logad.windows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from logad.errors import ArtifactError
 from logad.scoring import window_example
-from logad.sessions import WindowRule, plan_windows
+from logad.windows import WindowRule, plan_windows
 
 
 Example = tuple[list[int], list[int]]  # (x, y) of one window, see logad.scoring.window_example

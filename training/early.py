@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from logad.detector import Detector
-from logad.metrics import prf
+from logad.eval_metrics import prf
 from logad.records import Window
-from logad.sessions import SessionWindower
+from logad.windows import SessionWindower
 from logad.thresholds import COMPLETE_ONLY
 from training.data import SessionRow
 

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from logad.artifacts import write_json  # noqa: E402
 from logad.baselines import RULES, Baselines  # noqa: E402
 from logad.detector import Detector, SessionResult  # noqa: E402
-from logad.metrics import f1_at_prevalence, pr_auc, prf  # noqa: E402
+from logad.eval_metrics import f1_at_prevalence, pr_auc, prf  # noqa: E402
 from logad.sequences import read_sequences  # noqa: E402
 from logad.thresholds import Thresholds  # noqa: E402
 from training.data import SessionRow, load_split  # noqa: E402

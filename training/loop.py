@@ -27,7 +27,7 @@ from logad.artifacts import load_bundle, read_json, save_bundle
 from logad.errors import ConfigError
 from logad.model import IGNORE, NextTokenTransformer, autocast, pick_device
 from logad.scoring import collate
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 from training.data import Example
 

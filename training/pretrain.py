@@ -15,7 +15,7 @@ from pathlib import Path
 from logad.artifacts import load_bundle, save_bundle, sha256_file
 from logad.errors import ArtifactError
 from logad.model import ModelConfig, NextTokenTransformer, pick_device, resize_vocab
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 from training.data import examples, load_split
 from training.diagnostics import write_diagnostics

@@ -34,7 +34,7 @@ from logad.guard import check_input
 from logad.parse import ParseStats
 from logad.readers import iter_file_records, time_order
 from logad.records import LogRecord
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from logad.templates import UNK, TemplateVocab
 from training.prepare import Session, SplitRule, read_labels, split_sessions, write_dataset
 

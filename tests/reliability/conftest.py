@@ -16,7 +16,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     The e2e test proves the no-fault stream gives exactly these ids, so they are the no-fault
     reference of every scenario here."""
     from logad.config import SessionConfig
-    from logad.detect import detect_file
+    from logad.detect_files import detect_file
 
     out: Path = tmp_path_factory.mktemp("offline") / "alerts.jsonl"
     summary = detect_file(RAW, MODEL, None, out, SessionConfig(idle_timeout_s=3), device="cpu")

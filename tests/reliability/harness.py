@@ -214,7 +214,7 @@ class Pipeline:
         return f"http://127.0.0.1:{port}/metrics"
 
     def metrics(self, which: str = "worker") -> dict[str, float]:
-        from streams.metrics import scrape
+        from streams.prometheus import scrape
 
         return scrape(self.metrics_url(which), timeout_s=1.0)
 

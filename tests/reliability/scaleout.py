@@ -55,10 +55,10 @@ def offline_windows(lines: list[bytes]) -> set[tuple[str, int, int]]:
     from types import SimpleNamespace
 
     from logad.config import SessionConfig
-    from logad.detect import windows_from_lines
+    from logad.detect_files import windows_from_lines
     from logad.parse import ParseStats
-    from logad.sessionizer import Sessionizer
-    from streams.sessionize import load_session_rules
+    from logad.session_rules import Sessionizer
+    from streams.session_processor import load_session_rules
 
     vocab, fmt, rules = load_session_rules(MODEL, None, SessionConfig())
     det = SimpleNamespace(bundle=SimpleNamespace(vocab=vocab, rule=rules.rule))
@@ -162,7 +162,7 @@ class ScaledPipeline(Pipeline):
 
     # -- processes -------------------------------------------------------------------------------
     def proc_metrics(self, proc: Proc) -> dict[str, float]:
-        from streams.metrics import scrape
+        from streams.prometheus import scrape
 
         return scrape(f"http://127.0.0.1:{self.ports[proc.name]}/metrics", timeout_s=1.0)
 

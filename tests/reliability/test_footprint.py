@@ -25,4 +25,4 @@ def test_worker_does_not_import_torch() -> None:
     rss, torch_loaded = out.stdout.split()
     record("worker import footprint", torch_loaded == "False", rss_mb_after_import=round(int(rss) / 2**20, 1),
            torch_imported=torch_loaded == "True")
-    assert torch_loaded == "False", "the worker's modules import torch (logad.artifacts / logad.detect at module level?)"
+    assert torch_loaded == "False", "the worker's modules import torch (logad.artifacts / logad.detect_files at module level?)"

@@ -64,7 +64,7 @@ def feed() -> dict:
 def spanning(feed: dict, at: int, events_partitions: list[int]) -> int:
     """Sessions with lines on both sides of line `at` whose events partition is one of these: their
     first lines were applied before the fault, so only the changelog carries them over."""
-    from streams.sessionize import key_partition
+    from streams.session_processor import key_partition
 
     owned = set(events_partitions)
     return sum(1 for sid, f in feed["first"].items()

@@ -78,7 +78,7 @@ def worker_app(tmp_path_factory: pytest.TempPathFactory) -> faust.App:
     from prometheus_client import CollectorRegistry
 
     from streams.app import build_app
-    from streams.metrics import WorkerMetrics
+    from streams.prometheus import WorkerMetrics
 
     s = load_settings(env=sasl_env(LOGAD_KAFKA_BOOTSTRAP_SERVERS="broker-a:9093"))
     app, _ = build_app(s, app_id="sec-test", model_dir=MODEL, datadir=tmp_path_factory.mktemp("faust"),

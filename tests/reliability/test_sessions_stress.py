@@ -1,5 +1,5 @@
 """Session state under hostile input, in-process, with the worker's own pieces (streams.ingest.Ingestor,
-streams.sessionize.SessionProcessor over a dict table: the store, watermarks and tombstones the Faust
+streams.session_processor.SessionProcessor over a dict table: the store, watermarks and tombstones the Faust
 table gets) and the shipped model:
 
 6. out-of-order and late events inside sessions: the same input twice (cut into different records
@@ -24,16 +24,16 @@ import psutil
 import pytest
 
 from logad.config import IngestConfig, SessionConfig
-from logad.detect import detect_file, windows_from_lines
+from logad.detect_files import detect_file, windows_from_lines
 from logad.detector import Detector
 from logad.formats import FORMATS
 from logad.parse import ParseStats, open_lines, parse_line
 from logad.records import LogRecord, Window
-from logad.sessionizer import Sessionizer
-from logad.sessions import plan_windows
+from logad.session_rules import Sessionizer
+from logad.windows import plan_windows
 from streams.codec import decode_events
 from streams.ingest import Ingestor, RawRecord
-from streams.sessionize import SessionProcessor, load_session_rules
+from streams.session_processor import SessionProcessor, load_session_rules
 from tests.reliability.harness import MODEL, RAW, record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]  # ~6 s and ~25 s

@@ -9,7 +9,7 @@
 
 Why the idle timeout outlasts the replay: a session is closed as idle only when the worker has no
 lag, so with idle > the replay's wall time no session can close before its last line arrives, and
-the no-fault result is exactly the offline one whatever the faults (see streams/sessionize.py).
+the no-fault result is exactly the offline one whatever the faults (see streams/session_processor.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from logad.records import Window, WindowScore
-from logad.sessions import PROBE
+from logad.windows import PROBE
 from streams.early import EarlyGate
 
 

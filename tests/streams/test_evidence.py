@@ -8,12 +8,12 @@ import random
 import orjson
 import pytest
 
-from logad.sessionizer import SessionRules
-from logad.sessions import WindowRule
+from logad.session_rules import SessionRules
+from logad.windows import WindowRule
 from streams.codec import decode_windows_bundle, encode_windows, position
 from streams.positions import pack, unpack
-from streams.session_store import BytesTable
-from streams.sessionize import SessionProcessor
+from streams.session_table import BytesTable
+from streams.session_processor import SessionProcessor
 
 
 def test_pack_round_trip_and_is_compact() -> None:

@@ -30,7 +30,7 @@ def test_commit_offsets_can_be_gated_and_called() -> None:
 
 
 def test_memory_store_keeps_a_plain_dict() -> None:
-    """streams.faust_compat.memory_store_dict: streams/session_store.py ChangelogTable writes Faust's memory store directly (its `.data`
+    """streams.faust_compat.memory_store_dict: streams/session_table.py ChangelogTable writes Faust's memory store directly (its `.data`
     dict) and sends the changelog records itself."""
     from faust.stores.memory import Store
 

@@ -153,9 +153,9 @@ def test_guard_marks_bundles_and_windows_and_recovers() -> None:
     vocab fingerprint on all); healthy lines clear it again."""
     from logad.config import SessionConfig
     from logad.formats import FORMATS
-    from logad.sessionizer import SessionRules
-    from logad.sessions import WindowRule
-    from streams.sessionize import SessionProcessor, SessionRunner
+    from logad.session_rules import SessionRules
+    from logad.windows import WindowRule
+    from streams.session_processor import SessionProcessor, SessionRunner
 
     hdfs = FORMATS["hdfs"]
     good = list(open_lines(ROOT / "data/hdfs/HDFS_head20k.log.gz"))[:400]
@@ -203,7 +203,7 @@ def test_worker_refuses_a_format_without_session_rule(tmp_path: Path) -> None:
     from logad.artifacts import sha256_file
     from logad.config import SessionConfig
     from logad.errors import ConfigError
-    from streams.sessionize import load_session_rules
+    from streams.session_processor import load_session_rules
 
     text = 'name = "plain"\nlog_format = "<Level> <Content>"\n'
     fmt = format_from_dict({"name": "plain", "log_format": "<Level> <Content>"})

@@ -17,7 +17,7 @@ from logad.config import LoggingConfig, Settings, TopicsConfig
 from logad.records import Window
 from streams.codec import encode_windows
 from streams.ingest import Ingestor, RawRecord
-from streams.metrics import SCORER_METRICS, WORKER_METRICS, ScorerMetrics, WorkerMetrics, set_model_info
+from streams.prometheus import SCORER_METRICS, WORKER_METRICS, ScorerMetrics, WorkerMetrics, set_model_info
 from tests.streams.test_stream_units import HDFS, LINES, TAG, FakeConsumer, FakeDetector, FakeProducer
 
 

@@ -24,10 +24,10 @@ MODEL = ROOT / "artifacts/models/hdfs"
 
 @pytest.fixture(scope="module")
 def windows():
-    from logad.detect import session_rules, windows_from_lines
+    from logad.detect_files import session_rules, windows_from_lines
     from logad.formats import FORMATS
     from logad.parse import ParseStats, open_lines
-    from logad.sessionizer import Sessionizer
+    from logad.session_rules import Sessionizer
 
     det = Detector.load(MODEL, "cpu")
     fmt = FORMATS["hdfs"]

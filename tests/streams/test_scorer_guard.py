@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from logad.config import Settings, TopicsConfig
 from logad.records import Window
 from streams.codec import decode_scores, decode_windows_record, encode_window, encode_windows, vocab_tag
-from streams.metrics import ScorerMetrics
+from streams.prometheus import ScorerMetrics
 from tests.streams.test_stream_units import TAG, FakeConsumer, FakeDetector, FakeProducer
 
 SETTINGS = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))

@@ -64,7 +64,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def offline(shipped: dict[str, Path]) -> dict[str, dict]:
     from logad.config import SessionConfig
-    from logad.detect import detect_file
+    from logad.detect_files import detect_file
 
     out = shipped["dir"] / "alerts.jsonl"
     detect_file(shipped["logs"], shipped["bundle"], None, out, SessionConfig(idle_timeout_s=3), device="cpu")

@@ -36,7 +36,7 @@ BAD_REASONS = ["unparseable", "too_large", "empty"]
 def offline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """`logad detect` on the same file: the reference every stream run must reproduce."""
     from logad.config import SessionConfig
-    from logad.detect import detect_file
+    from logad.detect_files import detect_file
 
     out = tmp_path_factory.mktemp("offline") / "alerts.jsonl"
     detect_file(RAW, MODEL, None, out, SessionConfig(idle_timeout_s=3), device="cpu")
@@ -130,7 +130,7 @@ def test_stream_dead_letters_and_later_lines_scored(run: dict[str, Any]) -> None
 def test_stream_early_alerts(kafka_bootstrap: str, tmp_path: Path, offline: dict[str, dict]) -> None:
     """scorer.early_alerts on: probes of open sessions may alert early (early: true, once per session);
     the alerts at close are still exactly offline's."""
-    from logad.sessions import PROBE
+    from logad.windows import PROBE
 
     p = Pipeline(kafka_bootstrap, tmp_path, LOGAD_SCORER_EARLY_ALERTS="true")
     try:
@@ -176,7 +176,7 @@ def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, 
         p.worker.start()
         p.wait_replay(replay, timeout=60)
         p.wait_drained(timeout=120)
-        from streams.metrics import scrape
+        from streams.prometheus import scrape
 
         dups = scrape(f"http://127.0.0.1:{p.settings.web.port}/metrics").get("logad_duplicate_events_total")
         print(f"\nafter SIGKILL + restart: {dups} re-delivered events dropped by the restarted worker")

@@ -3,7 +3,7 @@ after a crash), scorer batching/routing, replay grouping, evaluation helpers.
 
 The central one: the stream's pure steps (Ingestor -> events records -> SessionProcessor), fed the
 sample file cut into arbitrary records and batches, produce exactly the windows of the offline
-pipeline (logad.detect.windows_from_lines), also when batches are re-delivered."""
+pipeline (logad.detect_files.windows_from_lines), also when batches are re-delivered."""
 
 from __future__ import annotations
 
@@ -19,19 +19,19 @@ import orjson
 import pytest
 
 from logad.config import SessionConfig, Settings, TopicsConfig
-from logad.detect import windows_from_lines
+from logad.detect_files import windows_from_lines
 from logad.formats import FORMATS
 from logad.parse import ParseStats, content_of, open_lines
 from logad.records import Window, WindowScore
-from logad.sessionizer import Sessionizer
-from logad.sessions import SessionWindower, WindowRule
+from logad.session_rules import Sessionizer
+from logad.windows import SessionWindower, WindowRule
 from logad.templates import UNK, DriftMiner, TemplateVocab
 from streams.codec import (MAX_BUNDLE_BYTES, CodecError, decode_events, decode_scores, decode_window,
                            decode_windows, encode_dead_letter, encode_events, encode_window, encode_windows,
                            position, split_position)
 from streams.ingest import Ingestor, RawRecord
-from streams.session_store import state_of, watermark_of
-from streams.sessionize import SessionProcessor, key_partition, load_session_rules
+from streams.session_table import state_of, watermark_of
+from streams.session_processor import SessionProcessor, key_partition, load_session_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = ROOT / "data/hdfs/HDFS_head20k.log.gz"
@@ -305,7 +305,7 @@ def test_scorer_early_alerts_from_probes() -> None:
     """scorer.early_alerts: an open session's first anomalous probe becomes one alert with early: true;
     probes publish no scores; the session's closing window is scored and alerted as always."""
     from logad.alerts import validate
-    from logad.sessions import PROBE
+    from logad.windows import PROBE
     from streams.scorer import Scorer
 
     settings = Settings(topics=TopicsConfig(scores="S", alerts="A", dead_letter="D", windows="W"))
@@ -471,7 +471,7 @@ def test_partition_plan() -> None:
 
 
 def test_bytes_table_keeps_keys_as_on_the_events_topic() -> None:
-    from streams.session_store import BytesTable
+    from streams.session_table import BytesTable
 
     raw: dict[bytes, bytes] = {}
     t = BytesTable(raw)
@@ -485,7 +485,7 @@ def test_bytes_table_keeps_keys_as_on_the_events_topic() -> None:
 
 
 def test_session_stage_sends_probes_only_when_early_alerts_are_on() -> None:
-    from logad.sessions import PROBE
+    from logad.windows import PROBE
 
     for probes in (False, True):
         proc = SessionProcessor("hdfs", load_rules_for_test(), {}, probes=probes)
@@ -495,7 +495,7 @@ def test_session_stage_sends_probes_only_when_early_alerts_are_on() -> None:
 
 
 def load_rules_for_test():
-    from logad.sessionizer import SessionRules
+    from logad.session_rules import SessionRules
 
     return SessionRules(rule=WindowRule(8, 4))
 
@@ -654,7 +654,7 @@ def test_events_columns_are_checked_and_older_shapes_still_read() -> None:
 
 
 def test_on_bundle_applies_once_and_isolates_a_failing_session(setup: tuple) -> None:
-    from streams.sessionize import SessionRunner
+    from streams.session_processor import SessionRunner
 
     _, rules = setup
 
@@ -685,7 +685,7 @@ def test_idle_sessions_close_on_the_input_clock(setup: tuple) -> None:
     one that kept up would."""
     import dataclasses
 
-    from streams.sessionize import TOMBSTONE_TTL_S, SessionRunner
+    from streams.session_processor import TOMBSTONE_TTL_S, SessionRunner
 
     _, rules = setup
     rules = dataclasses.replace(rules, idle_timeout_s=0.3)
@@ -739,8 +739,8 @@ def test_detection_delay_counts_from_the_first_unseen_template() -> None:
 
 
 def test_changelog_table_writes_store_and_changelog_itself() -> None:
-    from streams.session_store import ChangelogTable
-    from streams.sessionize import SessionRunner
+    from streams.session_table import ChangelogTable
+    from streams.session_processor import SessionRunner
 
     class Producer(FakeProducer):
         async def send(self, topic: str, key: bytes | None = None, value: bytes | None = b"", partition=None):

@@ -6,7 +6,7 @@ import sys
 import torch.distributed as dist
 
 from tests.training.test_loop import _data, _model
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from training.loop import TrainConfig, train
 
 vocab, tr, va = _data()

@@ -12,7 +12,7 @@ from logad.artifacts import save_bundle
 from logad.errors import ArtifactError, ConfigError
 from logad.formats import FORMATS
 from logad.model import ModelConfig, NextTokenTransformer
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 from training.data import SessionRow, load_split
 from training.datasets import DATA, prepare_openstack

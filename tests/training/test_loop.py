@@ -12,7 +12,7 @@ from logad.artifacts import load_bundle
 from logad.errors import ArtifactError
 from logad.model import ModelConfig, NextTokenTransformer
 from logad.scoring import window_example
-from logad.sessions import WindowRule
+from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 from training.loop import TrainConfig, samples_name, train
 

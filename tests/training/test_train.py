@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from logad.artifacts import bundle_format, load_bundle
-from logad.detect import detect_paths
+from logad.detect_files import detect_paths
 from logad.errors import ConfigError
 from logad.guard import InputMismatch
 from training.train import TrainOptions, train_bundle
@@ -157,9 +157,9 @@ def test_alerts_quote_their_raw_lines(bundle: tuple[Path, dict], sample: Path, t
 
 
 def test_gap_split_sessions_quote_only_their_own_lines(tmp_path: Path) -> None:
-    from logad.detect import Positions, windows_of_events
-    from logad.sessionizer import SessionRules, Sessionizer
-    from logad.sessions import WindowRule
+    from logad.detect_files import Positions, windows_of_events
+    from logad.session_rules import SessionRules, Sessionizer
+    from logad.windows import WindowRule
 
     sz = Sessionizer("t", SessionRules(rule=WindowRule(4, 2), gap_s=10.0))
     events = [(float(t), "f", i, ("a",), 3) for i, t in enumerate([0, 1, 2, 100, 101])]

@@ -33,7 +33,7 @@ from logad.guard import check_input
 from logad.parse import ParseStats, parse_line
 from logad.readers import entry_texts, iter_file_records, time_order
 from logad.records import LogRecord, Window, WindowScore
-from logad.sessionizer import SessionRules, Sessionizer
+from logad.session_rules import SessionRules, Sessionizer
 from logad.templates import UNK
 
 if TYPE_CHECKING:  # the model (torch) loads only in detect_paths: the worker imports session_rules

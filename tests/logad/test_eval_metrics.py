@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from logad.metrics import confusion, f1_at_prevalence, pr_auc, prf
+from logad.eval_metrics import confusion, f1_at_prevalence, pr_auc, prf
 
 
 def test_hand_computed_case():

@@ -2,7 +2,7 @@
 
     Faust table (bytes -> bytes)  <-  BytesTable / ChangelogTable (orjson values; the changelog written
                                       by the worker itself, in per-partition batches)
-                                  <-  SessionStore (what logad.sessionizer.Sessionizer reads and writes)
+                                  <-  SessionStore (what logad.session_rules.Sessionizer reads and writes)
 
 SessionStore
   * wraps each table value as [sessionizer state, raw partition, last applied pos, ...[, raw positions
@@ -12,7 +12,7 @@ SessionStore
     its events are at or below the watermark. Values of older versions, {"s": state, "w": {rp: pos}},
     are still read;
   * keeps a tombstone [null, rp, pos, ...] for a closed session until every event before the close
-    is committed everywhere (or, on a stream that never pauses, for streams.sessionize.TOMBSTONE_TTL_S
+    is committed everywhere (or, on a stream that never pauses, for streams.session_processor.TOMBSTONE_TTL_S
     of input time), so a late re-delivery cannot re-open it with old events;
   * buffers writes until `flush()`: windows are produced and acknowledged first, then the state is
     written, so a crash in between re-emits the same windows (same alert ids, deduped downstream)

@@ -26,7 +26,7 @@ from operator import sub
 from typing import Any
 
 from logad.records import Window
-from logad.sessions import SessionWindower, WindowRule, id_chars, ts_chars
+from logad.windows import SessionWindower, WindowRule, id_chars, ts_chars
 
 
 @dataclass(frozen=True)

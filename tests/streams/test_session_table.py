@@ -1,12 +1,12 @@
-"""SessionStore bookkeeping that the session stage's speed relies on (streams/session_store.py)."""
+"""SessionStore bookkeeping that the session stage's speed relies on (streams/session_table.py)."""
 
 from __future__ import annotations
 
 from logad.config import SessionConfig
-from logad.sessionizer import SessionRules
-from logad.sessions import WindowRule
-from streams.session_store import SessionStore, state_of, wrap
-from streams.sessionize import SessionProcessor
+from logad.session_rules import SessionRules
+from logad.windows import WindowRule
+from streams.session_table import SessionStore, state_of, wrap
+from streams.session_processor import SessionProcessor
 
 
 def test_purge_skips_the_scan_only_while_the_count_says_no_tombstones() -> None:
@@ -47,7 +47,7 @@ def test_sweep_in_chunks_closes_what_one_sweep_closes() -> None:
     table as one sweep of everything, each chunk produced before its state is written."""
     import asyncio
 
-    import streams.sessionize as sz
+    import streams.session_processor as sz
 
     rules = SessionRules(rule=WindowRule(8, 4), idle_timeout_s=1.0)
 

@@ -1,4 +1,4 @@
-"""Sessions in the stream: events records -> logad.sessionizer.Sessionizer over a Faust table -> windows.
+"""Sessions in the stream: events records -> logad.session_rules.Sessionizer over a Faust table -> windows.
 
     events bundle ({"src", "rp", "t", "sid", "arr", "n", "tid", "ts", "pos"}: columns, streams/codec.py)
       -> per session (id, tids, times, positions, arrival): streams.codec.decode_events_columns
@@ -12,12 +12,12 @@
       acknowledged BEFORE the table changes are written; each record carries the vocab fingerprint
       and, while the last events bundle of some raw partition said the input guard's verdict is
       bad, `hold` (the scorer then publishes scores but no alerts)
-Table values are orjson bytes under the session id's bytes (streams/session_store.py): co-partitioned
+Table values are orjson bytes under the session id's bytes (streams/session_table.py): co-partitioned
 with events. While alerts quote raw lines (scorer.evidence_lines > 0) each window carries the raw
 positions of its scored events and each open session keeps those of its pending events only
 (streams/positions.py: at most a window's length, delta-packed), beside its compact state.
 
-The Sessionizer is logad's, unchanged; it runs over streams.session_store.SessionStore, which
+The Sessionizer is logad's, unchanged; it runs over streams.session_table.SessionStore, which
 keeps per-session raw-position watermarks (re-deliveries after a crash are not applied twice),
 tombstones for closed sessions, and buffers writes until the unit's windows are acknowledged.
 
@@ -44,21 +44,21 @@ from typing import Any
 
 from logad.artifacts import MANIFEST, read_json, sha256_file
 from logad.config import SessionConfig
-from logad.detect import session_rules
+from logad.detect_files import session_rules
 from logad.errors import ArtifactError, ConfigError
 from logad.formats import LogFormat
 from logad.records import Window
-from logad.sessionizer import SessionRules, Sessionizer
-from logad.sessions import WindowRule
+from logad.session_rules import SessionRules, Sessionizer
+from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 from streams.codec import encode_windows, to_columns, to_rows
 from streams.positions import pack as pack_positions, pending, unpack as unpack_positions, window_positions
 from streams.kafka_clients import key_partition as partition_of, send_batched
-from streams.session_store import SessionStore
+from streams.session_table import SessionStore
 
-log = logging.getLogger("logad.sessions")
+log = logging.getLogger("logad.windows")
 
-# A tombstone keeps a closed session closed against re-delivered events (streams/session_store.py).
+# A tombstone keeps a closed session closed against re-delivered events (streams/session_table.py).
 # Re-delivery replays what was not committed; commits trail processing by about a commit interval
 # (1 s). On a stream that is never completely quiet the "everything committed" purge of a caught-up
 # tick never comes, so tombstones also go once their close is this old in input time.
@@ -90,7 +90,7 @@ def load_session_rules(model_dir: str | Path, fmt: LogFormat | None, cfg: Sessio
     if sha256_file(vpath) != vmeta["sha256"]:
         raise ArtifactError(f"{vpath}: sha256 differs from the manifest (vocab does not belong to this model)")
     vocab = TemplateVocab.load(vpath)
-    fmt = fmt or bundle_format(p, vocab.format_name)  # as logad.detect.detect_paths picks it
+    fmt = fmt or bundle_format(p, vocab.format_name)  # as logad.detect_files.detect_paths picks it
     fmt.require_sessions()
     vocab.match("startup probe")  # a vocab that cannot match raw lines fails here, in one line, not per line
     # session_rules only reads .bundle.vocab and .bundle.rule: no need to load torch weights.

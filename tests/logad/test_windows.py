@@ -3,7 +3,7 @@ import random
 import pytest
 
 from logad.errors import ConfigError
-from logad.sessions import SessionWindower, WindowRule, plan_windows, windows_of
+from logad.windows import SessionWindower, WindowRule, plan_windows, windows_of
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 7, 8, 9, 15, 16, 17, 40, 101])
@@ -98,7 +98,7 @@ def test_close_state_equals_closing_a_rebuilt_windower():
 def test_push_many_decides_like_one_push_per_event():
     """Random sessions with gaps, late events, terminal ids, the events cap and evictions: applying
     each session's events in runs (push_many) closes exactly the windows of one push per event."""
-    from logad.sessionizer import SessionRules, Sessionizer
+    from logad.session_rules import SessionRules, Sessionizer
 
     rng = random.Random(11)
     rules = SessionRules(rule=WindowRule(6, 2), gap_s=50.0, max_open_sessions=20, max_events_per_session=15,
@@ -138,7 +138,7 @@ def test_push_columns_fast_path_decides_and_stores_like_push(seed):
     mix the fast path (whole-second times in order) with everything it must leave to push_many:
     gaps, late events, fractional and missing times, terminal ids, ids that do not fit a byte,
     filling windows, the events cap and evictions."""
-    from logad.sessionizer import SessionRules, Sessionizer
+    from logad.session_rules import SessionRules, Sessionizer
 
     rng = random.Random(seed)
     rules = SessionRules(rule=WindowRule(10, 4), gap_s=50.0, max_open_sessions=25, max_events_per_session=40,
@@ -175,7 +175,7 @@ def test_push_columns_fast_path_decides_and_stores_like_push(seed):
 
 def test_push_columns_takes_the_fast_path_on_ordinary_runs():
     """The fast path is taken (no windower built) for an open session's in-order events."""
-    from logad.sessionizer import SessionRules, Sessionizer
+    from logad.session_rules import SessionRules, Sessionizer
 
     sz = Sessionizer("hdfs", SessionRules(rule=WindowRule(64, 32)))
     t = 1226262975.0
@@ -188,7 +188,7 @@ def test_push_columns_takes_the_fast_path_on_ordinary_runs():
 
 def test_sweep_index_closes_exactly_the_idle_sessions():
     """The activity index (heap + lazy deletion) closes the same sessions as a full scan would."""
-    from logad.sessionizer import SessionRules, Sessionizer, seen_of
+    from logad.session_rules import SessionRules, Sessionizer, seen_of
 
     rng = random.Random(3)
     rules = SessionRules(rule=WindowRule(6, 2), idle_timeout_s=5.0, max_open_sessions=50)
@@ -213,8 +213,8 @@ def test_sweep_index_closes_exactly_the_idle_sessions():
 def test_probes_show_the_open_window_and_change_nothing():
     """Early alerts: with probe=True push_many also returns the open session's window (reason PROBE,
     not final, never complete), and the windows that close are exactly those without probes."""
-    from logad.sessionizer import SessionRules, Sessionizer
-    from logad.sessions import PROBE, is_complete
+    from logad.session_rules import SessionRules, Sessionizer
+    from logad.windows import PROBE, is_complete
 
     rules = SessionRules(rule=WindowRule(6, 2), gap_s=50.0, terminal_ids=frozenset({9}))
     runs = [("a", [3, 4]), ("b", [5]), ("a", [5, 6, 7, 8, 3]), ("a", [9]), ("a", [4])]

@@ -10,7 +10,7 @@ import pytest
 
 from logad.alerts import validate
 from logad.config import SessionConfig
-from logad.detect import detect_file
+from logad.detect_files import detect_file
 from logad.detector import Detector
 from logad.formats import FORMATS
 from logad.parse import iter_records
@@ -72,9 +72,9 @@ def test_flags_visible_labelled_anomalies(detected):
 def test_score_cache_and_length_buckets_keep_every_decision():
     """Windows scored in length-sorted batches and answered from the (ids, n_context) cache get the
     decisions, reasons and surprising events of plain in-order batches; repeats hit the cache."""
-    from logad.detect import session_rules, windows_from_lines
+    from logad.detect_files import session_rules, windows_from_lines
     from logad.parse import ParseStats, open_lines
-    from logad.sessionizer import Sessionizer
+    from logad.session_rules import Sessionizer
 
     plain = Detector.load(MODEL, "cpu", batch_size=1)
     fmt = FORMATS["hdfs"]
@@ -101,10 +101,10 @@ def test_decision_cache_gives_the_uncached_window_scores():
     (the events' indexes shift) and within one call as across calls."""
     import dataclasses
 
-    from logad.detect import session_rules, windows_from_lines
+    from logad.detect_files import session_rules, windows_from_lines
     from logad.parse import ParseStats, open_lines
-    from logad.sessionizer import Sessionizer
-    from logad.sessions import is_complete
+    from logad.session_rules import Sessionizer
+    from logad.windows import is_complete
 
     # adapt=False pins the sealed level: this is about the cache, not about the instability estimate
     # (whose level moves between calls); one window per pass: scores do not depend on batching
@@ -141,10 +141,10 @@ def test_decision_cache_gives_the_uncached_window_scores():
 def test_adaptive_detector_decides_a_call_at_its_sources_level() -> None:
     """The shipped thresholds carry instability levels: a fresh detector decides at the start level,
     with that level's thresholds, until its estimate of the source's instability moves it."""
-    from logad.detect import session_rules, windows_from_lines
+    from logad.detect_files import session_rules, windows_from_lines
     from logad.parse import ParseStats, open_lines
-    from logad.sessionizer import Sessionizer
-    from logad.sessions import is_complete
+    from logad.session_rules import Sessionizer
+    from logad.windows import is_complete
 
     det = Detector.load(MODEL, "cpu")
     assert det.adapt and len(det.thresholds.levels) > 1
