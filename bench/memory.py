@@ -8,9 +8,8 @@
 
 Each size runs in a fresh child process; RSS (from /proc/self/statm) is read before the sessions
 open and after, with the sessions still open, and divided by their number. Same run, same sessions:
-the value layout of the previous version (a dict of lists per session inside {"s", "w"} dicts) is
-measured as the baseline (as Python objects, as the worker kept them before its table held bytes),
-and so is the compact layout as Python objects (what a plain-dict Sessionizer keeps). Then the open-session cap: 1.05 x 10^6 sessions against
+the store without raw positions (scorer.evidence_lines = 0) and the compact states as Python
+objects (what a plain-dict Sessionizer keeps). Then the open-session cap: 1.05 x 10^6 sessions against
 sessions.max_open_sessions = 10^6 must leave at most 10^6 open (the oldest are evicted).
 Bar: <= 1024 B per open session at 10^6. Usage:
     .venv/bin/python bench/memory.py [--sizes 100000,1000000] [--events 12]
@@ -40,12 +39,6 @@ def rss() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def legacy_value(key: str, ids: list[int], ts: list[float], now: float, rp: str, pos: int) -> dict:
-    """A session's table value as the previous version stored it (for the baseline)."""
-    state = {"n": len(ids), "start": 0, "ids": list(ids), "ts": list(ts), "last_ts": ts[-1], "seen": now}
-    return {"s": state, "w": {rp: pos}}
-
-
 def child(n: int, events: int, layout: str, cap: int) -> dict:
     from logad.session_rules import SessionRules
     from logad.windows import WindowRule
@@ -65,28 +58,23 @@ def child(n: int, events: int, layout: str, cap: int) -> dict:
     keys = [f"blk_{-1608999687919862906 + 7919 * i}" for i in range(n)]  # real-looking block ids
     before = rss()
     start = time.perf_counter()
-    offset = 0
     for i, key in enumerate(keys):
         ts = [t0 + (i % 150) + k for k in range(events)]
-        if layout == "legacy":
-            table[key] = legacy_value(key, base_ids, ts, float(i), rp, position(offset, 0))
-        else:
-            # a block's events lie ~1,500 records apart in a replayed HDFS log (sessions interleave):
-            # offset deltas of 4 digits, as the positions kept in the state have them there
-            rows = [(tid, t, position(i + k * 1543, 0)) for k, (tid, t) in enumerate(zip(base_ids, ts))]
-            proc.apply(key, rp, rows, now=float(i))
-            if i % 1000 == 999:
-                proc.store.flush()
-        offset += events
+        # a block's events lie ~1,500 records apart in a replayed HDFS log (sessions interleave):
+        # offset deltas of 4 digits, as the positions kept in the state have them there
+        rows = [(tid, t, position(i + k * 1543, 0)) for k, (tid, t) in enumerate(zip(base_ids, ts))]
+        proc.apply(key, rp, rows, now=float(i))
+        if i % 1000 == 999:
+            proc.store.flush()
     proc.store.flush()
-    if layout != "legacy":  # a sweep (nothing idle yet) builds the sessionizer's activity index, as in the worker
-        proc.sweep(now=0.0, final=False)  # earlier than every activity: closes nothing
-        proc.store.flush()
+    # a sweep (nothing idle yet) builds the sessionizer's activity index, as in the worker
+    proc.sweep(now=0.0, final=False)  # earlier than every activity: closes nothing
+    proc.store.flush()
     seconds = time.perf_counter() - start
     del keys
     after = rss()
-    open_now = len(proc.store) if layout != "legacy" else len(table)
-    assert layout == "legacy" or open_now == sum(1 for v in proc.store.table.values() if state_of(v) is not None)
+    open_now = len(proc.store)
+    assert open_now == sum(1 for v in proc.store.table.values() if state_of(v) is not None)
     return {"n": n, "layout": layout, "open": open_now, "bytes": after - before,
             "per_session": (after - before) / max(1, open_now), "seconds": seconds,
             "evicted": proc.sessionizer.counters["evicted"], "cap": cap}
@@ -115,24 +103,20 @@ def main() -> None:
         cur = run_child(n, args.events, "worker", max(sizes))
         nopos = run_child(n, args.events, "worker-nopos", max(sizes))
         obj = run_child(n, args.events, "objects", max(sizes))
-        old = run_child(n, args.events, "legacy", max(sizes))
-        rows.append((n, cur, old))
+        rows.append((n, cur))
         print(f"{n:>9,} open sessions ({args.events} events each): worker store {cur['per_session']:5.0f} B/session "
               f"(filled at {n / cur['seconds']:,.0f} sessions/s), {nopos['per_session']:5.0f} B without raw positions "
-              f"(scorer.evidence_lines = 0); compact tuples as objects {obj['per_session']:5.0f} B; "
-              f"previous layout (dicts of lists) {old['per_session']:5.0f} B; ratio worker/previous "
-              f"{cur['per_session'] / old['per_session']:.2f}", flush=True)
+              f"(scorer.evidence_lines = 0); compact tuples as objects {obj['per_session']:5.0f} B", flush=True)
     cap = max(sizes)
     over = run_child(cap + cap // 20, args.events, "worker", cap)
     cap_ok = over["open"] <= cap
     print(f"cap: {over['n']:,} sessions against max_open_sessions={cap:,}: {over['open']:,} open, "
           f"{over['evicted']:,} evicted -> {'holds' if cap_ok else 'BROKEN'}")
-    n, cur, old = rows[-1]
+    n, cur = rows[-1]
     ok = cur["per_session"] <= BAR
     print(f"bar: <= {BAR} B per open session at {n:,}: {cur['per_session']:.0f} B -> {'met' if ok else 'NOT met'}")
     small = rows[0][1]["per_session"]
     print(f"RESULT bytes_per_open_session={cur['per_session']:.0f} bytes_per_open_session_{rows[0][0]}={small:.0f} "
-          f"legacy_bytes_per_open_session={old['per_session']:.0f} ratio={cur['per_session'] / old['per_session']:.2f} "
           f"cap_holds={int(cap_ok)} bar_met={int(ok)}")
 
 

@@ -43,13 +43,12 @@ LAST_TS, SEEN = 5, 6  # state = (*SessionWindower.to_state(), last event time, l
 
 
 def last_ts_of(state) -> float | None:
-    return state.get("last_ts") if isinstance(state, dict) else state[LAST_TS]
+    """Event time of the session's last event (None: its events have no time)."""
+    return state[LAST_TS]
 
 
-def seen_of(state, default: float) -> float:
-    """Wall-clock time of the session's last event (states of older versions were dicts)."""
-    if isinstance(state, dict):
-        return state.get("seen", default)
+def seen_of(state) -> float:
+    """When the session was last active, on the clock `push` was given."""
     return state[SEEN]
 
 
@@ -97,7 +96,7 @@ class Sessionizer:
     def reindex(self) -> None:
         """(Re)build the activity index from the store: after a restart or a rebalance brought in
         sessions this object did not write (streams call `invalidate_index`; the next sweep rebuilds)."""
-        self._seen = {k: seen_of(s, 0.0) for k, s in list(self.store.items())}
+        self._seen = {k: seen_of(s) for k, s in list(self.store.items())}
         self._heap = [(t, k) for k, t in self._seen.items()]
         heapq.heapify(self._heap)
 
@@ -137,8 +136,6 @@ class Sessionizer:
             n = start = 0
             ids, base, rest, last = "", None, None, None
         else:
-            if isinstance(state, dict):
-                return False  # an older state form
             n, start, ids, base, rest, last = state[:SEEN]
             if type(ids) is not str:
                 return False
@@ -242,7 +239,7 @@ class Sessionizer:
     def _evict(self, now: float) -> list[Window]:
         """Close the least recently active ~1% of sessions (at least one): amortises the scan."""
         n = max(1, len(self.store) // 100)
-        oldest = sorted(self.store.items(), key=lambda kv: seen_of(kv[1], 0.0))[:n]
+        oldest = sorted(self.store.items(), key=lambda kv: seen_of(kv[1]))[:n]
         out = []
         for key, state in oldest:
             self.counters["evicted"] += 1
@@ -271,7 +268,7 @@ class Sessionizer:
             if state is None or (owned is not None and not owned(key)):
                 seen.pop(key, None)  # gone from the store (another close path, a rebalance)
                 continue
-            actual = seen_of(state, now)
+            actual = seen_of(state)
             if now - actual <= idle:  # the store knows later activity (a discarded write): re-index it
                 seen[key] = actual
                 heapq.heappush(heap, (actual, key))

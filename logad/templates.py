@@ -142,7 +142,6 @@ class TemplateVocab:
         self._cache: dict[str, int] = {}
         self._cache_size = cache_size
         self._mask = self.masker.mask if self.masker is not None else self._no_format
-        self._no_matcher_reason = "this vocab has no masking (built from keys): it cannot match raw lines"
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -241,7 +240,7 @@ class TemplateVocab:
 
     # -- matching (never changes the vocab) ---------------------------------------------------
     def _no_format(self, content: str) -> str:
-        raise ArtifactError(self._no_matcher_reason)
+        raise ArtifactError("this vocab has no masking (built from keys): it cannot match raw lines")
 
     def mask(self, content: str) -> str:
         """The content masked with the vocab's format (what the matcher and its cache see)."""
@@ -332,13 +331,7 @@ class TemplateVocab:
             raise ArtifactError(f"{p}: template ids must run 3..{N_SPECIAL + len(entries) - 1} in order")
         name = doc.get("format")
         masker = _stored_masker(p, doc, fmt or FORMATS.get(str(name)))
-        vocab = cls(entries, format_name=name, masker=masker)
-        if masker is None and doc.get("masking_fingerprint") is not None:
-            # Ids and keys still serve sequence-only training and scoring; only raw-line matching is refused.
-            vocab.masking_fingerprint = doc["masking_fingerprint"]
-            vocab._no_matcher_reason = (f"{p} was made with masking rules this version does not have (written "
-                                        "before vocab files stored their rules): re-create it to match raw lines")
-        return vocab
+        return cls(entries, format_name=name, masker=masker)
 
 
 def _stored_masker(p: Path, doc: dict[str, Any], fmt: LogFormat | None) -> Masker | None:
@@ -346,10 +339,11 @@ def _stored_masker(p: Path, doc: dict[str, Any], fmt: LogFormat | None) -> Maske
     fp, spec = doc.get("masking_fingerprint"), doc.get("masking")
     if fp is None:
         return None  # keys only: no matcher
+    if not isinstance(spec, dict):
+        raise ArtifactError(f"{p}: has a masking fingerprint but not the masking rules it was made with "
+                            "(\"masking\"); re-create the vocab (logad train) to use it")
     if fmt is not None and fmt.masker.fingerprint == fp:
         return fmt.masker
-    if not isinstance(spec, dict):
-        return None  # an early file without its rules (see load)
     try:
         masker = Masker([MaskRule(**r) for r in spec["rules"]], bool(spec["merge_lists"]))
     except (KeyError, TypeError, ConfigError) as e:

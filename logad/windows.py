@@ -169,8 +169,6 @@ class SessionWindower:
     def close_state(source: str, session_id: str, rule: WindowRule, state, reason: str) -> Window | None:
         """from_state(...).close(reason) without rebuilding the windower: the tail window straight
         from the compact state (a sweep closes most sessions; only two event times are needed)."""
-        if isinstance(state, dict):
-            return SessionWindower.from_state(source, session_id, rule, state).close(reason)
         n, start, ids, base, rest = state[:5]
         ctx = rule.n_context(start)
         if n <= start + ctx:
@@ -188,11 +186,8 @@ class SessionWindower:
 
     @classmethod
     def from_state(cls, source: str, session_id: str, rule: WindowRule, state) -> SessionWindower:
-        """Inverse of to_state; also reads the older dict form ({"n", "start", "ids", "ts"})."""
+        """Inverse of to_state (the compact tuple, or the list JSON makes of it)."""
         w = cls(source, session_id, rule)
-        if isinstance(state, dict):
-            w.n, w.start, w.ids, w.ts = state["n"], state["start"], list(state["ids"]), list(state["ts"])
-            return w
         n, start, ids, base, rest = state[:5]
         w.n, w.start = n, start
         w.ids = unpack_ids(ids)

@@ -36,7 +36,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from logad.config import Settings
 from logad.drift import DriftVocab
 from logad.templates import DriftMiner
-from streams.codec import CodecError, decode_events_bundle, encode_dead_letter, encode_events, vocab_tag
+from streams.codec import CodecError, decode_events_bundle, encode_bundles, encode_dead_letter, vocab_tag
 from streams.ingest import Ingestor
 from streams.ingest_loop import IngestLoop
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, faust_settings, producer_kwargs
@@ -223,14 +223,16 @@ async def handle_record(ctx: WorkerContext, app: faust.App, key: bytes | None, v
     """Every failure is caught here (an agent that raises acks the record and loses it)."""
     topic = ctx.topics.events
     try:
-        src, rp, sessions, clock, hold = decode_events_bundle(key, value)  # a bundle, or an older one-session record
+        src, rp, sessions, clock, hold = decode_events_bundle(value)
         if src != ctx.source:
             raise CodecError(f"events of source {src!r} reached the {ctx.source!r} worker")
         _, failures = await ctx.runner.on_bundle(rp, sessions, partition, offset, clock=clock, hold=hold)
         for sid, events, e in failures:  # the rest of the bundle was applied; these sessions were not
             ctx.metrics.dead.labels("sessions", "error").inc()
+            # the session's events as a bundle of their own: a record the session agent could re-read
+            (alone,) = encode_bundles(src, rp, [(sid, events)], max_events=max(1, len(events)))
             await ctx.producer.send_and_wait(ctx.topics.dead_letter, key=sid.encode(), value=encode_dead_letter(
-                "error", topic, partition, offset, encode_events(src, rp, events), detail=f"{type(e).__name__}: {e}"))
+                "error", topic, partition, offset, alone, detail=f"{type(e).__name__}: {e}"))
     except KafkaError as e:  # windows not acknowledged: state untouched; crash, the restart redoes it
         log.critical("cannot produce windows: %s", e)
         await app.crash(e)

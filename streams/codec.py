@@ -16,9 +16,8 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
                records' Kafka timestamps (seconds); `t`, the input clock, is the time up to which
                the raw partition has been read (see streams/session_processor.py: idle sessions are
                closed on this clock). `g`, only while the input guard's verdict on the raw
-               topic is bad: the problem (windows emitted meanwhile are held, see below). (Still read: bundles of rows, "s": [[session id, [[tid, ts,
-               pos], ...], arrival], ...], and one-session records {"src", "rp", "e": [[tid, ts,
-               pos], ...]} with key = session id, as older workers wrote them.)
+               topic is bad: the problem (windows emitted meanwhile are held, see below). Any other
+               shape is a CodecError (the record goes to the dead-letter topic).
     windows    {"w": [{"source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts",
                 "reason", "final", "n_lines", ["pos"]}, ...], "vocab": "<16 hex>", ["hold": "unparsed" | "unknown"]}
                (the Window fields; "pos", while alerts quote raw lines: the raw positions of the
@@ -52,11 +51,11 @@ from typing import Any
 
 import orjson
 
+from logad.alerts import VOCAB_TAG_CHARS, vocab_tag  # noqa: F401 (the windows wire's fingerprint is the alerts')
 from logad.records import Window
 
 LINE_BITS = 20  # a record holds at most 2**20 lines (1 MiB records of >= 2-byte lines fit)
 MAX_LINES_PER_RECORD = 1 << LINE_BITS
-VOCAB_TAG_CHARS = 16  # hex digits of the vocab fingerprint stamped on windows records
 HEAD_BYTES = 256  # how much of a bad record the dead-letter keeps (enough to recognise it, bounded)
 WINDOW_FIELDS = ("source", "session_id", "start", "ids", "n_context", "first_ts", "last_ts", "reason",
                  "final", "n_lines")
@@ -64,11 +63,6 @@ WINDOW_FIELDS = ("source", "session_id", "start", "ids", "n_context", "first_ts"
 
 class CodecError(ValueError):
     """A record on one of our topics does not have the expected shape."""
-
-
-def vocab_tag(vocab: Any) -> str:
-    """The short vocab fingerprint a windows record carries (TemplateVocab.fingerprint, 64 bits)."""
-    return vocab.fingerprint()[:VOCAB_TAG_CHARS]
 
 
 def position(offset: int, line: int) -> int:
@@ -90,37 +84,6 @@ def _loads(data: bytes | None, what: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------- events
-def encode_events(src: str, raw_partition: str, events: Sequence[Sequence[Any]]) -> bytes:
-    """One session's events from one ingest batch: [[template id, event time | None, pos], ...]."""
-    return orjson.dumps({"src": src, "rp": raw_partition, "e": events})
-
-
-def decode_events(data: bytes | None) -> tuple[str, str, list[tuple[int, float | None, int]]]:
-    """-> (source, raw partition, [(tid, ts, pos), ...]); CodecError when malformed."""
-    doc = _loads(data, "events record")
-    try:
-        src, rp, rows = doc["src"], doc["rp"], doc["e"]
-        if not isinstance(src, str) or not isinstance(rp, str) or not isinstance(rows, list):
-            raise TypeError("wrong field types")
-        out = _rows(rows)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CodecError(f"events record: {e}") from None
-    return src, rp, out
-
-
-def _rows(rows: list) -> list[tuple[int, float | None, int]]:
-    out = []
-    for tid, ts, pos in rows:
-        if type(tid) is not int or type(pos) is not int:
-            raise TypeError(f"bad event {[tid, ts, pos]!r}")
-        if type(ts) is not float:
-            if not (ts is None or isinstance(ts, int)) or isinstance(ts, bool):
-                raise TypeError(f"bad event {[tid, ts, pos]!r}")
-            ts = None if ts is None else float(ts)
-        out.append((tid, ts, pos))
-    return out
-
-
 MAX_BUNDLE_EVENTS = 10_000  # events per bundle record (~300 KB of JSON: well below 1 MB records)
 
 Columns = tuple[list[int], list[float | None], list[int]]  # (template ids, event times, raw positions)
@@ -233,16 +196,14 @@ def _bundle_columns(doc: dict) -> list[tuple[str, list[int], list[float | None],
 SessionColumns = tuple[str, list[int], list[float | None], list[int], float | None]
 
 
-def decode_events_columns(key: bytes | None, data: bytes | None
-                          ) -> tuple[str, str, list[SessionColumns], float | None]:
+def decode_events_columns(data: bytes | None) -> tuple[str, str, list[SessionColumns], float | None]:
     """An events record -> (source, raw partition, [(session id, tids, times, positions, arrival
-    time of its last event | None)], input clock | None). Reads column bundles, row bundles and
-    one-session records (older workers); CodecError when malformed."""
-    return decode_events_bundle(key, data)[:4]  # type: ignore[return-value]
+    time of its last event | None)], input clock | None). Column bundles only (encode_bundles);
+    anything else, or a malformed one, is a CodecError."""
+    return decode_events_bundle(data)[:4]  # type: ignore[return-value]
 
 
-def decode_events_bundle(key: bytes | None, data: bytes | None
-                         ) -> tuple[str, str, list[SessionColumns], float | None, str]:
+def decode_events_bundle(data: bytes | None) -> tuple[str, str, list[SessionColumns], float | None, str]:
     """decode_events_columns and the input guard's problem with the raw topic ("" = healthy):
     what the session agent applies."""
     doc = _loads(data, "events record")
@@ -257,39 +218,19 @@ def decode_events_bundle(key: bytes | None, data: bytes | None
         hold = doc.get("g", "")
         if not isinstance(hold, str):
             raise TypeError("g must be a string")
-        if "sid" in doc:
-            return src, rp, _bundle_columns(doc), clock, hold
-        if "s" in doc:
-            sessions = doc["s"]
-            if not isinstance(sessions, list):
-                raise TypeError("sessions must be a list")
-            out = []
-            for entry in sessions:
-                if not isinstance(entry, list) or len(entry) not in (2, 3):
-                    raise TypeError(f"bad session entry {str(entry)[:80]}")
-                sid, rows, *t = entry
-                arrival = t[0] if t else None
-                if not isinstance(sid, str) or not sid or not isinstance(rows, list) or \
-                        not (arrival is None or _number(arrival)):
-                    raise TypeError(f"bad session entry for {sid!r}")
-                out.append((sid, *to_columns(_rows(rows)), None if arrival is None else float(arrival)))
-            return src, rp, out, clock, hold
-        if not key:
-            raise TypeError("one-session events record without a session id key")
-        rows = doc["e"]
-        if not isinstance(rows, list):
-            raise TypeError("wrong field types")
-        return src, rp, [(key.decode("utf-8", "replace"), *to_columns(_rows(rows)), None)], None, hold
+        if "sid" not in doc:
+            raise TypeError("not a column bundle (no 'sid')")
+        return src, rp, _bundle_columns(doc), clock, hold
     except (KeyError, TypeError, ValueError) as e:
         raise CodecError(f"events record: {e}") from None
 
 
-def decode_events_record(key: bytes | None, data: bytes | None
+def decode_events_record(data: bytes | None
                          ) -> tuple[str, str, list[tuple[str, list[tuple[int, float | None, int]], float | None]],
                                     float | None]:
     """decode_events_columns with each session's events as rows: (source, raw partition,
     [(session id, [(tid, ts, pos), ...], arrival | None)], input clock | None). For tests and tools."""
-    src, rp, sessions, clock = decode_events_columns(key, data)
+    src, rp, sessions, clock = decode_events_columns(data)
     return src, rp, [(sid, to_rows(tids, tss, poss), arrival) for sid, tids, tss, poss, arrival in sessions], clock
 
 

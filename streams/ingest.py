@@ -44,7 +44,7 @@ from logad.parse import ParseStats, parse_fields
 from logad.readers import entries
 from logad.records import Rejected
 from logad.templates import UNK, DriftMiner, TemplateVocab
-from streams.codec import LINE_BITS, MAX_LINES_PER_RECORD, encode_bundles, encode_dead_letter, encode_events
+from streams.codec import LINE_BITS, MAX_LINES_PER_RECORD, encode_bundles, encode_dead_letter
 from streams.guard import StreamGuard
 from streams.kafka_clients import key_partition
 
@@ -75,13 +75,6 @@ class IngestOutput:
     arrival: dict[str, dict[str, float]] = field(default_factory=dict)  # raw partition -> session -> last arrival
     clocks: dict[str, float] = field(default_factory=dict)  # raw partition -> input clock after this batch
     health: dict[str, list[int]] = field(default_factory=dict)  # raw topic -> [lines, unparsed, records, unknown]
-
-    @property
-    def events(self) -> list[tuple[bytes, bytes]]:
-        """The batch as one-session records (session id, {"src", "rp", "e"}): what older workers
-        produced; for tests and tools (the worker produces `bundles`)."""
-        return [(sid.encode(), encode_events(self.source, rp, rows))
-                for rp, sessions in self.groups.items() for sid, rows in sessions.items()]
 
 
 PARTITION_CACHE = 200_000  # session id -> events partition (murmur2 in Python costs ~4 us a call)

@@ -9,8 +9,7 @@ SessionStore
     of the pending events, streams/positions.py]] (a flat
     tuple: a worker holds up to a million of them), so a record re-delivered after a crash (ingest
     re-reads its uncommitted batch; the agent re-reads its uncommitted events) is not applied twice:
-    its events are at or below the watermark. Values of older versions, {"s": state, "w": {rp: pos}},
-    are still read;
+    its events are at or below the watermark;
   * keeps a tombstone [null, rp, pos, ...] for a closed session until every event before the close
     is committed everywhere (or, on a stream that never pauses, for streams.session_processor.TOMBSTONE_TTL_S
     of input time), so a late re-delivery cannot re-open it with old events;
@@ -49,20 +48,18 @@ def wrap(state: Any, wm: dict[str, int], positions: list | None = None) -> tuple
 
 def positions_of(value: Any) -> list | None:
     """The packed raw positions of a table value's pending events (None: none kept)."""
-    if value is None or isinstance(value, dict) or len(value) % 2:
+    if value is None or len(value) % 2:
         return None
     return value[-1]
 
 
 def state_of(value: Any) -> Any:
     """The sessionizer state in a table value (None: a tombstone)."""
-    return value.get("s") if isinstance(value, dict) else value[0]
+    return value[0]
 
 
 def watermark_of(value: Any) -> dict[str, int]:
     """{raw partition: last applied position} of a table value."""
-    if isinstance(value, dict):
-        return dict(value.get("w") or {})
     return {value[i]: value[i + 1] for i in range(1, len(value) - 1, 2)}
 
 
@@ -228,7 +225,7 @@ class SessionStore(MutableMapping[str, Any]):
         raw = self._raw(key)
         if not raw:
             return -1
-        if type(raw) is not dict and (len(raw) == 3 or len(raw) == 4):
+        if len(raw) == 3 or len(raw) == 4:  # one raw partition (and maybe positions)
             return raw[2] if raw[1] == rp else -1
         return watermark_of(raw).get(rp, -1)
 
@@ -261,7 +258,7 @@ class SessionStore(MutableMapping[str, Any]):
         raw = self._raw(key)
         if raw is None:
             return default
-        state = raw[0] if type(raw) is not dict else raw.get("s")
+        state = raw[0]
         return default if state is None else state
 
     def __setitem__(self, key: str, state: Any) -> None:

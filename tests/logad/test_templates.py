@@ -133,16 +133,16 @@ def test_save_load_roundtrip_and_tamper_detection(tmp_path: Path, hdfs_vocab: Te
     (tmp_path / "o2.json").write_text(json.dumps(odoc))
     with pytest.raises(ArtifactError, match="fingerprint"):
         TemplateVocab.load(tmp_path / "o2.json")
-    # an early file without its rules and unknown masking: ids/keys load, raw-line matching is refused
-    del odoc["sha256"], odoc["masking"]
-    odoc["masking_fingerprint"] = "0" * 64
-    odoc["sha256"] = hashlib.sha256(json.dumps(odoc, sort_keys=True, separators=(",", ":"),
-                                               ensure_ascii=False).encode()).hexdigest()
-    (tmp_path / "o3.json").write_text(json.dumps(odoc))
-    old = TemplateVocab.load(tmp_path / "o3.json")
-    assert old.keys == hdfs_vocab.keys and old.id_of("E5") == 7
-    with pytest.raises(ArtifactError, match="re-create"):
-        old.match("Receiving block blk_1 src: /1.2.3.4:5 dest: /1.2.3.4:6")
+    # a masking fingerprint without the rules it names: refused, naming the file (also when the
+    # format's own rules have that fingerprint: a vocab file carries its rules)
+    for fp, name in (("0" * 64, "o3.json"), (HDFS.masker.fingerprint, "o4.json")):
+        norules = {k: v for k, v in odoc.items() if k not in ("sha256", "masking")}
+        norules["masking_fingerprint"] = fp
+        norules["sha256"] = hashlib.sha256(json.dumps(norules, sort_keys=True, separators=(",", ":"),
+                                                      ensure_ascii=False).encode()).hexdigest()
+        (tmp_path / name).write_text(json.dumps(norules))
+        with pytest.raises(ArtifactError, match=f"{name}: .*masking rules.*re-create"):
+            TemplateVocab.load(tmp_path / name)
 
 
 def test_keys_only_vocab() -> None:

@@ -68,14 +68,11 @@ def test_compact_state_round_trips_exactly(ts):
             w2 = SessionWindower.from_state("hdfs", "s", rule, state)
             assert (w2.n, w2.start, w2.ids) == (w.n, w.start, w.ids)
             assert [repr(t) for t in w2.ts] == [repr(t) for t in w.ts]  # bit-exact (alert ids use repr)
-    old = {"n": 2, "start": 0, "ids": [3, 4], "ts": [1.0, None]}  # the dict form of older versions
-    w3 = SessionWindower.from_state("hdfs", "s", rule, old)
-    assert (w3.ids, w3.ts) == ([3, 4], [1.0, None])
 
 
 def test_close_state_equals_closing_a_rebuilt_windower():
     """close_state builds the tail window from the compact state: the same Window as
-    from_state(...).close(...), for every state form (compact or listed times, wide ids, none)."""
+    from_state(...).close(...), for every compact form (offsets or listed times, wide ids, none)."""
     import orjson
 
     rng = random.Random(5)
@@ -90,9 +87,6 @@ def test_close_state_equals_closing_a_rebuilt_windower():
         for state in (w.to_state(), orjson.loads(orjson.dumps(w.to_state()))):
             expected = SessionWindower.from_state("hdfs", "s", rule, state).close("idle")
             assert SessionWindower.close_state("hdfs", "s", rule, state, "idle") == expected
-    old = {"n": 2, "start": 0, "ids": [3, 4], "ts": [1.0, None]}
-    assert SessionWindower.close_state("hdfs", "s", rule, old, "end") == SessionWindower.from_state(
-        "hdfs", "s", rule, old).close("end")
 
 
 def test_push_many_decides_like_one_push_per_event():
@@ -197,10 +191,10 @@ def test_sweep_index_closes_exactly_the_idle_sessions():
     for step in range(4000):
         now += rng.choice([0.0, 0.1, 0.5, 2.0])
         if rng.random() < 0.05:
-            expected = sorted(k for k, s in sz.store.items() if now - seen_of(s, now) > rules.idle_timeout_s)
+            expected = sorted(k for k, s in sz.store.items() if now - seen_of(s) > rules.idle_timeout_s)
             got = sz.sweep(now)
             assert sorted(w.session_id for w in got) == expected
-            assert all(now - seen_of(s, now) <= rules.idle_timeout_s for s in sz.store.values())
+            assert all(now - seen_of(s) <= rules.idle_timeout_s for s in sz.store.values())
         else:
             key = f"s{rng.randrange(80)}"
             sz.push_many(key, [(rng.choice([3, 4, 5]), float(step))], now)

@@ -31,7 +31,7 @@ from logad.parse import ParseStats, open_lines, parse_line
 from logad.records import LogRecord, Window
 from logad.session_rules import Sessionizer
 from logad.windows import plan_windows
-from streams.codec import decode_events
+from streams.codec import decode_events_record
 from streams.ingest import Ingestor, RawRecord
 from streams.session_processor import SessionProcessor, load_session_rules
 from tests.reliability.harness import MODEL, RAW, record
@@ -96,9 +96,10 @@ def stream_windows(lines: list[bytes], seed: int, redeliver: bool = False) -> tu
     proc = SessionProcessor(fmt.name, rules, {})
     out: list[Window] = []
     for batch in batches:
-        for key, value in ing.process(batch).events:
-            _, rp, events = decode_events(value)
-            out += proc.apply(key.decode(), rp, events, now=1.0)
+        for _part, value in ing.process(batch).bundles:
+            _, rp, sessions, _clock = decode_events_record(value)
+            for sid, events, _arrival in sessions:
+                out += proc.apply(sid, rp, events, now=1.0)
             proc.store.flush()
     out += proc.sweep(now=1e9, final=True)  # the idle timer once the stream is silent
     proc.store.flush()

@@ -34,7 +34,7 @@ def test_applied_reads_the_watermark_without_building_it() -> None:
     assert proc.apply("a", "r/0", [(3, 1.0, 5), (4, 2.0, 6), (5, 3.0, 7)], now=2.0) == []  # 2 re-delivered
     assert proc.duplicates == 2 and proc.store.applied("a", "r/0") == 7
     proc.store.flush()
-    table["m"] = ({"n": 1, "start": 0, "ids": [3], "ts": [1.0]}, "r/0", 9, "r/1", 4)  # two raw partitions
+    table["m"] = ((1, 0, "3", 1.0, "0", 1.0, 1.0), "r/0", 9, "r/1", 4)  # two raw partitions
     assert proc.store.applied("m", "r/1") == 4 and proc.store.applied("m", "r/0") == 9
     proc.store.tombstones_final = True  # everything committed: a close deletes outright, no watermark needed
     del proc.store["a"]

@@ -26,8 +26,8 @@ from logad.records import Window, WindowScore
 from logad.session_rules import Sessionizer
 from logad.windows import SessionWindower, WindowRule
 from logad.templates import UNK, DriftMiner, TemplateVocab
-from streams.codec import (MAX_BUNDLE_BYTES, CodecError, decode_events, decode_scores, decode_window,
-                           decode_windows, encode_dead_letter, encode_events, encode_window, encode_windows,
+from streams.codec import (MAX_BUNDLE_BYTES, CodecError, decode_events_record, decode_scores, decode_window,
+                           decode_windows, encode_bundles, encode_dead_letter, encode_window, encode_windows,
                            position, split_position)
 from streams.ingest import Ingestor, RawRecord
 from streams.session_table import state_of, watermark_of
@@ -87,9 +87,10 @@ def run_stream(vocab: TemplateVocab, rules: Any, batches: list[list[RawRecord]],
     windows: list[Window] = []
     for batch in batches:
         out = ing.process(batch)
-        for key, value in out.events:
-            src, rp, events = decode_events(value)
-            windows += proc.apply(key.decode(), rp, events, now=1.0)
+        for _part, value in out.bundles:
+            src, rp, sessions, _clock = decode_events_record(value)
+            for sid, events, _arrival in sessions:
+                windows += proc.apply(sid, rp, events, now=1.0)
             proc.store.flush()
     windows += proc.sessionizer.close_all("end")
     proc.store.flush()
@@ -104,13 +105,14 @@ def key_of(w: Window) -> tuple:
 def test_codec_roundtrips() -> None:
     w = Window("hdfs", "blk_1", 4, (3, 4, 1, 5), 2, 1.5, None, "idle", True, 2)
     assert decode_window(encode_window(w)) == w
-    src, rp, ev = decode_events(encode_events("hdfs", "logs.hdfs/0", [[3, 1.0, 7], [1, None, 8]]))
-    assert (src, rp, ev) == ("hdfs", "logs.hdfs/0", [(3, 1.0, 7), (1, None, 8)])
+    (v,) = encode_bundles("hdfs", "logs.hdfs/0", [("blk_1", [[3, 1.0, 7], [1, None, 8]])])
+    src, rp, sessions, clock = decode_events_record(v)
+    assert (src, rp, sessions, clock) == ("hdfs", "logs.hdfs/0", [("blk_1", [(3, 1.0, 7), (1, None, 8)], None)], None)
     assert split_position(position(123456, 789)) == (123456, 789)
     assert position(5, 0) > position(4, (1 << 20) - 1)
-    for bad in (None, b"", b"{", b"[]", b'{"src":"h","rp":"x","e":[["a",1,2]]}', b'{"src":"h","e":[]}'):
+    for bad in (None, b"", b"{", b"[]", b'{"src":"h","rp":"x","sid":["a"]}', b'{"src":"h","sid":[]}'):
         with pytest.raises(CodecError):
-            decode_events(bad)
+            decode_events_record(bad)
     doc = orjson.loads(encode_window(w))
     for field, value in (("ids", []), ("n_context", 4), ("start", -1), ("final", 1), ("extra", None)):
         with pytest.raises(CodecError):
@@ -135,11 +137,11 @@ def test_ingest_coalesces_per_session_and_dead_letters(setup: tuple) -> None:
         RawRecord("logs.hdfs", 0, 14, None, non_utf8),
     ]
     out = ing.process(records)
-    assert len(out.events) == 1  # one record per session per batch
-    key, value = out.events[0]
-    assert key == b"blk_" + blk
-    src, rp, events = decode_events(value)
-    assert (src, rp) == ("hdfs", "logs.hdfs/0")
+    assert len(out.bundles) == 1  # one record per events partition per batch
+    src, rp, sessions, _ = decode_events_record(out.bundles[0][1])
+    assert (src, rp) == ("hdfs", "logs.hdfs/0") and len(sessions) == 1  # the batch's events of one session
+    key, events, _ = sessions[0]
+    assert key == "blk_" + blk.decode()
     assert [e[2] for e in events] == [position(10, 0), position(10, 1), position(14, 0)]  # arrival order
     assert events[2][0] == UNK  # the replacement character makes the line unknown, but it is kept
     dead = [orjson.loads(v) for _, v in out.dead]
@@ -160,7 +162,7 @@ def test_ingest_never_raises_on_a_broken_vocab(setup: tuple) -> None:
 
     ing = Ingestor(HDFS, Broken(), max_record_bytes=1 << 20, max_line_bytes=65536)  # type: ignore[arg-type]
     out = ing.process([RawRecord("t", 0, i, None, LINES[i]) for i in range(3)])
-    assert [orjson.loads(v)["reason"] for _, v in out.dead] == ["error"] * 3 and not out.events
+    assert [orjson.loads(v)["reason"] for _, v in out.dead] == ["error"] * 3 and not out.groups["t/0"]
 
 
 # ------------------------------------------------------------------ stream == offline windows
@@ -222,7 +224,7 @@ def test_tombstones_keep_closed_sessions_closed(setup: tuple) -> None:
 
 def test_store_len_and_iteration_ignore_tombstones(setup: tuple) -> None:
     _, rules = setup
-    proc = SessionProcessor("hdfs", rules, {"old": {"s": None, "w": {"r/0": 5}}})
+    proc = SessionProcessor("hdfs", rules, {"old": (None, "r/0", 5)})  # a tombstone
     proc.apply("a", "r/0", [(3, 1.0, 1)], now=1.0)
     assert sorted(proc.store) == ["a"] and len(proc.store) == 1  # len: open sessions, tombstones not counted
     proc.store.owned = lambda k: k != "a"
@@ -530,8 +532,6 @@ def test_tombstones_do_not_count_against_the_session_cap() -> None:
 def test_bundles_equal_offline_windows_and_stay_co_partitioned(setup: tuple) -> None:
     """What the worker produces: one bundle per (raw partition, events partition) per batch. Fed the
     sample in random batches, bundles -> SessionProcessor close exactly the offline windows."""
-    from streams.codec import decode_events_record
-
     vocab, rules = setup
     expected = offline_windows(vocab, rules)
     rng = random.Random(5)
@@ -544,10 +544,10 @@ def test_bundles_equal_offline_windows_and_stay_co_partitioned(setup: tuple) -> 
         n = rng.randint(1, 900)
         out = ing.process(records[i:i + n])
         i += n
-        assert len(out.bundles) <= 4 and out.sessions == len(out.events)
+        assert len(out.bundles) <= 4 and out.sessions == sum(map(len, out.groups.values()))
         for part, value in out.bundles:
             n_bundles += 1
-            src, rp, sessions, clock = decode_events_record(None, value)
+            src, rp, sessions, clock = decode_events_record(value)
             assert (src, rp) == ("hdfs", "logs.hdfs/0") and clock is not None
             assert all(key_partition(sid, 4) == part for sid, _, _ in sessions)
             for sid, events, _arrival in sessions:
@@ -559,29 +559,25 @@ def test_bundles_equal_offline_windows_and_stay_co_partitioned(setup: tuple) -> 
 
 
 def test_bundle_split_keeps_each_session_in_order() -> None:
-    from streams.codec import decode_events_record, encode_bundles
-
     sessions = [("a", [[3, 1.0, p] for p in range(7)]), ("b", [[4, None, 100]]), ("c", [[5, 2.0, p] for p in range(5)])]
     records = encode_bundles("hdfs", "r/0", sessions, max_events=3)
     assert len(records) == 5
     seen: dict[str, list] = {}
     for v in records:
-        _, _, part, _ = decode_events_record(None, v)
+        _, _, part, _ = decode_events_record(v)
         assert sum(len(e) for _, e, _ in part) <= 3
         for sid, events, _ in part:
             seen.setdefault(sid, []).extend(events)
     assert {k: [list(e) for e in v] for k, v in seen.items()} == dict(sessions)
     clocked = encode_bundles("hdfs", "r/0", [("a", [[3, 1.0, p] for p in range(5)], 17.5)], max_events=3, clock=20.0)
-    decoded = [decode_events_record(None, v) for v in clocked]
+    decoded = [decode_events_record(v) for v in clocked]
     assert [d[3] for d in decoded] == [None, 20.0]  # the clock rides on the last record of the batch only
     assert [d[2][0][2] for d in decoded] == [17.5, 17.5]  # arrival of the session's last event
     (only_clock,) = encode_bundles("hdfs", "r/0", [], clock=21.0)
-    assert decode_events_record(None, only_clock) == ("hdfs", "r/0", [], 21.0)
-    legacy = encode_events("hdfs", "r/0", [[3, 1.0, 7]])  # one-session records of older workers still read
-    assert decode_events_record(b"blk_9", legacy) == ("hdfs", "r/0", [("blk_9", [(3, 1.0, 7)], None)], None)
-    for bad_key, bad in ((None, legacy), (None, b'{"src":"h","rp":"x","s":[[1,[]]]}'), (None, b"[]")):
+    assert decode_events_record(only_clock) == ("hdfs", "r/0", [], 21.0)
+    for bad in (b'{"src":"h","rp":"x","s":[[1,[]]]}', b"[]"):
         with pytest.raises(CodecError):
-            decode_events_record(bad_key, bad)
+            decode_events_record(bad)
 
 
 def cols(sessions: list[tuple]) -> list[tuple]:
@@ -626,31 +622,34 @@ def test_ingest_fast_path_equals_parse_fields(setup: tuple) -> None:
     assert counters["non_utf8"] and any(len(rows[0]) == 3 for rows in groups["logs.hdfs/0"].values())
 
 
-def test_events_columns_are_checked_and_older_shapes_still_read() -> None:
-    """Column bundles (what the worker writes) decode to the session stage's columns; every older
-    shape gives the same columns; malformed columns are a CodecError saying what is wrong."""
-    from streams.codec import decode_events_columns, encode_bundles
+def test_events_columns_are_checked_and_other_shapes_refused() -> None:
+    """Column bundles (what the worker writes) decode to the session stage's columns; any other
+    shape (rows, one-session records) and malformed columns are a CodecError saying what is wrong
+    (the session agent dead-letters the record)."""
+    from streams.codec import decode_events_columns
 
     rows = [(3, 1.0, 1), (4, None, 2), (5, 3.0, 9)]
     (v,) = encode_bundles("hdfs", "r/0", [("a", rows, 5.0), ("b", [(6, 2.0, 3)])], clock=6.0)
     want = ("hdfs", "r/0", [("a", [3, 4, 5], [1.0, None, 3.0], [1, 2, 9], 5.0), ("b", [6], [2.0], [3], None)], 6.0)
-    assert decode_events_columns(None, v) == want  # b's positions start below a's: a new session may
-    old_bundle = orjson.dumps({"src": "hdfs", "rp": "r/0", "t": 6.0, "s": [["a", rows, 5.0], ["b", [[6, 2.0, 3]]]]})
-    assert decode_events_columns(None, old_bundle) == want
-    assert decode_events_columns(b"a", encode_events("hdfs", "r/0", rows))[2] == [want[2][0][:4] + (None,)]
+    assert decode_events_columns(v) == want  # b's positions start below a's: a new session may
+    rows_bundle = orjson.dumps({"src": "hdfs", "rp": "r/0", "t": 6.0, "s": [["a", rows, 5.0], ["b", [[6, 2.0, 3]]]]})
+    one_session = orjson.dumps({"src": "hdfs", "rp": "r/0", "e": rows})
+    for other in (rows_bundle, one_session):
+        with pytest.raises(CodecError, match="not a column bundle"):
+            decode_events_columns(other)
     good = {"src": "hdfs", "rp": "r/0", "sid": ["a", "b"], "arr": [1, None], "n": [2, 1], "tid": [3, 4, 5],
             "ts": [2, None, 3.5], "pos": [1, 2, 1]}
-    (_, tids, tss, _, arr), _ = decode_events_columns(None, orjson.dumps(good))[2]
+    (_, tids, tss, _, arr), _ = decode_events_columns(orjson.dumps(good))[2]
     assert (tids, tss, arr) == ([3, 4], [2.0, None], 1.0) and type(tss[0]) is float and type(arr) is float
     for field, value in (("n", [2, 2]), ("n", [3, 0]), ("n", [2]), ("tid", [3, -1, 5]), ("tid", [3, True, 5]),
                          ("pos", [2, 1, 1]), ("pos", [1, 1, 5]), ("pos", [1, 2.0, 3]), ("ts", [1.0, "x", 2.0]),
                          ("ts", [1.0, False, 2.0]), ("sid", ["a", ""]), ("sid", ["a", 7]), ("arr", [1.0, "late"]),
                          ("tid", "345"), ("sid", [])):
         with pytest.raises(CodecError):
-            decode_events_columns(None, orjson.dumps({**good, field: value}))
+            decode_events_columns(orjson.dumps({**good, field: value}))
     del good["pos"]
     with pytest.raises(CodecError):
-        decode_events_columns(None, orjson.dumps(good))
+        decode_events_columns(orjson.dumps(good))
 
 
 def test_on_bundle_applies_once_and_isolates_a_failing_session(setup: tuple) -> None:
@@ -709,14 +708,14 @@ def test_ingest_carries_arrival_times_and_the_input_clock(setup: tuple) -> None:
     ing = Ingestor(HDFS, vocab, max_record_bytes=1 << 20, max_line_bytes=65536, partitions=2)
     recs = [RawRecord("logs.hdfs", 0, i, None, LINES[i], timestamp=1_000_000 + 100 * i) for i in range(40)]
     out = ing.process(recs, now=2000.0)
-    decoded = [(p, decode_events_record(None, v)) for p, v in out.bundles]
+    decoded = [(p, decode_events_record(v)) for p, v in out.bundles]
     assert sorted(p for p, _ in decoded) == [0, 1] and all(d[3] == 1000 + 0.1 * 39 for _, d in decoded)
     arrivals = {sid: t for _, d in decoded for sid, _, t in d[2]}
     assert arrivals == out.arrival["logs.hdfs/0"] and max(arrivals.values()) <= 1003.9
     out2 = ing.process(recs[:1], clocks={"logs.hdfs/0": 1999.0}, now=2000.0)  # read to the end: wall clock
-    assert {decode_events_record(None, v)[3] for _, v in out2.bundles} == {1999.0}
+    assert {decode_events_record(v)[3] for _, v in out2.bundles} == {1999.0}
     future = ing.process([RawRecord("logs.hdfs", 0, 50, None, LINES[50], timestamp=9_999_999_999_999)], now=2001.0)
-    assert {decode_events_record(None, v)[3] for _, v in future.bundles} == {2001.0}  # clamped to now
+    assert {decode_events_record(v)[3] for _, v in future.bundles} == {2001.0}  # clamped to now
 
 
 def test_detection_delay_counts_from_the_first_unseen_template() -> None:
