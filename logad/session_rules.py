@@ -6,14 +6,17 @@ by a changelog topic). Closing rules, defined once:
   ("gap") and starts a new one under the same key;
 * terminal event: a template the format marks terminal closes the session after it ("terminal");
 * max length: a session longer than the window length continues as sliding windows ("max_length");
-* idle: `sweep(now)` closes sessions with no event for `idle_timeout_s` of wall-clock time ("idle");
+* idle: `sweep(now)` closes sessions with no event for `idle_timeout_s` ("idle"), on the clock
+  push was given (the stream's input clock: arrival times of the raw lines; offline runs never sweep);
 * caps: more than `max_open_sessions` open -> the least recently active are closed ("evicted");
   a session reaching `max_events_per_session` is closed ("max_events") and restarts.
 Events older than their session's last event are counted as late and kept in arrival order.
-State values are compact tuples (SessionWindower.to_state + last event time + last wall-clock
-activity; JSON-friendly, ~300 B each); they are reassigned after every change because a Faust
-Table does not persist in-place mutation. `push_many` applies a run of one session's events with
-one state read and one write, deciding exactly as the same `push` calls would.
+`push` applies these rules one event at a time and is the reference; `push_many` (a run of one
+session's events: one state read, one write) and `push_columns` (the stream's columns; common runs
+appended to the compact state without a windower) are its fast paths, tested equal to it.
+State values are compact tuples (SessionWindower.to_state + last event time + last activity on
+that clock; JSON-friendly, ~300 B each); they are reassigned after every change because a Faust
+Table does not persist in-place mutation.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from logad.windows import SessionWindower, WindowRule, id_chars, ts_chars
 class SessionRules:
     rule: WindowRule = field(default_factory=WindowRule)  # window length / stride (from the model)
     gap_s: float = 300.0  # event-time gap that closes a session
-    idle_timeout_s: float = 30.0  # wall-clock idle time that closes a session
+    idle_timeout_s: float = 30.0  # idle time (on the clock push and sweep are given) that closes a session
     max_open_sessions: int = 1_000_000  # cap on open sessions; least recently active evicted first
     max_events_per_session: int = 100_000  # a session reaching this many events is closed
     terminal_ids: frozenset[int] = frozenset()  # template ids that end a session
 
 
-LAST_TS, SEEN = 5, 6  # state = (*SessionWindower.to_state(), last event time, last wall-clock activity)
+LAST_TS, SEEN = 5, 6  # state = (*SessionWindower.to_state(), last event time, last activity)
 
 
 def last_ts_of(state) -> float | None:
@@ -105,17 +108,49 @@ class Sessionizer:
         self._seen = {}
 
     def push(self, key: str, template_id: int, ts: float | None, now: float) -> list[Window]:
-        """One event of session `key` at event time `ts` (wall-clock `now`); returns closed windows."""
-        return self.push_many(key, ((template_id, ts),), now)
+        """One event of session `key` at event time `ts`, seen at `now` (the clock sweep() is given);
+        returns the windows it closes.
+
+        The reference implementation of the closing rules, one event at a time, as the module
+        docstring states them: push_many and push_columns are its fast paths, held to the same
+        windows, counters and stored states by tests/logad/test_windows.py."""
+        rules = self.rules
+        out: list[Window] = []
+        state = self.store.get(key)
+        if state is not None and ts is not None and state[LAST_TS] is not None:
+            if ts - state[LAST_TS] > rules.gap_s:
+                done = self._close(key, state, "gap")
+                out += [done] if done is not None else []
+                state = None
+            elif ts < state[LAST_TS]:
+                self.counters["late_events"] += 1
+        if state is None:
+            self.counters["opened"] += 1
+            if len(self.store) >= rules.max_open_sessions:
+                out += self._evict(now)
+        w = self._windower(key, state)
+        done = w.push(template_id, ts)
+        out += [done] if done is not None else []
+        last = None if state is None else state[LAST_TS]
+        state = self._save(key, w, ts if last is None else last if ts is None else max(ts, last), now)
+        if template_id in rules.terminal_ids:
+            reason = "terminal"
+        elif w.n >= rules.max_events_per_session:
+            reason = "max_events"
+        else:
+            return out
+        tail = self._close(key, state, reason)
+        return out + [tail] if tail is not None else out
 
     def push_columns(self, key: str, tids: list[int], tss: list[float | None], now: float,
                      probe: bool = False) -> list[Window]:
         """push_many of events given as two columns (template ids, event times), the stream's shape.
 
-        The common run (an open session gets a few more events: no window fills, no gap, no
-        terminal event, times in order) is appended to the compact state directly, without a
-        SessionWindower: the same state, counters and (no) windows as push_many, at a fraction of
-        the cost. Anything else goes through push_many."""
+        A fast path of `push` (the reference): the common run (an open session gets a few more
+        events: no window fills, no gap, no terminal event, times in order) is appended to the
+        compact state directly, without a SessionWindower: the same state, counters and (no)
+        windows as one push per event, at a fraction of the cost. Anything else goes through
+        push_many."""
         if not tids:
             self.window_ends = []
             return []
@@ -176,10 +211,11 @@ class Sessionizer:
 
     def push_many(self, key: str, events: Iterable[tuple[int, float | None]], now: float,
                   probe: bool = False) -> list[Window]:
-        """Events (template id, event time) of session `key`, in arrival order, all seen at wall-clock
-        `now`; returns the windows they close. Same result as one `push` per event: the state is
-        read once, kept in a windower while the events apply, and written once at the end (or
-        before a close or an eviction, which look at the store). `probe`: when the session is still
+        """Events (template id, event time) of session `key`, in arrival order, all seen at `now`;
+        returns the windows they close. A fast path of `push` (the reference), with the same
+        windows, counters and stored state as one push per event: the state is read once, kept in
+        a windower while the events apply, and written once at the end (or before a close or an
+        eviction, which look at the store). `probe`: when the session is still
         open afterwards, also return its open window (reason PROBE) for an early score."""
         out: list[Window] = []
         ends: list[int | None] = []
@@ -250,7 +286,7 @@ class Sessionizer:
 
     def sweep(self, now: float, limit: int | None = None) -> list[Window]:
         """Close sessions idle for longer than idle_timeout_s at time `now` (of the clock `push`
-        was given: wall clock, or the stream's input clock), oldest activity first; at most
+        was given), oldest activity first; at most
         `limit` of them (the rest stay for the next call)."""
         if self._heap is None:
             self.reindex()

@@ -89,46 +89,41 @@ def test_close_state_equals_closing_a_rebuilt_windower():
             assert SessionWindower.close_state("hdfs", "s", rule, state, "idle") == expected
 
 
-def test_push_many_decides_like_one_push_per_event():
-    """Random sessions with gaps, late events, terminal ids, the events cap and evictions: applying
-    each session's events in runs (push_many) closes exactly the windows of one push per event."""
+@pytest.mark.parametrize("seed", range(3))
+def test_push_many_decides_like_one_push_per_event(seed):
+    """push_many is a fast path of push (the reference). Random sessions with gaps, late events,
+    missing times, terminal ids, the events cap and evictions: applying each session's events in
+    runs (push_many) closes exactly the windows of one push per event, with the same counters and
+    the same stored state after every run."""
     from logad.session_rules import SessionRules, Sessionizer
 
-    rng = random.Random(11)
+    rng = random.Random(11 + seed)
     rules = SessionRules(rule=WindowRule(6, 2), gap_s=50.0, max_open_sessions=20, max_events_per_session=15,
                          terminal_ids=frozenset({9}))
-    events = []  # (key, tid, ts, now)
     clock = {}
-    for step in range(1500):  # runs of 1..8 events of one session
-        key = f"s{rng.randrange(40)}"
+    one, many = Sessionizer("hdfs", rules), Sessionizer("hdfs", rules)
+    for step in range(1500):  # runs of 1..8 events of one session that share `now`
+        key, now, run = f"s{rng.randrange(40)}", float(step // 3), []
         for _ in range(rng.randint(1, 8)):
             t = clock.get(key, 0.0) + rng.choice([1.0, 1.0, 2.0, 60.0, -3.0]) if rng.random() < 0.9 else None
             if t is not None:
                 clock[key] = t
             tid = 9 if rng.random() < 0.02 else rng.choice([3, 4, 5, 6, 7, 8]) if rng.random() < 0.95 else 10
-            events.append((key, tid, t, float(step // 3)))
-    one = Sessionizer("hdfs", rules)
-    expected = [w for key, tid, ts, now in events for w in one.push(key, tid, ts, now)]
-    expected += one.close_all()
-    many = Sessionizer("hdfs", rules)
-    got, i = [], 0
-    while i < len(events):  # runs of consecutive events of one key that share `now`
-        key, _, _, now = events[i]
-        j = i
-        while j < len(events) and events[j][0] == key and events[j][3] == now:
-            j += 1
-        got += many.push_many(key, [(tid, ts) for _, tid, ts, _ in events[i:j]], now)
-        i = j
-    got += many.close_all()
-    assert got == expected and one.counters == many.counters
+            run.append((tid, t))
+        expected = [w for tid, ts in run for w in one.push(key, tid, ts, now)]
+        assert many.push_many(key, run, now) == expected
+        assert many.store.get(key) == one.store.get(key)
+    assert dict(one.store) == dict(many.store) and one.counters == many.counters
+    assert many.close_all() == one.close_all()
     assert one.counters["evicted"] and one.counters["closed_gap"] and one.counters["closed_terminal"]
     assert one.counters["closed_max_events"] and one.counters["late_events"]
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_push_columns_fast_path_decides_and_stores_like_push(seed):
-    """push_columns appends common runs to the compact state without a windower: the windows, the
-    counters and every stored state must be exactly those of one push per event, on streams that
+    """push_columns is a fast path of push (the reference): it appends common runs to the compact
+    state without a windower. The windows, the counters and every stored state must be exactly
+    those of one push per event, on streams that
     mix the fast path (whole-second times in order) with everything it must leave to push_many:
     gaps, late events, fractional and missing times, terminal ids, ids that do not fit a byte,
     filling windows, the events cap and evictions."""
