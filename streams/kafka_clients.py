@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import murmur2 as kafka_murmur2
 
 from logad.config import KafkaConfig
 from logad.errors import BrokerError, ConfigError
@@ -263,10 +263,11 @@ _partitions: dict[int, tuple[dict[bytes, int], dict[bytes, int]]] = {}  # n -> (
 
 
 def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2 of the key bytes), as the producers and Faust use it.
+    """Kafka's default partitioner (murmur2 of the key bytes), as the producers and Faust use it:
+    aiokafka.partitioner.murmur2, the reference that key_partitions is tested against.
 
-    Memoised: a session id is partitioned again at ingest, for every changelog write and for its
-    windows (~4 times per session), and murmur2 costs ~3 us in Python. Two generations (a full
+    Memoised: a session id is partitioned at ingest, for every changelog write, for its windows and
+    by the sweep's ownership filter, and murmur2 costs ~4 us in Python. Two generations (a full
     one becomes the previous, the previous is dropped) keep the keys of live sessions: clearing
     everything at once made 87% of the lookups miss when more sessions than the cache held were
     open (bench/stream_throughput.py, 45k sessions)."""
@@ -278,7 +279,7 @@ def key_partition(key: bytes, partitions: int) -> int:
     if p is None:
         p = prev.get(key)
         if p is None:
-            p = (murmur2(key) & 0x7FFFFFFF) % partitions
+            p = (kafka_murmur2(key) & 0x7FFFFFFF) % partitions
         if len(cur) >= PARTITION_CACHE:
             _partitions[partitions] = cur, prev = {}, cur
         cur[key] = p
@@ -288,65 +289,12 @@ def key_partition(key: bytes, partitions: int) -> int:
 _M = 0x5BD1E995  # murmur2's multiplier
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2, unsigned), equal to
-    aiokafka.partitioner.murmur2 (tested) at ~half its cost: 4-byte words via struct."""
-    n = len(data)
-    h = (0x9747B28C ^ n) & 0xFFFFFFFF
-    n4 = n & ~3
-    m = _M
-    for (k,) in struct.iter_unpack("<I", data[:n4]):
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    extra = n & 3
-    if extra:
-        if extra >= 3:
-            h ^= data[n4 + 2] << 16
-        if extra >= 2:
-            h ^= data[n4 + 1] << 8
-        h = ((h ^ data[n4]) * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-
-
-async def send_batched(producer: Any, topic: str, records: Iterable[tuple]) -> list[Any]:
-    """Send (partition, key, value[, headers]) records as one BatchBuilder per partition (a new one
-    whenever it is full) instead of one `send()` each: `send()` costs ~40 us of Python per record (a
-    future, a partition lookup, an accumulator append), a batch append a few. Order within a
-    partition is kept. Returns the batches' delivery futures (await them all: every record acknowledged)."""
-    by_part: dict[int, list[tuple]] = {}
-    for p, k, v, *h in records:
-        lst = by_part.get(p)
-        item = (k, v, h[0] if h else None)
-        if lst is None:
-            by_part[p] = [item]
-        else:
-            lst.append(item)
-    futures = []
-    if not hasattr(producer, "create_batch"):  # a producer without batches (test fakes): one send each
-        for p, items in by_part.items():
-            futures += [await producer.send(topic, key=k, value=v, partition=p, **({"headers": h} if h else {}))
-                        for k, v, h in items]
-        return futures
-    for p, items in by_part.items():
-        batch = producer.create_batch()
-        for k, v, h in items:
-            if batch.append(key=k, value=v, timestamp=None, headers=h or []) is None:  # full: send, start another
-                futures.append(await producer.send_batch(batch, topic, partition=p))
-                batch = producer.create_batch()
-                if batch.append(key=k, value=v, timestamp=None, headers=h or []) is None:
-                    raise ValueError(f"a record of {len(v or b'')} bytes does not fit a producer batch")
-        futures.append(await producer.send_batch(batch, topic, partition=p))
-    return futures
-
 def key_partitions(keys: list[bytes], partitions: int) -> list[int]:
-    """streams.kafka_clients.key_partition of every key (Kafka's default partitioner: murmur2),
-    vectorised over the keys of equal length with numpy's wrapping uint32 arithmetic: a batch's
-    session ids are mostly new (one window each), so the per-key cache misses, and the per-key
-    Python murmur2 (~3 us) was the scorer's largest single cost on a burst of windows."""
+    """key_partition of every key, vectorised: murmur2 over the keys of equal length at once with
+    numpy's wrapping uint32 arithmetic (~0.2 us a key in batches of thousands, ~0.5 us in hundreds,
+    against ~4 us a key for the reference, aiokafka.partitioner.murmur2; tested equal to it).
+    Nothing is memoised (the scorer's keys are mostly new). For processes that have numpy loaded
+    anyway (the scorer): the worker does not import it (~15 MB) and uses key_partition."""
     import numpy as np
 
     out = [0] * len(keys)
@@ -378,3 +326,34 @@ def key_partitions(keys: list[bytes], partitions: int) -> list[int]:
         for i, p in zip(idx, ((h & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()):
             out[i] = p
     return out
+
+
+async def send_batched(producer: Any, topic: str, records: Iterable[tuple]) -> list[Any]:
+    """Send (partition, key, value[, headers]) records as one BatchBuilder per partition (a new one
+    whenever it is full) instead of one `send()` each: `send()` costs ~40 us of Python per record (a
+    future, a partition lookup, an accumulator append), a batch append a few. Order within a
+    partition is kept. Returns the batches' delivery futures (await them all: every record acknowledged)."""
+    by_part: dict[int, list[tuple]] = {}
+    for p, k, v, *h in records:
+        lst = by_part.get(p)
+        item = (k, v, h[0] if h else None)
+        if lst is None:
+            by_part[p] = [item]
+        else:
+            lst.append(item)
+    futures = []
+    if not hasattr(producer, "create_batch"):  # a producer without batches (test fakes): one send each
+        for p, items in by_part.items():
+            futures += [await producer.send(topic, key=k, value=v, partition=p, **({"headers": h} if h else {}))
+                        for k, v, h in items]
+        return futures
+    for p, items in by_part.items():
+        batch = producer.create_batch()
+        for k, v, h in items:
+            if batch.append(key=k, value=v, timestamp=None, headers=h or []) is None:  # full: send, start another
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+                batch = producer.create_batch()
+                if batch.append(key=k, value=v, timestamp=None, headers=h or []) is None:
+                    raise ValueError(f"a record of {len(v or b'')} bytes does not fit a producer batch")
+        futures.append(await producer.send_batch(batch, topic, partition=p))
+    return futures

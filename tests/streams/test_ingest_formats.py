@@ -171,7 +171,7 @@ def test_guard_marks_bundles_and_windows_and_recovers() -> None:
         out = ing.process([RawRecord("logs.hdfs", 0, offset + i, None, v) for i, v in enumerate(values)], now=2e9)
         holds = set()
         for p, v in out.bundles:
-            src, rp, sessions, clock, hold = decode_events_bundle(None, v)
+            src, rp, sessions, clock, hold = decode_events_bundle(v)
             holds.add(hold)
             asyncio.run(runner.on_bundle(rp, sessions, p, 0, clock=clock, hold=hold))
         return holds, out.dead

@@ -416,21 +416,6 @@ def test_scorer_queue_backpressure() -> None:
     assert asyncio.run(go()) == [False, 4, [1, 2], 3, [3, 4, 5], True, False]
 
 
-def test_scorer_key_partitions_match_kafka() -> None:
-    """The scorer's vectorised partitioner equals the default partitioner (murmur2) key by key."""
-    import random
-
-    from streams.kafka_clients import murmur2
-    from streams.kafka_clients import key_partitions
-
-    rng = random.Random(5)
-    keys = [rng.randbytes(rng.randint(0, 41)) for _ in range(2000)] + [b"", b"a", "blk_é".encode()]
-    keys += [f"blk_{rng.randint(-10**19, 10**19)}".encode() for _ in range(2000)]
-    for n in (1, 4, 7, 12):
-        assert key_partitions(keys, n) == [(murmur2(k) & 0x7FFFFFFF) % n for k in keys]
-    assert key_partitions([], 4) == []
-
-
 # ------------------------------------------------------------------- replay, evaluation, topics
 def test_replay_groups_lines_in_order(tmp_path: Path) -> None:
     from logad.errors import ConfigError
@@ -587,41 +572,6 @@ def cols(sessions: list[tuple]) -> list[tuple]:
     return [(sid, *to_columns(rows), t[0] if t else None) for sid, rows, *t in sessions]
 
 
-def test_ingest_fast_path_equals_parse_fields(setup: tuple) -> None:
-    """Ingestor._record parses all-ASCII records with parse_fields inlined: every output (events,
-    dead letters with their reasons and heads, parse stats, counters) must equal the plain
-    per-line parse_fields loop, on records mixing ordinary lines with each case the fast path must
-    hand to parse_fields (blank, spaces, NULs, over-long, no header, no session key, an uncached
-    timestamp, two keys, CR endings, a trailing newline) and non-ASCII records."""
-    vocab, _ = setup
-    odd = [b"", b"   ", b"081109 203518 143 INFO dfs.DataNode: Receiving block blk_1\x00\x00 src: /1.2.3.4:5",
-           b"081109 203518 143 INFO dfs.DataNode: " + b"x" * 300 + b" blk_7", b"garbage line without a header",
-           b"081109 203518 143 INFO dfs.DataNode: no session key here", b"991231 235959 1 INFO a.B: late blk_9",
-           b"081109 203518 143 INFO dfs.FSNamesystem: BLOCK* ask blk_1 blk_2 blk_1 to delete",
-           b"081109 203518 143 INFO dfs.DataNode: Receiving block blk_3 src: /1.2.3.4:5\r",
-           "081109 203518 143 INFO dfs.DataNode: Receiving block blk_4 caf\u00e9".encode(), b"\xff\xfe blk_5"]
-    rng = random.Random(7)
-    records = []
-    for i in range(400):
-        lines = [rng.choice(LINES[:300]).rstrip(b"\n") for _ in range(rng.randint(1, 6))]
-        for _ in range(rng.randint(0, 2)):
-            lines.insert(rng.randrange(len(lines) + 1), rng.choice(odd))
-        records.append(RawRecord("logs.hdfs", 0, i, None, b"\n".join(lines) + (b"\n" if i % 3 == 0 else b""), 1000 + i))
-    outs = []
-    for fast in (True, False):
-        HDFS.ts_cache.clear()  # the "uncached timestamp" case, both times
-        ing = Ingestor(HDFS, vocab, max_record_bytes=1 << 20, max_line_bytes=200, partitions=2)
-        if not fast:
-            ing._fast = None
-        assert fast == (ing._fast is not None)
-        out = ing.process(records, now=5000.0)
-        outs.append((out.groups, out.dead, out.lines, out.sessions, out.bundles, ing.stats, ing.counters))
-    assert outs[0] == outs[1]
-    groups, dead, *_ , stats, counters = outs[0]
-    assert stats.truncated and set(stats.rejected) == {"empty", "unparseable", "no_session_key"}
-    assert counters["non_utf8"] and any(len(rows[0]) == 3 for rows in groups["logs.hdfs/0"].values())
-
-
 def test_events_columns_are_checked_and_other_shapes_refused() -> None:
     """Column bundles (what the worker writes) decode to the session stage's columns; any other
     shape (rows, one-session records) and malformed columns are a CodecError saying what is wrong
@@ -767,17 +717,3 @@ def test_changelog_table_writes_store_and_changelog_itself() -> None:
     assert orjson.loads(value)[1:] == ["r/0", 5]
     assert (key2, value2) == (b"blk_1", None) and faust_table.data.data == {}  # delete = tombstone record
 
-
-def test_murmur2_equals_kafkas_default_partitioner() -> None:
-    import random
-
-    from aiokafka.partitioner import murmur2 as reference
-
-    from streams.kafka_clients import key_partition, murmur2
-
-    rng = random.Random(7)
-    keys = [b"", b"a", b"ab", b"abc", b"abcd", b"abcde", "blk_-1608999687919862906".encode(), "é€".encode()]
-    keys += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))) for _ in range(500)]
-    for k in keys:
-        assert murmur2(k) == reference(k), k
-        assert key_partition(k, 4) == key_partition(k, 4) == (reference(k) & 0x7FFFFFFF) % 4
