@@ -3,7 +3,7 @@
 Count scores (logad.scoring) cannot see order: a session whose sub-procedures ran in the wrong order
 has the counts of a normal one. Exact-sequence lookup sees order but fails on every dropped,
 duplicated or swapped line. These two scores sit in between. A window (its template ids) is aligned
-against every distinct normal training window with insertions and deletions only (Indel distance,
+against the distinct normal training windows with insertions and deletions only (Indel distance,
 rapidfuzz's bit-parallel C implementation):
 
     edit_ops   the insert/delete operations to the nearest normal window (no tolerance; it feeds
@@ -21,10 +21,20 @@ rapidfuzz's bit-parallel C implementation):
                started — inserted 3 operations from one normal trace, 5 scattered from another).
 
 Both read a missing event as evidence, so both apply to whole traces only (COMPLETE_ONLY).
+
+The search is indexed, and exact. Every insert or delete changes one template count by one, so the
+L1 distance between template-count vectors is a lower bound of the Indel distance; normal windows
+with the same count vector (hence the same length) form one group with one bound. A window is
+aligned with the group of its smallest bound first; the distance d and the tail P found there then
+rule out every group whose bound exceeds d and whose best possible tail P(bound) does not exceed P
+(P(K >= d) falls as d grows). Only the remaining groups are aligned, so a normal-looking window
+costs one group, not one alignment per normal window. logad.exhaustive keeps the every-pair search
+the tests hold this one equal to.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,18 +65,114 @@ def longest_run(normal: str, window: str) -> int:
     return best
 
 
+def poisson_sf(d: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """P(K >= d), K ~ Poisson(lam), elementwise on float64: the regularised lower incomplete gamma
+    P(d, lam) for d >= 1, and 1 for d = 0."""
+    return torch.where(d > 0, torch.special.gammainc(d.clamp(min=1.0), lam), torch.ones_like(d))
+
+
+def neg_log10(p: torch.Tensor, cap: float) -> torch.Tensor:
+    """-log10 of probabilities, capped (below float64's range, or exactly 0, reads as `cap`)."""
+    return (-torch.log10(p.clamp(min=1e-300))).clamp(max=cap)
+
+
+def block_run(traces: Sequence[str], query: str, nearest: Sequence[int]) -> int:
+    """min over the nearest normal traces (trace indexes by distance, then index) of the longest edit run; stops
+    at the first run <= 1 (a normal-looking window usually ends there, at its nearest trace)."""
+    best = None
+    for j in nearest[:BLOCK_CANDIDATES]:
+        run = longest_run(traces[j], query)
+        best = run if best is None else min(best, run)
+        if best <= 1:
+            break
+    return int(best)
+
+
+class TailTable:
+    """P(K >= d), K ~ Poisson(rate * max(length, 1)), for every length and distance seen so far:
+    (L, D) float64, grown on demand. Lookups instead of one incomplete gamma per pair."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tab = torch.ones(1, 1, dtype=torch.float64)  # (L, D)
+
+    def lookup(self, lengths: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """lengths, d: int arrays of one shape -> P(K >= d) for Poisson(rate * max(length, 1))."""
+        L, D = self._tab.shape
+        if lengths.size and (lengths.max() >= L or d.max() >= D):
+            L, D = max(L, int(lengths.max()) + 1), max(D, int(d.max()) + 1)
+            # the same float64 arithmetic as one lambda per normal window: equal values, not close ones
+            lam = self.rate * torch.arange(L, dtype=torch.float64).clamp(min=1.0)  # (L,)
+            dd = torch.arange(D, dtype=torch.float64)  # (D,)
+            self._tab = poisson_sf(dd.unsqueeze(0).expand(L, D), lam.unsqueeze(1).expand(L, D))
+        return self._tab.numpy()[lengths, d]
+
+
+@functools.lru_cache(maxsize=64)
+def tail_table(rate: float) -> TailTable:
+    """The table of one rate, shared (the detector switches between a few levels' rates per batch)."""
+    return TailTable(rate)
+
+
 class TraceIndex:
-    """The distinct normal training windows as strings, and the order-aware scores against them."""
+    """The distinct normal training windows as strings, grouped by count vector, and the order-aware
+    scores against them (the indexed exact search above). `extend` adds normal windows at run time."""
 
     def __init__(self, traces: Sequence[Sequence[int]], instability: float, tail_cap: float) -> None:
-        self.traces = [encode(t) for t in dict.fromkeys(tuple(t) for t in traces)]
-        self._lengths = torch.tensor([max(len(t), 1) for t in self.traces], dtype=torch.float64)  # (M,)
         self.tail_cap = tail_cap
+        self.traces: list[str] = []  # distinct, in the order first given (the exhaustive search's order)
+        self._known: set[tuple[int, ...]] = set()
+        self._group_of: dict[tuple[int, ...], int] = {}  # sorted (id, count) pairs -> group
+        self._members: list[list[int]] = []  # per group: its trace indexes, ascending
+        self._group_counts: list[dict[int, int]] = []
+        self._gc = np.zeros((0, 1), dtype=np.float32)  # (G, V) count vector of each group
+        self._glen = np.zeros(0, dtype=np.int64)  # (G,) length of the group's windows
+        self.extend(traces)
         self.set_instability(instability)
+
+    def extend(self, traces: Sequence[Sequence[int]]) -> int:
+        """Add normal windows (duplicates of known ones are skipped); returns how many were new."""
+        added = 0
+        for t in traces:
+            key = tuple(int(i) for i in t)
+            if key in self._known:
+                continue
+            self._known.add(key)
+            counts: dict[int, int] = {}
+            for i in key:
+                counts[i] = counts.get(i, 0) + 1
+            gkey = tuple(sorted(counts.items()))
+            g = self._group_of.get(gkey)
+            if g is None:
+                g = self._group_of[gkey] = len(self._members)
+                self._members.append([])
+                self._group_counts.append(counts)
+            self._members[g].append(len(self.traces))
+            self.traces.append(encode(key))
+            added += 1
+        if added:
+            V = max((max(c, default=-1) for c in self._group_counts), default=-1) + 1
+            self._gc = np.zeros((len(self._members), max(V, 1)), dtype=np.float32)  # (G, V)
+            for g, counts in enumerate(self._group_counts):
+                self._gc[g, list(counts)] = list(counts.values())
+            self._glen = self._gc.sum(1).astype(np.int64)  # (G,)
+            self._group_strings = [[self.traces[j] for j in m] for m in self._members]
+        return added
 
     def set_instability(self, instability: float) -> None:
         """The rate R edit_tail tolerates (the detector moves it with its online estimate)."""
-        self._lambda = (4.0 * instability / 3.0) * self._lengths  # (M,) expected insert/delete operations
+        self.instability = instability
+        self._table = tail_table(4.0 * instability / 3.0)  # expected insert/delete operations per event
+
+    def _bounds(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, G) L1 distances from each window's count vector to each group's: Indel lower bounds.
+        Ids no normal window has count against every group (they are all extra)."""
+        V = self._gc.shape[1]
+        qc = np.zeros((len(windows), V + 1), dtype=np.float32)  # (B, V + 1): column V holds the extra ids
+        for b, w in enumerate(windows):
+            np.add.at(qc[b], np.minimum(np.asarray(w, dtype=np.int64), V), 1.0)
+        dist = torch.cdist(torch.from_numpy(qc[:, :V]), torch.from_numpy(self._gc), p=1)  # (B, G)
+        return np.rint(dist.numpy()).astype(np.int64) + qc[:, V:].astype(np.int64)
 
     def scores(self, windows: Sequence[Sequence[int]],
                novel: Sequence[bool]) -> tuple[list[float], list[float], list[float]]:
@@ -78,26 +184,43 @@ class TraceIndex:
         if not self.traces:
             n = [float(max(len(w), 1)) for w in windows]
             return [self.tail_cap] * len(windows), n, n
+        B = len(windows)
         queries = [encode(w) for w in windows]
-        dist = cdist(queries, self.traces, scorer=Indel.distance, dtype=np.int32)  # (B, M)
-        d = torch.from_numpy(dist.astype(np.float64))  # (B, M)
-        lam = self._lambda.unsqueeze(0).expand_as(d)  # (B, M)
-        p = torch.where(d > 0, torch.special.gammainc(d.clamp(min=1.0), lam), torch.ones_like(d))
-        tail = (-torch.log10(p.max(-1).values.clamp(min=1e-300))).clamp(max=self.tail_cap)  # (B,)
-        tails = [self.tail_cap if nv else float(t) for t, nv in zip(tail.tolist(), novel)]
-        blocks = [float(self._block_run(q, row)) for q, row in zip(queries, dist)]
-        return tails, blocks, dist.min(1).astype(np.float64).tolist()
+        lb = self._bounds(windows)  # (B, G)
+        found: list[dict[int, np.ndarray]] = [{} for _ in range(B)]  # per window: group -> distances
+        self._align(queries, lb.argmin(1)[:, None] == np.arange(lb.shape[1])[None, :], found)
+        best_d = np.array([min(int(d.min()) for d in f.values()) for f in found])  # (B,)
+        best_p = np.array([max(self._tail_p(g, d).max() for g, d in f.items()) for f in found])  # (B,)
+        # (B, G) groups that may still hold a nearer window or a likelier origin
+        upper = self._table.lookup(np.broadcast_to(self._glen, lb.shape), lb)  # (B, G) P at the bound
+        todo = (lb <= best_d[:, None] + BLOCK_SLACK) | (upper > best_p[:, None])
+        for b, f in enumerate(found):
+            todo[b, list(f)] = False
+        self._align(queries, todo, found)
+        tails, blocks, ops = [], [], []
+        maxp = torch.tensor([max(self._tail_p(g, d).max() for g, d in f.items()) for f in found],
+                            dtype=torch.float64)  # (B,)
+        for q, f, t, nv in zip(queries, found, neg_log10(maxp, self.tail_cap).tolist(), novel):
+            dmin = min(int(d.min()) for d in f.values())
+            tails.append(self.tail_cap if nv else float(t))
+            ops.append(float(dmin))
+            if dmin == 0:
+                blocks.append(0.0)
+                continue
+            near = sorted((int(d[k]), self._members[g][k]) for g, d in f.items()
+                          for k in np.flatnonzero(d <= dmin + BLOCK_SLACK))  # by distance, then trace index
+            blocks.append(float(block_run(self.traces, q, [j for _, j in near])))
+        return tails, blocks, ops
 
-    def _block_run(self, query: str, row: np.ndarray) -> int:
-        """min over the nearest normal traces of the longest edit run; stops at the first run <= 1
-        (a normal-looking window usually ends there, at its nearest trace)."""
-        if row.min() == 0:
-            return 0
-        near = np.flatnonzero(row <= row.min() + BLOCK_SLACK)
-        best = None
-        for j in near[np.argsort(row[near], kind="stable")][:BLOCK_CANDIDATES]:
-            run = longest_run(self.traces[j], query)
-            best = run if best is None else min(best, run)
-            if best <= 1:
-                break
-        return int(best)
+    def _tail_p(self, g: int, d: np.ndarray) -> np.ndarray:
+        return self._table.lookup(np.full(d.shape, self._glen[g]), d)
+
+    def _align(self, queries: Sequence[str], todo: np.ndarray, found: list[dict[int, np.ndarray]]) -> None:
+        """Indel distances of the (window, group) pairs marked in todo (B, G): one rapidfuzz call
+        per group, over the windows that need it."""
+        for g in np.flatnonzero(todo.any(0)):
+            rows = np.flatnonzero(todo[:, g])
+            dist = cdist([queries[b] for b in rows], self._group_strings[g], scorer=Indel.distance,
+                         dtype=np.int64)  # (b, n_g)
+            for b, d in zip(rows, dist):
+                found[b][int(g)] = d

@@ -88,6 +88,9 @@ class Detector:
         self.cache_size = cache_size
         self._cache: dict[tuple, list] = {}
         self.cache_hits = self.cache_misses = 0
+        # Repeats within one call are scored once, cache or not (False: every window is scored, the
+        # baseline bench/scorer.py measures against).
+        self.dedupe = True
         topk = thresholds.topk if thresholds else 9
         self.scorer = WindowScorer(bundle.model.to(self.device), reference, bos=bundle.vocab.BOS,
                                    pad=bundle.vocab.PAD, topk=topk, device=self.device,
@@ -170,24 +173,24 @@ class Detector:
         raw: list[list | None] = [None] * len(windows)  # per window: its cache entry (see __init__)
         todo: list[int] = []  # windows to run through the model
         cache = self._cache if self.cache_size > 0 and details else None  # (only results with details are cached)
-        same: dict[tuple, list[int]] = {}  # with the cache: repeats within this call wait for their first
+        same: dict[tuple, list[int]] = {}  # repeats within this call wait for their first (cache or not)
         level = {src: self.level_of(src) for src in {w.source for w in windows}}
         for i, w in enumerate(windows):
-            if cache is None:
+            if not self.dedupe and cache is None:
                 todo.append(i)
                 continue
             key = (w.ids, w.n_context, level[w.source])
-            hit = cache.get(key)
+            hit = cache.get(key) if cache is not None else None
             if hit is not None:
                 raw[i] = hit
                 self.cache_hits += 1
             elif key in same:
                 same[key].append(i)
-                self.cache_hits += 1
+                self.cache_hits += cache is not None
             else:
                 same[key] = [i]
                 todo.append(i)
-                self.cache_misses += 1
+                self.cache_misses += cache is not None
         # by level, then length (stable: equal lengths keep their order); a batch holds one level
         todo.sort(key=lambda i: (level[windows[i].source], len(windows[i].ids)))
         k = 0
@@ -200,10 +203,10 @@ class Detector:
             scores, surprising = self.scorer.score([windows[i] for i in idx], details=details)
             for i, sc, ev in zip(idx, scores, surprising):
                 entry = raw[i] = [sc, tuple(self._event(e) for e in ev) if details else (), None, None, lvl]
+                key = (windows[i].ids, windows[i].n_context, lvl)
+                for j in same.get(key, ())[1:]:
+                    raw[j] = entry
                 if cache is not None:
-                    key = (windows[i].ids, windows[i].n_context, lvl)
-                    for j in same[key][1:]:
-                        raw[j] = entry
                     if len(cache) >= self.cache_size:
                         cache.clear()
                     cache[key] = entry

@@ -152,6 +152,50 @@ def resize_vocab(
     return new
 
 
+PAD_BUDGET = 32  # padded positions a forward pass may add before a new pass pays (one pass ~ 30 tokens of work on CPU)
+
+
+def distinct_prefix_logits(model: NextTokenTransformer, inputs: list[list[int]], pad: int,
+                           device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """Logits of every input, each distinct prefix computed once: (N, T, V) logits of N leaves and,
+    per input, the leaf whose first len(input) positions are its logits (T = the longest input).
+
+    The model is causal: position t sees positions <= t only, so an input that is a prefix of
+    another (a repeated window, a cut trace and its whole trace) is read off the longer one's rows.
+    Leaves run shortest first in passes of similar length (padding is wasted work)."""
+    distinct = sorted(set(map(tuple, inputs)))  # lexicographic: an input's extensions follow it directly
+    leaf_of: dict[tuple[int, ...], int] = {}
+    leaves: list[tuple[int, ...]] = []
+    for k in range(len(distinct) - 1, -1, -1):
+        x = distinct[k]
+        nxt = distinct[k + 1] if k + 1 < len(distinct) else None
+        if nxt is not None and nxt[: len(x)] == x:
+            leaf_of[x] = leaf_of[nxt]
+        else:
+            leaf_of[x] = len(leaves)
+            leaves.append(x)
+    T = max(len(x) for x in leaves)
+    order = sorted(range(len(leaves)), key=lambda i: len(leaves[i]))
+    passes: list[list[int]] = [[]]
+    tokens = 0
+    for i in order:  # ascending length: a pass pads to its last leaf
+        n = len(leaves[i])
+        if passes[-1] and n * (len(passes[-1]) + 1) - tokens - n > max(PAD_BUDGET, (tokens + n) // 8):
+            passes.append([])
+            tokens = 0
+        passes[-1].append(i)
+        tokens += n
+    out = torch.zeros(len(leaves), T, model.cfg.vocab_size, device=device)  # (N, T, V)
+    for rows in passes:
+        t = len(leaves[rows[-1]])
+        x = torch.tensor([list(leaves[i]) + [pad] * (t - len(leaves[i])) for i in rows], dtype=torch.long,
+                         device=device)  # (n, t)
+        with autocast(device):
+            logits, _ = model(x)  # (n, t, V)
+        out[rows, :t] = logits.float()
+    return out, [leaf_of[tuple(x)] for x in inputs]
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """auto -> CUDA when present, else CPU."""
     if requested == "auto":

@@ -36,11 +36,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from logad.alignment import TraceIndex
-from logad.model import IGNORE, NextTokenTransformer, autocast
+from logad.alignment import TraceIndex, neg_log10, tail_table
+from logad.model import IGNORE, NextTokenTransformer, distinct_prefix_logits
 from logad.records import Window
 
 METHODS = ("mean_nll", "max_nll", "ppl", "topk_miss", "unseen_rate", "count_l1", "count_excess", "count_tail",
@@ -58,15 +59,16 @@ def window_example(ids: Sequence[int], n_context: int, bos: int) -> tuple[list[i
     return x, [IGNORE] * (n_context - 1) + y[n_context - 1:]
 
 
+def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """(B, T) long tensor of the rows right-padded with `value` to the longest (one tensor built from
+    padded lists, not one copy per row)."""
+    T = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (T - len(r)) for r in rows], dtype=torch.long)
+
+
 def collate(examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest example: (B, T) inputs and (B, T) targets (IGNORE on padding)."""
-    T = max(len(x) for x, _ in examples)
-    xs = torch.full((len(examples), T), pad, dtype=torch.long)
-    ys = torch.full((len(examples), T), IGNORE, dtype=torch.long)
-    for i, (x, y) in enumerate(examples):
-        xs[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        ys[i, : len(y)] = torch.tensor(y, dtype=torch.long)
-    return xs, ys
+    return pad_rows([x for x, _ in examples], pad), pad_rows([y for _, y in examples], IGNORE)
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ class EventDetail:
 
 
 class WindowScorer:
-    """Scores batches of windows with one model; pure function of (model, reference, windows)."""
+    """Scores batches of windows with one model; pure function of (model, reference, windows).
+    `extend_reference` adds normal windows at run time (count vectors and traces)."""
 
     def __init__(self, model: NextTokenTransformer, reference: Reference, bos: int, pad: int,
                  topk: int = 9, device: torch.device | str = "cpu", n_details: int = 3,
@@ -129,9 +132,22 @@ class WindowScorer:
         self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
         self.device = torch.device(device)
         self._ref_counts = reference.counts.to(self.device)
-        self._traces = TraceIndex(reference.trace_list(), 0.0, TAIL_CAP)
+        self._traces = self._trace_index(reference.trace_list())
         self._seen = reference.seen.to(self.device)
         self.set_instability(instability)
+
+    def _trace_index(self, traces: list[list[int]]):
+        return TraceIndex(traces, 0.0, TAIL_CAP)
+
+    def extend_reference(self, windows: Sequence[Sequence[int]], unk: int) -> None:
+        """More normal windows, as build_reference would have taken them: their count vectors, their
+        traces, their templates seen (UNK never)."""
+        counts = count_vectors(windows, self._seen.numel()).to(self.device)  # (N, V)
+        self._ref_counts = torch.unique(torch.cat([self._ref_counts, counts]), dim=0)  # (M', V)
+        self._seen = self._seen | (counts.sum(0) > 0)  # (V,) a new tensor: the Reference's stays as loaded
+        self._seen[unk] = False
+        self._traces.extend(windows)
+        self.set_instability(self.instability)
 
     def set_instability(self, instability: float) -> None:
         """The rate R that count_tail and edit_tail tolerate (the detector moves it with its online
@@ -139,20 +155,26 @@ class WindowScorer:
         if not 0.0 <= instability < 1.0:
             raise ValueError(f"instability must be in [0, 1), got {instability}")
         self.instability = instability
-        # (M,) expected count-changing events in each normal window: drops + duplicates, 2/3 of the ops
-        self._ref_lambda = (2.0 * instability / 3.0) * self._ref_counts.sum(-1).clamp(min=1.0).double()
+        # drops + duplicates change counts: 2/3 of the ops, per event of the normal window
+        self._count_table = tail_table(2.0 * instability / 3.0)
+        self._ref_len = self._ref_counts.sum(-1)  # (M,) events of each normal count vector
+        self._ref_len_np = self._ref_len.long().cpu().numpy()  # (M,)
         self._traces.set_instability(instability)
 
-    @torch.no_grad()
+    def _log_probs(self, windows: Sequence[tuple[Sequence[int], int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, V) log-probabilities of the next template and (B, T) targets (IGNORE: not scored)."""
+        examples = [window_example(ids, ctx, self.bos) for ids, ctx in windows]
+        y = pad_rows([y for _, y in examples], IGNORE)  # (B, T)
+        logits, leaf = distinct_prefix_logits(self.model, [x for x, _ in examples], self.pad, self.device)
+        logp = F.log_softmax(logits, dim=-1)  # (N, T, V) per distinct leaf
+        return logp[torch.tensor(leaf, device=self.device)], y.to(self.device)  # (B, T, V), (B, T)
+
+    @torch.inference_mode()
     def score_ids(self, windows: Sequence[tuple[Sequence[int], int]], details: bool = False):
         """windows: (ids, n_context) pairs -> (list of score dicts, list of surprising-event lists)."""
         if not windows:
             return [], []
-        x, y = collate([window_example(ids, ctx, self.bos) for ids, ctx in windows], self.pad)
-        x, y = x.to(self.device), y.to(self.device)  # (B, T)
-        with autocast(self.device):
-            logits, _ = self.model(x)  # (B, T, V)
-        logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+        logp, y = self._log_probs(windows)  # (B, T, V), (B, T)
         mask = y != IGNORE  # (B, T) scored positions
         tgt = y.clamp(min=0)  # (B, T)
         tgt_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T)
@@ -163,70 +185,61 @@ class WindowScorer:
         n = mask.sum(-1).clamp(min=1).float()  # (B,)
         mean_nll = nll.sum(-1) / n
         max_nll = nll.max(-1).values
-        counts = self._count_vectors([ids for ids, _ in windows])  # (B, V)
+        ids = [w for w, _ in windows]
+        counts = self._count_vectors(ids)  # (B, V)
         novel = (counts[:, ~self._seen] > 0).any(-1)  # (B,) a template no normal window has
-        if len(self._ref_counts):
-            dist = torch.cdist(counts, self._ref_counts, p=1).round()  # (B, M) L1 to each normal window
-            count_l1 = dist.min(-1).values  # (B,)
-            count_excess = self._count_excess(counts)  # (B,)
-            # Drops and duplicates only change counts of templates already there: a template no normal
-            # window has is never explained by instability.
-            count_tail = self._tail(dist).masked_fill(novel, TAIL_CAP)  # (B,)
-        else:
-            count_l1 = count_excess = counts.sum(-1)
-            count_tail = torch.full_like(count_l1, TAIL_CAP)
-        edit_tail, block_run, edit_ops = self._traces.scores([ids for ids, _ in windows], novel.tolist())
+        count_l1, count_excess, count_tail = self._count_scores(counts, novel)  # 3 x (B,)
+        edit_tail, block_run, edit_ops = self._traces.scores(ids, novel.tolist())
         # One transfer per score (not one float() per window and score): the per-window loop below
         # only builds dicts.
         cols = [t.tolist() for t in (mean_nll, max_nll, torch.exp(mean_nll.clamp(max=50)), miss.sum(-1).float(),
                                      unseen.sum(-1) / n, count_l1, count_excess, count_tail)] + [edit_tail, block_run, edit_ops]
         scores = [dict(zip(_SCORE_KEYS, row)) for row in zip(*cols)]
-        surprising: list[list[EventDetail]] = [[] for _ in windows]
-        if details:
-            k = min(self.n_details, nll.size(1))
-            order = torch.argsort(nll, dim=-1, descending=True)[:, :k]  # (B, k) most surprising positions
-            rows = torch.arange(len(windows), device=nll.device).unsqueeze(-1)  # (B, 1)
-            top = torch.topk(logp[rows, order], k=min(3, logp.size(-1)), dim=-1)  # (B, k, 3) expected templates
-            order_l, mask_l, tgt_l = order.tolist(), mask[rows, order].tolist(), tgt[rows, order].tolist()
-            prob_l = tgt_logp[rows, order].exp().tolist()
-            top_p, top_i = top.values.exp().tolist(), top.indices.tolist()
-            for b, (_, ctx) in enumerate(windows):
-                for j, t in enumerate(order_l[b]):
-                    if not mask_l[b][j]:
-                        continue
-                    surprising[b].append(EventDetail(
-                        index=t if ctx == 0 else t + 1, template_id=tgt_l[b][j], prob=prob_l[b][j],
-                        top=tuple(zip(top_i[b][j], top_p[b][j])),
-                    ))
+        surprising = self._details(windows, logp, nll, mask, tgt, tgt_logp) if details else [[] for _ in windows]
         return scores, surprising
+
+    def _details(self, windows, logp, nll, mask, tgt, tgt_logp) -> list[list[EventDetail]]:
+        """Per window, its most surprising scored events with the model's top expected templates."""
+        surprising: list[list[EventDetail]] = [[] for _ in windows]
+        k = min(self.n_details, nll.size(1))
+        order = torch.argsort(nll, dim=-1, descending=True)[:, :k]  # (B, k) most surprising positions
+        rows = torch.arange(len(windows), device=nll.device).unsqueeze(-1)  # (B, 1)
+        top = torch.topk(logp[rows, order], k=min(3, logp.size(-1)), dim=-1)  # (B, k, 3) expected templates
+        order_l, mask_l, tgt_l = order.tolist(), mask[rows, order].tolist(), tgt[rows, order].tolist()
+        prob_l = tgt_logp[rows, order].exp().tolist()
+        top_p, top_i = top.values.exp().tolist(), top.indices.tolist()
+        for b, (_, ctx) in enumerate(windows):
+            for j, t in enumerate(order_l[b]):
+                if not mask_l[b][j]:
+                    continue
+                surprising[b].append(EventDetail(
+                    index=t if ctx == 0 else t + 1, template_id=tgt_l[b][j], prob=prob_l[b][j],
+                    top=tuple(zip(top_i[b][j], top_p[b][j])),
+                ))
+        return surprising
+
+    def _count_scores(self, counts: torch.Tensor, novel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, V) counts -> (count_l1, count_excess, count_tail), each (B,), in one (B, M) distance matrix."""
+        if not len(self._ref_counts):
+            total = counts.sum(-1)  # (B,)
+            return total, total, torch.full_like(total, TAIL_CAP)
+        dist = torch.cdist(counts, self._ref_counts, p=1).round()  # (B, M) L1 to each normal window
+        # what the window has more of minus what it lacks sums to |q| - |u|; both sum to the L1 distance
+        excess = (dist + counts.sum(-1, keepdim=True) - self._ref_len) / 2  # (B, M)
+        d = dist.long().cpu().numpy()  # (B, M)
+        p = self._count_table.lookup(np.broadcast_to(self._ref_len_np, d.shape), d)  # (B, M) P(K >= d_u)
+        # Drops and duplicates only change counts of templates already there: a template no normal
+        # window has is never explained by instability.
+        tail = neg_log10(torch.from_numpy(p.max(-1)), TAIL_CAP).float().to(self.device)  # (B,)
+        return dist.min(-1).values, excess.min(-1).values, tail.masked_fill(novel, TAIL_CAP)
 
     def _count_vectors(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """(B, V) template counts of each id list, in one scatter (padding goes to a dropped column)."""
         V = self._seen.numel()
-        L = max(len(x) for x in ids)
-        idx = torch.full((len(ids), L), V, dtype=torch.long)
-        for i, x in enumerate(ids):
-            idx[i, : len(x)] = torch.tensor(list(x), dtype=torch.long)
+        idx = pad_rows(ids, V)  # (B, L)
         counts = torch.zeros(len(ids), V + 1)
-        counts.scatter_add_(1, idx, torch.ones(len(ids), L))
+        counts.scatter_add_(1, idx, torch.ones(idx.shape))
         return counts[:, :V].to(self.device)
-
-    def _tail(self, dist: torch.Tensor) -> torch.Tensor:
-        """(B, M) L1 distances -> (B,) -log10 max_u P(Poisson(lambda_u) >= d_u).
-        P(K >= d) is the regularised lower incomplete gamma P(d, lambda) for d >= 1, and 1 for d = 0."""
-        d = dist.double()
-        lam = self._ref_lambda.unsqueeze(0).expand_as(d)  # (B, M)
-        p = torch.where(d > 0, torch.special.gammainc(d.clamp(min=1.0), lam), torch.ones_like(d))
-        best = p.max(-1).values  # (B,) the most plausible origin
-        return (-torch.log10(best.clamp(min=1e-300))).clamp(max=TAIL_CAP).float()
-
-    def _count_excess(self, counts: torch.Tensor) -> torch.Tensor:
-        """(B,) min over normal windows of the summed excess counts; chunked so that (b, M, V) stays small."""
-        M, V = self._ref_counts.shape
-        step = max(1, (1 << 22) // max(1, M * V))
-        out = [(c.unsqueeze(1) - self._ref_counts.unsqueeze(0)).clamp(min=0).sum(-1).min(-1).values
-               for c in counts.split(step)]  # each (b, M, V) -> (b,)
-        return torch.cat(out)
 
     def score(self, windows: Sequence[Window], details: bool = False):
         return self.score_ids([(w.ids, w.n_context) for w in windows], details=details)

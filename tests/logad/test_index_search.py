@@ -1,0 +1,129 @@
+"""The indexed searches equal the exhaustive ones (logad.exhaustive) on seeded random windows and
+references: alignment scores (edit_tail, block_run, edit_ops), count scores, the distinct-prefix
+forward pass, and all of it after the reference is extended at run time. Distances, counts and runs
+are equal exactly; tails to 1e-12 (torch's incomplete gamma rounds the same input differently by
+its position in a tensor, in the last bit)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from logad.alignment import TraceIndex
+from logad.exhaustive import ExhaustiveTraceIndex, ExhaustiveWindowScorer
+from logad.model import ModelConfig, NextTokenTransformer, distinct_prefix_logits
+from logad.scoring import TAIL_CAP, WindowScorer, build_reference
+
+V, UNK, BOS, PAD = 14, 1, 2, 0
+
+
+def perturb(rng: random.Random, w: list[int], rate: float) -> list[int]:
+    """Drops, duplicates, swaps and the odd foreign template: windows near, and far from, the normal ones."""
+    out: list[int] = []
+    for i in w:
+        r = rng.random()
+        if r < rate:
+            continue
+        out += [i, i] if r < 2 * rate else [i]
+        if rng.random() < rate / 2:
+            out.append(rng.randrange(3, V + 2))  # V, V + 1: ids no normal window has
+    if len(out) > 2 and rng.random() < rate * 3:
+        k = rng.randrange(len(out) - 1)
+        out[k], out[k + 1] = out[k + 1], out[k]
+    return out or [rng.randrange(3, V)]
+
+
+def world(seed: int, n_ref: int = 60, n_win: int = 120) -> tuple[list[list[int]], list[list[int]]]:
+    rng = random.Random(seed)
+    procs = [[rng.randrange(3, V) for _ in range(rng.randrange(2, 6))] for _ in range(5)]  # sub-procedures
+    refs = [sum((procs[rng.randrange(5)] for _ in range(rng.randrange(1, 6))), []) for _ in range(n_ref)]
+    refs += [perturb(rng, r, 0.1) for r in refs[: n_ref // 2]]
+    wins = [perturb(rng, rng.choice(refs), rng.choice([0.0, 0.02, 0.1, 0.3])) for _ in range(n_win)]
+    return refs, wins + [list(r) for r in refs[:10]]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("instability", [0.0, 0.02, 0.1, 0.3])
+def test_indexed_alignment_equals_exhaustive(seed: int, instability: float) -> None:
+    refs, wins = world(seed)
+    novel = [max(w) >= V for w in wins]
+    fast = TraceIndex(refs, instability, TAIL_CAP).scores(wins, novel)
+    slow = ExhaustiveTraceIndex(refs, instability, TAIL_CAP).scores(wins, novel)
+    same(fast, slow)
+
+
+def same(fast: tuple[list[float], ...], slow: tuple[list[float], ...]) -> None:
+    """(edit_tail, block_run, edit_ops) lists: runs and operations exactly, tails to 1e-12."""
+    assert fast[1:] == slow[1:]
+    assert fast[0] == pytest.approx(slow[0], rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_extending_the_index_equals_building_it_whole(seed: int) -> None:
+    refs, wins = world(seed)
+    novel = [False] * len(wins)
+    grown = TraceIndex(refs[:20], 0.05, TAIL_CAP)
+    assert grown.extend(refs[20:] + refs[:5]) == len({tuple(r) for r in refs}) - len({tuple(r) for r in refs[:20]})
+    slow = ExhaustiveTraceIndex(refs, 0.05, TAIL_CAP)
+    assert grown.traces == slow.traces
+    same(grown.scores(wins, novel), slow.scores(wins, novel))
+
+
+def scorers(refs: list[list[int]], instability: float) -> tuple[WindowScorer, WindowScorer]:
+    torch.manual_seed(0)
+    model = NextTokenTransformer(ModelConfig(vocab_size=V, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    ref = build_reference(in_vocab(refs), V, UNK)
+    return (WindowScorer(model, ref, bos=BOS, pad=PAD, instability=instability),
+            ExhaustiveWindowScorer(model, ref, bos=BOS, pad=PAD, instability=instability))
+
+
+def in_vocab(ws: list[list[int]]) -> list[list[int]]:
+    return [[i if i < V else UNK for i in w] for w in ws]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("instability", [0.0, 0.05])
+def test_window_scorer_equals_exhaustive(seed: int, instability: float) -> None:
+    refs, wins = world(seed)
+    wins = in_vocab(wins)
+    rng = random.Random(seed)
+    batch = [(w, 0) for w in wins] + [(w, rng.randrange(1, len(w))) for w in wins if len(w) > 1]
+    batch += [(w[: rng.randrange(1, len(w) + 1)], 0) for w in wins]  # prefixes: shared forward rows
+    fast, slow = scorers(refs, instability)
+    a, ev_a = fast.score_ids(batch, details=True)
+    b, ev_b = slow.score_ids(batch, details=True)
+    for x, y in zip(a, b):
+        for k in x:
+            exact = k not in ("mean_nll", "max_nll", "ppl", "count_tail", "edit_tail")
+            assert x[k] == (y[k] if exact else pytest.approx(y[k], rel=1e-5, abs=1e-5)), k
+    def picked(events):
+        return [[(e.index, e.template_id) for e in s] for s in events]
+    assert picked(ev_a) == picked(ev_b)
+
+
+def test_extended_scorer_equals_one_built_with_the_extra_windows() -> None:
+    refs, wins = world(3)
+    wins = in_vocab(wins)
+    fast, _ = scorers(refs[:30], 0.05)
+    fast.extend_reference(in_vocab(refs[30:]), UNK)
+    _, slow = scorers(refs, 0.05)
+    batch = [(w, 0) for w in wins]
+    keys = ("count_l1", "count_excess", "count_tail", "edit_tail", "block_run", "edit_ops")
+    got = [s[k] for s in fast.score_ids(batch)[0] for k in keys]
+    assert got == pytest.approx([s[k] for s in slow.score_ids(batch)[0] for k in keys], rel=1e-12)
+
+
+def test_distinct_prefix_logits_match_each_input_alone() -> None:
+    torch.manual_seed(0)
+    model = NextTokenTransformer(ModelConfig(vocab_size=V, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    rng = random.Random(0)
+    base = [[rng.randrange(3, V) for _ in range(rng.randrange(1, 30))] for _ in range(20)]
+    inputs = base + [b[: rng.randrange(1, len(b) + 1)] for b in base] + base[:5]
+    logits, leaf = distinct_prefix_logits(model, inputs, PAD, torch.device("cpu"))
+    assert len(logits) <= len(base)  # prefixes and repeats add no row
+    with torch.inference_mode():
+        for x, j in zip(inputs, leaf):
+            alone, _ = model(torch.tensor([x]))
+            assert torch.allclose(logits[j, : len(x)], alone[0], atol=1e-5)
