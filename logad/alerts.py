@@ -11,13 +11,12 @@ import hashlib
 import time
 from typing import Any
 
-import jsonschema
-
 from logad.records import WindowScore
 
 ALERT_TYPE = "io.logad.anomaly"
 SCORE_TYPE = "io.logad.score"
 SCHEMA_VERSION = 2  # data.schema_version: bumped whenever a field of `data` changes meaning or goes
+VOCAB_TAG_CHARS = 16  # hex digits of the vocab fingerprint on windows records and alerts
 SEVERITIES = ("critical", "error", "warning", "info")  # PagerDuty's and Alertmanager's usual words
 # combined score (how far the strongest rule is over its threshold, in that rule's normal spread):
 # at or above these an alert is critical / error, above 0 a warning; normal windows are "info".
@@ -48,7 +47,9 @@ SCHEMA: dict[str, Any] = {
                     "properties": {"index": {"type": "integer"}, "position": {"type": "object"},
                                    "line": {"type": "string"}}}},
                 "session_id": {"type": "string"},
-                "window": {"type": "object", "required": ["start", "end", "n_context", "reason", "final"]},
+                # (`ids`, the window's template ids, context first: added later, so not required)
+                "window": {"type": "object", "required": ["start", "end", "n_context", "reason", "final"],
+                           "properties": {"ids": {"type": "array", "items": {"type": "integer", "minimum": 0}}}},
                 "scores": {"type": "object", "additionalProperties": {"type": "number"}},
                 "thresholds": {"type": "object", "additionalProperties": {"type": "number"}},
                 "is_anomaly": {"type": "boolean"},
@@ -59,11 +60,18 @@ SCHEMA: dict[str, Any] = {
                 "last_ts": {"type": ["number", "null"]},
                 "line_count": {"type": "integer", "minimum": 0},
                 "model_version": {"type": "string"},
+                "vocab": {"type": "string"},  # the vocab fingerprint the ids refer to (vocab_tag; added later)
                 "early": {"type": "boolean"},
             },
         },
     },
 }
+
+
+def vocab_tag(vocab: Any) -> str:
+    """The short fingerprint of a TemplateVocab (its sha256, first 64 bits) that windows records and
+    alerts carry: template ids mean something only under the vocab that assigned them."""
+    return vocab.fingerprint()[:VOCAB_TAG_CHARS]
 
 
 def severity_of(ws: WindowScore) -> str:
@@ -131,7 +139,7 @@ def iso_time(t: float) -> str:
 
 def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float], now: float | None = None,
                early: bool = False, *, stamp: str | None = None, details: bool = True,
-               evidence: list[dict] | None = None) -> dict:
+               evidence: list[dict] | None = None, vocab: str = "") -> dict:
     """The envelope for one scored window (type alert when anomalous, score otherwise).
 
     `stamp`: the `time` already formatted (iso_time(now)): a batch decided at one instant formats
@@ -141,7 +149,8 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
     The envelope shares the WindowScore's surprising dicts: encode it, do not mutate it.
     `evidence`: the raw lines behind the window, verbatim, each {"index": event index in the session,
     "position": {"file", "line"} offline or {"topic", "partition", "offset", "line"} in the stream,
-    "line": text} (at most a configured number; empty when unknown)."""
+    "line": text} (at most a configured number; empty when unknown). `vocab`: vocab_tag of the
+    detector's vocab (what `logad feedback` checks the window's ids against)."""
     w = ws.window
     return {
         "specversion": "1.0",
@@ -154,7 +163,8 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
         "data": {
             "schema_version": SCHEMA_VERSION,
             "session_id": w.session_id,
-            "window": {"start": w.start, "end": w.end, "n_context": w.n_context, "reason": w.reason, "final": w.final},
+            "window": {"start": w.start, "end": w.end, "n_context": w.n_context, "reason": w.reason, "final": w.final,
+                       "ids": list(w.ids)},
             "scores": {k: float(v) for k, v in ws.scores.items()},
             "thresholds": thresholds,
             "is_anomaly": ws.is_anomaly,
@@ -167,6 +177,7 @@ def make_event(ws: WindowScore, model_version: str, thresholds: dict[str, float]
             "last_ts": w.last_ts,
             "line_count": w.n_lines,
             "model_version": model_version,
+            "vocab": vocab,
             "early": early,
         },
     }
@@ -189,6 +200,8 @@ def ce_headers(ws: WindowScore, model_version: str, stamp: str) -> list[tuple[st
 
 def validate(event: dict) -> None:
     """Raise jsonschema.ValidationError when `event` does not follow the alert schema."""
+    import jsonschema  # here: the stream processes import this module for the encoder only
+
     jsonschema.validate(event, SCHEMA)
 
 
@@ -206,14 +219,16 @@ class EventEncoder:
 
     MAX_DECIDED = 4096  # decisions remembered (cleared when full: without the score cache each is new)
 
-    def __init__(self, model_version: str, thresholds: dict[str, float]) -> None:
+    def __init__(self, model_version: str, thresholds: dict[str, float], vocab: str = "") -> None:
         import orjson
 
         self._dumps = orjson.dumps
         self._opt = orjson.OPT_SERIALIZE_NUMPY
         self.model_version = model_version
         self._thresholds = self._dumps(thresholds, option=self._opt)
-        self._tail = b',"model_version":' + self._dumps(model_version) + b',"early":'
+        self.vocab = vocab
+        self._tail = (b',"model_version":' + self._dumps(model_version) + b',"vocab":' + self._dumps(vocab)
+                      + b',"early":')
         self._sources: dict[str, tuple[bytes, bytes]] = {}
         self._reasons: dict[str, bytes] = {}
         self._decided: dict[int, tuple] = {}  # id(ws.scores) -> (scores, reasons, is_anomaly, head, middle)
@@ -257,6 +272,6 @@ class EventEncoder:
             alert_id(w.source, w.session_id, w.start, w.end, w.first_ts, self.model_version).encode(),
             src[1], d[3], sid, b',"time":', self._stamp[1], b',"datacontenttype":"application/json","data":'
             b'{"schema_version":%d,"session_id":' % SCHEMA_VERSION, sid, b',"window":{"start":%d,"end":%d,"n_context":%d,"reason":' % (
-                w.start, w.end, w.n_context), reason, b',"final":true}' if w.final else b',"final":false}',
+                w.start, w.end, w.n_context), reason, b',"final":true,"ids":' if w.final else b',"final":false,"ids":', dumps(w.ids), b"}",
             d[4], summary, b',"surprising":', surprising, b',"evidence":', ev, b',"first_ts":', first[1:], b',"last_ts":', last, b',"line_count":%d' % w.n_lines,
             self._tail, b"true}}" if early else b"false}}"))

@@ -25,9 +25,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from logad.alerts import evidence_indexes, make_event
+from logad.alerts import evidence_indexes, make_event, vocab_tag
 from logad.config import DriftConfig, GuardConfig, SessionConfig
 from logad.drift import DriftVocab
+from logad.feedback import apply_feedback, feedback_path
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
 from logad.parse import ParseStats, parse_line
@@ -147,16 +148,18 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
                  out: str | Path | None = None, session_cfg: SessionConfig = SessionConfig(),
                  device: str = "auto", batch: int = 512, sessions_out: str | Path | None = None,
                  guard: GuardConfig = GuardConfig(), order: str = "time", evidence: int = 5,
-                 drift: DriftConfig | None = DriftConfig()) -> dict:
+                 drift: DriftConfig | None = DriftConfig(), feedback: str | Path | None = None) -> dict:
     """Write one alert JSON per line for every anomalous window (and, with `sessions_out`, one CSV
     row per scored session); return a summary. The format is the bundle's unless `log_format`.
     Each alert quotes up to `evidence` raw lines behind it (file and line number). `drift`: reworded
     statements count as the known statement they are closest to (logad.drift); None: the frozen
-    vocab alone."""
+    vocab alone. `feedback`: the verdicts of `logad feedback` to apply (logad.feedback; default the
+    bundle's feedback.jsonl, when there is one), as the stream's scorer applies them."""
     from logad.artifacts import bundle_format
     from logad.detector import Detector, aggregate
 
     det = Detector.load(model_dir, device)
+    apply_feedback(det, feedback or feedback_path(model_dir))
     vocab = det.bundle.vocab
     fmt = load_format(log_format) if log_format else bundle_format(model_dir, vocab.format_name)
     fmt.require_sessions()
@@ -193,12 +196,13 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
         for _, origin, line in ev:
             wanted.setdefault(origin, set()).add(line)
     texts = entry_texts(wanted, fmt)
+    tag = vocab_tag(vocab)
     fh: IO[bytes] = open(out, "wb") if out else sys.stdout.buffer
     try:
         for ws, ev in flagged:
             quoted = [{"index": i, "position": {"file": origin, "line": line + 1}, "line": texts[(origin, line)]}
                       for i, origin, line in ev if (origin, line) in texts]
-            fh.write(orjson.dumps(make_event(ws, det.version, th, evidence=quoted)) + b"\n")
+            fh.write(orjson.dumps(make_event(ws, det.version, th, evidence=quoted, vocab=tag)) + b"\n")
     finally:
         if out:
             fh.close()

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from logad.artifacts import Bundle, load_bundle, read_json, sha256_file, write_json
 from logad.errors import ArtifactError
+from logad.feedback import FEEDBACK_REASON, Overlay
 from logad.instability import InstabilityTracker, observable
 from logad.model import pick_device
 from logad.records import Window, WindowScore
@@ -103,6 +104,7 @@ class Detector:
         self._start = thresholds.start_level() if self.adapt else 0  # type: ignore[union-attr]
         self._trackers: dict[str, InstabilityTracker] = {}  # source -> its instability estimate
         self._frozen = False  # True while a chunk is decided again (its windows were observed once)
+        self.feedback: frozenset[tuple[tuple[int, ...], int]] = frozenset()  # (ids, n_context) marked normal
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", require_thresholds: bool = True,
@@ -126,6 +128,20 @@ class Detector:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    def apply_overlay(self, overlay: Overlay) -> None:
+        """Feedback (logad.feedback): a window equal to one people marked normal is decided normal
+        (reason "feedback"), and those windows join the normal reference (the bundle's, extended).
+        Replaces the previous overlay; not while a batch is being scored."""
+        if overlay.normal == self.feedback:
+            return
+        s = self.scorer
+        scorer = WindowScorer(s.model, self.reference, bos=s.bos, pad=s.pad, topk=s.topk, device=self.device,
+                              instability=s.instability)
+        if overlay.normal:
+            scorer.extend_reference([ids for ids, _ in sorted(overlay.normal)], self.bundle.vocab.UNK)
+        self.scorer, self.feedback = scorer, overlay.normal
+        self._cache.clear()
 
     def level_of(self, source: str) -> int:
         """The tolerance level windows of this source are scored at now."""
@@ -244,6 +260,8 @@ class Detector:
                 th = self._levels[entry[4]] if slot == 2 else self.thresholds
                 decided = entry[slot] = self._decide(entry[0], entry[1], slot == 2, th)
             scores, flag, reasons, events = decided
+            if self.feedback and (w.ids, w.n_context) in self.feedback:  # people said: normal
+                scores, flag, reasons = {**scores, "combined": min(scores["combined"], 0.0)}, False, (FEEDBACK_REASON,)
             if w.start and events:  # the events' indexes are in the window: shift them into the session
                 events = tuple({**e, "index": w.start + e["index"]} for e in events)
             out.append(WindowScore(w, scores, flag, reasons, events))

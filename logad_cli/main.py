@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from logad.errors import LogadError
+from logad_cli.feedback import feedback as feedback_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="logad: streaming log anomaly detection (Drain3 templates + next-template transformer).")
@@ -511,13 +512,18 @@ def detect(
     Fails (exit 2, with the rates) when most lines do not parse or match no template of the model:
     a wrong format or the model of another system would otherwise flag every session."""
     from logad.detect_files import detect_paths
+    from logad.feedback import feedback_path
 
     if order not in ("time", "file"):
         raise LogadError(f"--order must be time or file, got {order!r}")
     s = settings()
     summary = detect_paths(paths, model, log_format, out, s.sessions, device, sessions_out=sessions_out,
-                           guard=s.guard, order=order, evidence=evidence, drift=s.drift)
+                           guard=s.guard, order=order, evidence=evidence, drift=s.drift,
+                           feedback=feedback_path(model, s.scorer.feedback_file))
     console.print(summary)
+
+
+app.command("feedback")(feedback_cmd)  # logad_cli/feedback.py
 
 
 @app.command("config")

@@ -15,7 +15,7 @@ from logad.records import Window, WindowScore
 def test_event_encoder_matches_make_event() -> None:
     rng = random.Random(1)
     th = {"mean_nll": 2.31, "max_nll": 9.5, "topk_miss": 0.25}
-    enc = EventEncoder("v1-abc", th)
+    enc = EventEncoder("v1-abc", th, vocab="0123456789abcdef")
     enc.MAX_DECIDED = 8  # the memo fills and is cleared during the test
     shared = [({"mean_nll": 1.0 + i, "max_nll": 3.5, "combined": -0.1 * i, "unseen_rate": 0.0}, bool(i % 2),
                ("mean_nll > 2.31",) if i % 2 else ()) for i in range(5)]
@@ -41,7 +41,7 @@ def test_event_encoder_matches_make_event() -> None:
                 ev = rng.choice([None, [], [{"index": 3, "position": {"topic": "logs.x", "partition": 0, "offset": 7,
                                                                       "line": 2}, "line": 'raw "line", \u00e9'}]])
                 want = orjson.dumps(make_event(ws, "v1-abc", th, early=early, stamp=stamp, details=details,
-                                               evidence=ev), option=orjson.OPT_SERIALIZE_NUMPY)
+                                               evidence=ev, vocab="0123456789abcdef"), option=orjson.OPT_SERIALIZE_NUMPY)
                 assert enc.encode(ws, stamp, early=early, details=details, evidence=ev) == want
                 n += 1
     assert n == 8000
