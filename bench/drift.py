@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from logad.config import GuardConfig, SessionConfig  # noqa: E402
 from logad.config import DriftConfig  # noqa: E402
 from logad.drift import SIGNAL_WORDS, DriftVocab, words  # noqa: E402
+from logad.pending import PendingTemplates, score_with_pending  # noqa: E402
 from logad.eval_metrics import f1_at_prevalence, prf  # noqa: E402
 from logad.templates import UNK  # noqa: E402
 
@@ -142,21 +143,39 @@ def split_bench(model: Path, data: Path, share: float, seed: int) -> dict:
     rng = random.Random(seed)
     chosen = rng.sample(seen, max(1, round(share * len(seen))))
     ops = ["insert", "replace", "delete"]
-    frozen_map, drift_map = {}, {}
-    dv = DriftVocab(vocab)
+    frozen_map, drift_map, pending_map = {}, {}, {}
+    dv, dvp = DriftVocab(vocab), DriftVocab(vocab, pending=True)
     for k, t in enumerate(chosen):
         text = vocab.text_of(t)
         filled = re.sub(r"<\*>", lambda m: f" x{rng.randrange(10**6)} ", text).strip()
         line = reword(filled, ops[k % 3], rng)
         frozen_map[t] = vocab.match(line)  # the frozen vocab on the reworded line
         drift_map[t] = dv.match(line)
+        pending_map[t] = dvp.match(line)
     labels = [r.label for r in test]
 
     def decide(mapping: dict[int, int]) -> list[bool]:
         sessions = [(r.session_id, r.label, [mapping.get(i, i) for i in r.ids]) for r in test]
         return [s.is_anomaly for s in det.score_id_sessions(sessions)]
 
-    res = {name: rates(labels, decide(m)) for name, m in (("before", {}), ("frozen", frozen_map), ("drift", drift_map))}
+    def decide_pending(mapping: dict[int, int]) -> list[bool]:
+        # the test sessions in order, as a stream sees them: pending statements are promoted on the way
+        pend = PendingTemplates(vocab, DriftConfig().promote_after)
+        windows, owner = [], []
+        for k, r in enumerate(test):
+            ws = det.session_windows(r.session_id, [mapping.get(i, i) for i in r.ids])
+            windows += ws
+            owner += [k] * len(ws)
+        flags = [False] * len(test)
+        for a in range(0, len(windows), 256):
+            for k, ws in zip(owner[a:a + 256], score_with_pending(det, pend, windows[a:a + 256])):
+                flags[k] |= ws.is_anomaly
+        res["promoted"] = sum(d.action == "promote" for d in pend.decisions.values())
+        return flags
+
+    res: dict = {name: rates(labels, decide(m)) for name, m in (("before", {}), ("frozen", frozen_map),
+                                                                 ("drift", drift_map))}
+    res["pending"] = rates(labels, decide_pending(pending_map))
     res["reworded"] = len(chosen)
     res["mapped_back"] = sum(drift_map[t] == t for t in chosen)
     res["mapped_elsewhere"] = sum(drift_map[t] not in (t, UNK) for t in chosen)

@@ -137,9 +137,12 @@ class DriftConfig:
     min_similarity: float = 0.7  # words shared with the closest template (Indel similarity) to count as drift
     margin: int = 1  # ... and this many word edits closer than any other template (else: ambiguous, unseen)
     cache_size: int = 50_000  # masked lines remembered
+    alias_similarity: float = 0.5  # a pending line this close to exactly one known statement is tried as it (logad.pending)
+    promote_after: int = 5  # sessions normal apart from a pending statement that promote it (0: only people accept)
 
     def __post_init__(self) -> None:
-        _check("drift", self, ranges={"min_similarity": (0.01, 1.0), "margin": (1, None), "cache_size": (1, None)})
+        _check("drift", self, ranges={"min_similarity": (0.01, 1.0), "margin": (1, None), "cache_size": (1, None),
+                                      "alias_similarity": (0.0, 1.0), "promote_after": (0, None)})
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
     PATH... -> logad.readers (files, folders, .gz; multi-line entries) -> parse_line -> LogRecord
                                                          (Rejected: counted by reason)
-            -> vocab.match(content) -> template id     (UNK when nothing matches; vocab never changes)
+            -> vocab.match(content) -> template id     (drift: a reworded statement is the known one; a line
+                                                        no template explains: a pending id, logad.pending)
             -> events in time order                    (stable: a file already in time order keeps
                                                         its order, as the stream reads it)
             -> Sessionizer.push per session key        -> closed Windows
-            -> Detector.score_windows (batched)        -> WindowScore
+            -> Detector.score_windows (batched, pending statements resolved and judged) -> WindowScore
             -> alerts.make_event                       -> alert JSON (anomalous windows only)
 At end of input every open session is closed ("end"), as the stream's idle timer closes them.
 Before any alert is written the input is checked against the format and the model
@@ -28,6 +29,7 @@ import orjson
 from logad.alerts import evidence_indexes, make_event, vocab_tag
 from logad.config import DriftConfig, GuardConfig, SessionConfig
 from logad.drift import DriftVocab
+from logad.pending import DECISIONS_FILE, PendingTemplates, read_decisions, score_with_pending
 from logad.feedback import apply_feedback, feedback_path
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
@@ -81,11 +83,12 @@ def read_events(paths: Sequence[str | Path], fmt: LogFormat, vocab: TemplateVoca
     out: list[Event] = []
     unk = 0
     match = vocab.match
+    base = len(vocab)
     for origin, line, rec in iter_file_records(paths, fmt, stats):
         if not isinstance(rec, LogRecord):
             continue
         tid = match(rec.content)
-        unk += tid == UNK
+        unk += tid == UNK or tid >= base  # a pending statement (logad.pending) matches no template either
         out.append((rec.timestamp, origin, line, rec.session_keys, tid))
     if order == "time":
         out = [out[i] for i in time_order([e[0] for e in out])]
@@ -165,7 +168,10 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     fmt.require_sessions()
     sz = Sessionizer(fmt.name, session_rules(det, fmt, session_cfg))
     stats = ParseStats()
-    matcher = DriftVocab(vocab, drift) if drift is not None and drift.enabled else vocab
+    matcher = DriftVocab(vocab, drift, pending=True) if drift is not None and drift.enabled else vocab
+    # statements the vocab does not know: pending until `promote_after` normal-looking sessions (logad.pending)
+    pend = PendingTemplates(vocab, drift.promote_after, read_decisions(Path(model_dir) / DECISIONS_FILE)) \
+        if isinstance(matcher, DriftVocab) else None
     events, unk = read_events(paths, fmt, matcher, stats, order)
     health = check_input(stats, unk, guard, f"{len(paths)} input path(s) with format {fmt.name!r} and model "
                                             f"{det.version}")
@@ -177,7 +183,7 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     pending: list[tuple[Window, list]] = []
 
     def flush() -> None:
-        for ws, (_, pos) in zip(det.score_windows([w for w, _ in pending], details=True), pending):
+        for ws, (_, pos) in zip(score_with_pending(det, pend, [w for w, _ in pending], details=True), pending):
             sid = ws.window.session_id
             per_session.setdefault(sid, []).append(ws)
             n_events[sid] += len(ws.window.ids) - ws.window.n_context
@@ -210,9 +216,13 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     if sessions_out is not None:
         write_sessions_csv(sessions_out, results)
     drifted = matcher.report() if isinstance(matcher, DriftVocab) else None
+    if pend is not None and isinstance(matcher, DriftVocab):
+        for tid, text in matcher.examples.items():
+            pend.note_text(pend.ids.key_of(tid), text)
     return {"lines": stats.as_dict(), "input": health, "windows": windows, "sessions": len(results),
             "drift": {"lines": drifted["lines"].get("drift", 0), "statements": len(drifted["reworded"])}
-            if drifted else None, "alerts": len(flagged), "anomalous_sessions": sum(r.is_anomaly for r in results),
+            if drifted else None, "pending": pend.summary() if pend is not None else [],
+            "alerts": len(flagged), "anomalous_sessions": sum(r.is_anomaly for r in results),
             "session_closes": dict(Counter(sz.counters)), "model_version": det.version, "format": fmt.name}
 
 

@@ -15,7 +15,8 @@ and scores and decides every batch at the level of that estimate; the estimate m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +153,16 @@ class Detector:
         """Per source: the estimated rho, its level and instability R, the observations behind it."""
         return {src: {**t.state(), "instability": self._levels[t.level].instability}  # type: ignore[union-attr]
                 for src, t in self._trackers.items()}
+
+    @contextmanager
+    def hypotheses(self) -> Iterator[None]:
+        """Windows scored inside are what-ifs (logad.pending tries readings of a new statement), not
+        traffic: they do not move the instability estimate."""
+        frozen, self._frozen = self._frozen, True
+        try:
+            yield
+        finally:
+            self._frozen = frozen
 
     def _observe(self, windows: Sequence[Window], out: Sequence[WindowScore]) -> None:
         """Whole windows that look like instability feed their source's estimate (logad.instability)."""

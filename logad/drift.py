@@ -36,6 +36,7 @@ from rapidfuzz.distance import Indel
 
 from logad.config import DriftConfig
 from logad.masking import render
+from logad.pending import PendingIds, new_slot
 from logad.templates import N_SPECIAL, UNK, DriftMiner, TemplateVocab
 
 _WORD = re.compile(r"(?<![<\w])[A-Za-z][A-Za-z_'-]*[A-Za-z]|(?<![<\w])[A-Za-z](?![\w>])")
@@ -71,9 +72,13 @@ class DriftRecord:
 class DriftVocab:
     """A frozen TemplateVocab plus similarity assignment of reworded lines (see the module doc)."""
 
-    def __init__(self, vocab: TemplateVocab, cfg: DriftConfig = DriftConfig()) -> None:
+    def __init__(self, vocab: TemplateVocab, cfg: DriftConfig = DriftConfig(), pending: bool = False) -> None:
         self.vocab = vocab
         self.cfg = cfg
+        # pending=True: a line that is no rewording gets a pending id (logad.pending) instead of UNK;
+        # only for consumers that resolve them before scoring (logad.pending.score_with_pending)
+        self.pending = PendingIds(vocab) if pending else None
+        self.examples: dict[int, str] = {}  # pending id -> one masked line of it (bounded by cache_size)
         self._targets = [(i + N_SPECIAL, words(e.pattern or e.text)) for i, e in enumerate(vocab.entries)]
         self._targets = [(tid, w) for tid, w in self._targets if len(w) >= MIN_WORDS]
         self._exact = vocab.match
@@ -119,7 +124,7 @@ class DriftVocab:
         if hit is None:
             best, s1, ahead, one = self.nearest(masked)
             ok = best != UNK and (s1 >= self.cfg.min_similarity or one) and ahead >= self.cfg.margin
-            hit = best if ok else UNK
+            hit = best if ok else UNK if self.pending is None else self._pending_id(masked, best, s1, ahead)
             if len(self._cache) >= self.cfg.cache_size:
                 self._cache.clear()
             self._cache[masked] = hit
@@ -127,6 +132,8 @@ class DriftVocab:
                 self.drift[masked] = DriftRecord(best, s1, masked, first_seen=time.time())
         if hit == UNK:
             self.counts["unknown"] += 1
+        elif self.pending is not None and hit >= self.pending.base:
+            self.counts["pending"] += 1
         else:
             self.counts["drift"] += 1
             rec = self.drift.get(masked)
@@ -134,6 +141,21 @@ class DriftVocab:
                 rec.lines += 1
                 rec.last_seen = time.time()
         return hit
+
+    def _pending_id(self, masked: str, best: int, sim: float, ahead: int) -> int:
+        """The pending id of a line that is no rewording: an alias of the one known statement it is
+        closest to (unique, sharing at least alias_similarity of the words), else a new statement."""
+        assert self.pending is not None
+        w = words(masked)
+        if not w:
+            return UNK
+        if best != UNK and ahead >= 1 and sim >= self.cfg.alias_similarity:
+            tid = self.pending.alias(best)
+        else:
+            tid = self.pending.new(new_slot(w, not SIGNAL_WORDS.isdisjoint(w)))
+        if tid not in self.examples and len(self.examples) < self.cfg.cache_size:
+            self.examples[tid] = masked
+        return tid
 
     def match_many(self, contents: Iterable[str]) -> list[int]:
         return [self.match(c) for c in contents]

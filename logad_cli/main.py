@@ -17,11 +17,13 @@ from rich.table import Table
 
 from logad.errors import LogadError
 from logad_cli.feedback import feedback as feedback_cmd
+from logad_cli.templates_review import register as register_review
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="logad: streaming log anomaly detection (Drain3 templates + next-template transformer).")
 templates_app = typer.Typer(no_args_is_help=True, help="Template vocab tools.")
 app.add_typer(templates_app, name="templates")
+register_review(templates_app)  # templates pending | accept | reject | forget (logad_cli/templates_review.py)
 console = Console(stderr=True)
 
 ART = Path("artifacts")
