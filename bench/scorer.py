@@ -27,6 +27,7 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MODEL, broker, hdfs_lines, log, percentile, produce, read_topic, settings_for  # noqa: E402
+from _scorer_cost import cpu_us, diverse, exhaustive, growth, parts  # noqa: E402
 
 
 def sample_windows(n_lines: int) -> list:
@@ -54,6 +55,7 @@ def model_rates(windows: list, devices: list[str]) -> dict[tuple[str, int, int],
         for threads in ([1, default_threads] if device == "cpu" else [default_threads]):
             torch.set_num_threads(threads)
             det = Detector.load(MODEL, device)
+            det.dedupe = False  # every window through the model: the cost of distinct windows
             det.score_windows(windows[:64], details=True)  # warm-up
             for b in (1, 16, 64, 256):
                 det.batch_size = b
@@ -69,15 +71,49 @@ def model_rates(windows: list, devices: list[str]) -> dict[tuple[str, int, int],
     return out
 
 
+def cost(sample: list, sizes: list[int], repeat: int) -> dict:
+    """CPU us per window, score cache off, indexed scorer vs the exhaustive baseline, same run:
+    the sample's windows as they come (repeats included), their distinct ones, and the sample perturbed
+    at 2 % (mostly distinct: what a real stream's cache misses look like); the parts of the cost; its
+    growth with the normal reference."""
+    import torch
+
+    from logad.detector import Detector
+
+    torch.set_num_threads(1)  # as `logad scorer` runs
+    fast, base = Detector.load(MODEL, "cpu", batch_size=64), exhaustive(Detector.load(MODEL, "cpu", batch_size=64))
+    distinct = list({(w.ids, w.n_context): w for w in sample}.values())
+    sets = {"sample": sample, "distinct": distinct, "diverse": diverse(sample, 0.02)}
+    out: dict = {}
+    for name, ws in sets.items():
+        row = {k: cpu_us(lambda d=d: d.score_windows(ws, details=True), len(ws), repeat)
+               for k, d in (("baseline", base), ("indexed", fast))}
+        out[name] = row
+        log(f"cost  {name:>8} ({len(ws):,} windows, {len({(w.ids, w.n_context) for w in ws}):,} distinct): "
+            f"baseline {row['baseline']:6.0f} us/window, indexed {row['indexed']:6.0f} us/window = "
+            f"{row['baseline'] / row['indexed']:.1f}x")
+    for k, d in (("baseline", base), ("indexed", fast)):
+        p = out[f"parts_{k}"] = parts(d.scorer, sets["diverse"], repeat)
+        log(f"parts {k:>8} (diverse): model {p['model']:.0f}, count {p['count']:.1f}, alignment {p['alignment']:.1f} "
+            f"us/window (score_windows adds decisions and alert details)")
+    out["growth"] = growth(fast, sets["diverse"][:512], sizes, repeat)
+    for g in out["growth"]:
+        i, e = g["indexed"], g["exhaustive"]
+        log(f"growth {g['size']:>6,} normal windows ({g['count_vectors']:,} count vectors): count {e['count']:.1f} -> "
+            f"{i['count']:.1f} us/window, alignment {e['alignment']:.1f} -> {i['alignment']:.1f} us/window "
+            f"(exhaustive -> indexed)")
+    return out
+
+
 async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cache: int, rate: float | None = None,
-                     n_rate: int = 0) -> dict:
+                     n_rate: int = 0, baseline: bool = False) -> dict:
     """Scorer in this process on fresh topics. Without `rate`: pre-fill, then score everything.
     With `rate`: start the scorer first, then produce n_rate windows at `rate` per second."""
     import torch
 
     from logad.detector import Detector
     from streams.kafka_clients import ensure_topics
-    from streams.scorer import serve
+    from streams.scorer_process import serve
 
     torch.set_num_threads(1)
     prefix = f"s{uuid.uuid4().hex[:8]}"
@@ -88,6 +124,8 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
     from streams.scorer import FORWARD_BATCH
 
     det = Detector.load(MODEL, "cpu", batch_size=min(max_batch, FORWARD_BATCH), cache_size=cache)  # as run_scorer
+    if baseline:
+        det = exhaustive(det)
     n = len(values) if rate is None else n_rate
     if rate is None:
         await produce(bootstrap, t.windows, values, partition=range(t.partitions))
@@ -96,6 +134,7 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
     from streams.prometheus import ScorerMetrics
 
     metrics = ScorerMetrics(CollectorRegistry())
+    cpu0 = time.process_time()  # this process: consumer, scoring, producer (the topic is filled already)
     task = asyncio.create_task(serve(settings, det, f"{prefix}-scorer", metrics))
     if rate is not None:
         await asyncio.sleep(3.0)  # consumer group joined
@@ -113,6 +152,7 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
         await producer.stop()
     while not task.done() and metrics.windows._value.get() < n:  # published and acknowledged
         await asyncio.sleep(0.05)
+    cpu_s = time.process_time() - cpu0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     from streams.codec import decode_scores
@@ -122,6 +162,7 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
     ts = sorted(ms for ms, _ in scores) or [0]
     seconds = max(1e-9, (ts[-1] - ts[0]) / 1000.0)
     out = {"max_batch": max_batch, "cache": cache, "scores": len(scores), "windows_per_s": len(scores) / seconds,
+           "windows_per_cpu_s": len(scores) / max(1e-9, cpu_s),
            "hits": det.cache_hits, "misses": det.cache_misses}
     if rate is not None:
         # score -> its window: the alert id covers (session, range, first_ts); map via the window record
@@ -142,6 +183,9 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=20_000, help="windows for the stream throughput runs")
     ap.add_argument("--rate", type=float, default=1000.0, help="windows/s of the latency run")
     ap.add_argument("--no-model", action="store_true")
+    ap.add_argument("--sizes", default="100,1000,10000", help="normal reference sizes of the growth measurement")
+    ap.add_argument("--repeat", type=int, default=3, help="CPU-time measurements taken, best kept")
+    ap.add_argument("--cost-only", action="store_true", help="only the CPU cost per window (no Kafka runs)")
     args = ap.parse_args()
     import torch
 
@@ -152,6 +196,14 @@ def main() -> None:
     sample = sample_windows(16_252)
     log(f"{len(sample):,} windows of the HDFS sample (mean {sum(len(w.ids) for w in sample) / len(sample):.1f} ids); "
         f"devices {devices}")
+    c = cost(sample, [int(x) for x in args.sizes.split(",")], args.repeat)
+    if args.cost_only:
+        g = {x["size"]: x for x in c["growth"]}
+        print("RESULT " + " ".join(f"{k}_us_per_window_{v}={c[k][v]:.1f}" for k in ("sample", "distinct", "diverse")
+                                   for v in ("baseline", "indexed")) + " " + " ".join(
+            f"align_us_{n}={g[n]['indexed']['alignment']:.1f} align_exhaustive_us_{n}={g[n]['exhaustive']['alignment']:.1f}"
+            for n in g))
+        return
     rates = {} if args.no_model else model_rates(sample, devices)
     lines = int(args.windows / len(sample) * 16_252) + 1
     windows = sample_windows(lines)[: args.windows]
@@ -161,24 +213,33 @@ def main() -> None:
     log(f"stream runs: {len(values):,} windows ({distinct} distinct id sequences)")
     stream = {}
     with broker() as boot:
-        for max_batch, cache in ((1, 65536), (16, 65536), (64, 65536), (256, 65536), (1024, 65536), (1024, 0)):
+        for max_batch, cache, base in ((1, 65536, False), (16, 65536, False), (64, 65536, False),
+                                       (256, 65536, False), (1024, 65536, False), (1024, 0, True), (1024, 0, False)):
             n = len(values) if (max_batch > 1 or cache) else len(values) // 4
-            r = asyncio.run(stream_run(boot, values[:n], max_batch=max_batch, cache=cache))
-            stream[(max_batch, cache)] = r
-            log(f"stream max_batch {max_batch:>3} cache {'on ' if cache else 'off'}: {r['windows_per_s']:10,.0f} windows/s "
+            r = asyncio.run(stream_run(boot, values[:n], max_batch=max_batch, cache=cache, baseline=base))
+            stream[(max_batch, cache, base)] = r
+            log(f"stream max_batch {max_batch:>4} cache {'on ' if cache else 'off'}{' (exhaustive baseline)' if base else ''}: "
+                f"{r['windows_per_s']:10,.0f} windows/s, {r['windows_per_cpu_s']:8,.0f} windows per CPU-second "
                 f"({r['scores']:,} scores; cache {r['hits']:,} hits / {r['misses']:,} misses)")
         lat = asyncio.run(stream_run(boot, values, max_batch=1024, cache=65536, rate=args.rate,
                                      n_rate=int(args.rate * 10)))
         log(f"latency at {args.rate:,.0f} windows/s (window record -> score record): p50 {lat['p50_ms']:.0f} ms, "
             f"p99 {lat['p99_ms']:.0f} ms ({lat['n_latency']:,} windows)")
-    best = stream[(1024, 65536)]["windows_per_s"]
-    nocache = stream[(1024, 0)]["windows_per_s"]
+    best = stream[(1024, 65536, False)]["windows_per_s"]
+    nocache = stream[(1024, 0, False)]["windows_per_s"]
+    nocache_cpu = stream[(1024, 0, False)]["windows_per_cpu_s"]
+    base_cpu = stream[(1024, 0, True)]["windows_per_cpu_s"]
+    log(f"stream, cache off: {nocache_cpu:,.0f} windows per CPU-second vs {base_cpu:,.0f} for the exhaustive "
+        f"baseline = {nocache_cpu / base_cpu:.1f}x")
     model_cpu = rates.get(("cpu", 1, 256), float("nan"))
     log(f"ratios: stream cache on / off {best / nocache:.1f}x; stream (cache off, max_batch 1024) / model alone "
         f"(cpu, 1 thread, batch 256) {nocache / model_cpu:.2f}; batch 256 / batch 1 (model) "
         f"{model_cpu / rates.get(('cpu', 1, 1), float('nan')):.1f}x")
     cuda = f" model_cuda_b256_windows_per_s={rates[('cuda', torch.get_num_threads(), 256)]:.0f}" if "cuda" in devices else ""
     print(f"RESULT scorer_windows_per_s={best:.0f} scorer_nocache_windows_per_s={nocache:.0f} "
+          f"scorer_nocache_windows_per_cpu_s={nocache_cpu:.0f} baseline_nocache_windows_per_cpu_s={base_cpu:.0f} "
+          f"ratio_nocache_vs_baseline={nocache_cpu / base_cpu:.2f} "
+          f"diverse_us_per_window={c['diverse']['indexed']:.0f} diverse_baseline_us_per_window={c['diverse']['baseline']:.0f} "
           f"model_cpu_b1_windows_per_s={rates.get(('cpu', 1, 1), float('nan')):.0f} "
           f"model_cpu_b256_windows_per_s={model_cpu:.0f}{cuda} scorer_p50_ms={lat['p50_ms']:.0f} "
           f"scorer_p99_ms={lat['p99_ms']:.0f}")

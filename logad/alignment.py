@@ -44,6 +44,7 @@ from rapidfuzz.process import cdist
 
 BLOCK_SLACK = 0  # block_run looks at normal windows this many operations from the nearest (see above)
 BLOCK_CANDIDATES = 16  # ... and at most this many of them (the alignments are per pair, in Python)
+DENSE_MAX = 4000  # up to this many normal windows one every-pair rapidfuzz call per batch costs less than the index
 _BASE = 0x100  # template id -> one character (ids are small ints; any code point works for rapidfuzz)
 
 
@@ -157,6 +158,8 @@ class TraceIndex:
                 self._gc[g, list(counts)] = list(counts.values())
             self._glen = self._gc.sum(1).astype(np.int64)  # (G,)
             self._group_strings = [[self.traces[j] for j in m] for m in self._members]
+            self._members_np = [np.asarray(m, dtype=np.int64) for m in self._members]
+            self._trace_len = np.array([len(t) for t in self.traces], dtype=np.int64)  # (M,)
         return added
 
     def set_instability(self, instability: float) -> None:
@@ -184,43 +187,54 @@ class TraceIndex:
         if not self.traces:
             n = [float(max(len(w), 1)) for w in windows]
             return [self.tail_cap] * len(windows), n, n
-        B = len(windows)
+        B, G = len(windows), len(self._members)
         queries = [encode(w) for w in windows]
+        if len(self.traces) <= DENSE_MAX:
+            return self._dense(queries, novel)
         lb = self._bounds(windows)  # (B, G)
-        found: list[dict[int, np.ndarray]] = [{} for _ in range(B)]  # per window: group -> distances
-        self._align(queries, lb.argmin(1)[:, None] == np.arange(lb.shape[1])[None, :], found)
-        best_d = np.array([min(int(d.min()) for d in f.values()) for f in found])  # (B,)
-        best_p = np.array([max(self._tail_p(g, d).max() for g, d in f.items()) for f in found])  # (B,)
-        # (B, G) groups that may still hold a nearer window or a likelier origin
+        first = lb.argmin(1)  # (B,) the group of each window's smallest bound
+        gmin = np.full((B, G), -1, dtype=np.int64)  # (B, G) nearest distance in each aligned group (-1: not aligned)
+        for g in np.unique(first):  # one rapidfuzz call per group over the windows that start there
+            rows = np.flatnonzero(first == g)
+            dist = cdist([queries[b] for b in rows], self._group_strings[g], scorer=Indel.distance, dtype=np.int64)
+            gmin[rows, g] = dist.min(1)
+        best_d = gmin[np.arange(B), first]  # (B,) an upper bound of the nearest distance
+        best_p = self._table.lookup(self._glen[first], best_d)  # (B,) a lower bound of the likeliest tail
         upper = self._table.lookup(np.broadcast_to(self._glen, lb.shape), lb)  # (B, G) P at the bound
-        todo = (lb <= best_d[:, None] + BLOCK_SLACK) | (upper > best_p[:, None])
-        for b, f in enumerate(found):
-            todo[b, list(f)] = False
-        self._align(queries, todo, found)
-        tails, blocks, ops = [], [], []
-        maxp = torch.tensor([max(self._tail_p(g, d).max() for g, d in f.items()) for f in found],
-                            dtype=torch.float64)  # (B,)
-        for q, f, t, nv in zip(queries, found, neg_log10(maxp, self.tail_cap).tolist(), novel):
-            dmin = min(int(d.min()) for d in f.values())
-            tails.append(self.tail_cap if nv else float(t))
+        # (B, G) groups that may still hold a nearer window or a likelier origin
+        todo = ((lb <= best_d[:, None] + BLOCK_SLACK) | (upper > best_p[:, None])) & (gmin < 0)
+        todo[np.arange(B), first] = True  # aligned again below, with the rest (its distances are needed)
+        tails, blocks, ops, maxp = [], [], [], []
+        for b, q in enumerate(queries):  # one rapidfuzz call per window over all its candidate groups
+            groups = np.flatnonzero(todo[b])
+            cand = np.concatenate([self._members_np[g] for g in groups])  # trace indexes
+            d = cdist([q], [self.traces[j] for j in cand], scorer=Indel.distance, dtype=np.int64)[0]
+            starts = np.cumsum([0] + [len(self._members_np[g]) for g in groups[:-1]])
+            near_g = np.minimum.reduceat(d, starts)  # (groups,) nearest distance per group
+            maxp.append(float(self._table.lookup(self._glen[groups], near_g).max()))
+            dmin = int(d.min())
             ops.append(float(dmin))
             if dmin == 0:
                 blocks.append(0.0)
                 continue
-            near = sorted((int(d[k]), self._members[g][k]) for g, d in f.items()
-                          for k in np.flatnonzero(d <= dmin + BLOCK_SLACK))  # by distance, then trace index
-            blocks.append(float(block_run(self.traces, q, [j for _, j in near])))
+            k = np.flatnonzero(d <= dmin + BLOCK_SLACK)
+            near = cand[k[np.lexsort((cand[k], d[k]))]]  # by distance, then trace index
+            blocks.append(float(block_run(self.traces, q, near.tolist())))
+        tail = neg_log10(torch.tensor(maxp, dtype=torch.float64), self.tail_cap).tolist()  # (B,)
+        tails = [self.tail_cap if nv else float(t) for t, nv in zip(tail, novel)]
         return tails, blocks, ops
 
-    def _tail_p(self, g: int, d: np.ndarray) -> np.ndarray:
-        return self._table.lookup(np.full(d.shape, self._glen[g]), d)
-
-    def _align(self, queries: Sequence[str], todo: np.ndarray, found: list[dict[int, np.ndarray]]) -> None:
-        """Indel distances of the (window, group) pairs marked in todo (B, G): one rapidfuzz call
-        per group, over the windows that need it."""
-        for g in np.flatnonzero(todo.any(0)):
-            rows = np.flatnonzero(todo[:, g])
-            dist = cdist([queries[b] for b in rows], self._group_strings[g], scorer=Indel.distance,
-                         dtype=np.int64)  # (b, n_g)
-            for b, d in zip(rows, dist):
-                found[b][int(g)] = d
+    def _dense(self, queries: Sequence[str], novel: Sequence[bool]) -> tuple[list[float], list[float], list[float]]:
+        """The same scores from every (window, normal window) distance: one C call per batch, tails
+        from the table (small references, where the index's per-window work costs more)."""
+        dist = cdist(queries, self.traces, scorer=Indel.distance, dtype=np.int64)  # (B, M)
+        p = self._table.lookup(np.broadcast_to(self._trace_len, dist.shape), dist)  # (B, M)
+        tail = neg_log10(torch.from_numpy(p.max(1)), self.tail_cap).tolist()  # (B,)
+        blocks = []
+        for q, row in zip(queries, dist):
+            dmin = row.min()
+            near = np.flatnonzero(row <= dmin + BLOCK_SLACK)
+            near = near[np.argsort(row[near], kind="stable")]  # by distance, then trace index
+            blocks.append(0.0 if dmin == 0 else float(block_run(self.traces, q, near.tolist())))
+        tails = [self.tail_cap if nv else float(t) for t, nv in zip(tail, novel)]
+        return tails, blocks, dist.min(1).astype(np.float64).tolist()

@@ -11,6 +11,7 @@ import random
 import pytest
 import torch
 
+from logad import alignment
 from logad.alignment import TraceIndex
 from logad.exhaustive import ExhaustiveTraceIndex, ExhaustiveWindowScorer
 from logad.model import ModelConfig, NextTokenTransformer, distinct_prefix_logits
@@ -44,9 +45,16 @@ def world(seed: int, n_ref: int = 60, n_win: int = 120) -> tuple[list[list[int]]
     return refs, wins + [list(r) for r in refs[:10]]
 
 
+@pytest.fixture(params=["indexed", "dense"])
+def search(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both paths of TraceIndex: the count-bound index and, for small references, every pair."""
+    monkeypatch.setattr(alignment, "DENSE_MAX", 0 if request.param == "indexed" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("instability", [0.0, 0.02, 0.1, 0.3])
-def test_indexed_alignment_equals_exhaustive(seed: int, instability: float) -> None:
+def test_indexed_alignment_equals_exhaustive(seed: int, instability: float, search: str) -> None:
     refs, wins = world(seed)
     novel = [max(w) >= V for w in wins]
     fast = TraceIndex(refs, instability, TAIL_CAP).scores(wins, novel)
@@ -61,7 +69,7 @@ def same(fast: tuple[list[float], ...], slow: tuple[list[float], ...]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_extending_the_index_equals_building_it_whole(seed: int) -> None:
+def test_extending_the_index_equals_building_it_whole(seed: int, search: str) -> None:
     refs, wins = world(seed)
     novel = [False] * len(wins)
     grown = TraceIndex(refs[:20], 0.05, TAIL_CAP)
