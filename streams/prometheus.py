@@ -30,7 +30,8 @@ SCORER_METRICS = (
     "logad_scorer_windows", "logad_scorer_alerts", "logad_scorer_batch_size", "logad_scorer_batch_seconds",
     "logad_scoring_latency_seconds", "logad_scorer_queue", "logad_scorer_dead_letters", "logad_scorer_retries",
     "logad_scorer_cache_hits", "logad_scorer_cache_misses", "logad_consumer_lag",
-    "logad_scorer_vocab_mismatch", "logad_alerts_held", "logad_model_info",
+    "logad_scorer_vocab_mismatch", "logad_alerts_held", "logad_model_info", "logad_model_reloads",
+    "logad_model_reload_failures",
 )
 GUARD_PROBLEMS = ("unparsed", "unknown")  # logad.guard.Verdict.problem values
 
@@ -176,6 +177,18 @@ class ScorerMetrics:
             ["reason"], registry=r)
         self.lag = lag_gauge(r)
         self.model_info = model_info_gauge(r)
+        self.reloads, self.reload_failures = reload_counters(r)
+
+
+def reload_counters(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    """Changes picked up without a restart, and those refused, by what changed."""
+    return (Counter("logad_model_reloads", "changes picked up without a restart, by what: bundle (a new model "
+                    "bundle swapped in), feedback (new verdicts of `logad feedback` applied), vocab (the worker: "
+                    "a bundle whose vocab extends the running one)", ["what"], registry=registry),
+            Counter("logad_model_reload_failures", "changes NOT picked up (the running bundle or feedback stays; "
+                    "see the ERROR log), by what: bundle (does not load or verify: retried when the folder "
+                    "changes), feedback (a bad file), vocab (the worker: not an extension of the running vocab, "
+                    "a restart is needed)", ["what"], registry=registry))
 
 
 def lag_gauge(registry: CollectorRegistry) -> Gauge:
@@ -191,14 +204,15 @@ def model_info_gauge(registry: CollectorRegistry) -> Gauge:
 
 
 def set_model_info(gauge: Gauge, model_dir: str | Path, source: str, vocab: Any,
-                   version: str | None = None) -> dict[str, str]:
+                   version: str | None = None, weights: str | None = None) -> dict[str, str]:
     """Set the info gauge from a bundle's manifest (the worker does not load the weights: their hash
-    is the manifest's, which load_bundle checks against the file); returns the labels."""
+    is the manifest's, which load_bundle checks against the file), or from `weights` (the sha256 of
+    the weights loaded); returns the labels."""
     from logad.artifacts import MANIFEST, read_json
     from streams.codec import vocab_tag
 
     p = Path(model_dir)
-    sha = str(read_json(p / MANIFEST, "model manifest").get("weights", {}).get("sha256", ""))
+    sha = weights or str(read_json(p / MANIFEST, "model manifest").get("weights", {}).get("sha256", ""))
     labels = {"version": version or f"{p.name}-{sha[:12]}", "source": source, "vocab": vocab_tag(vocab), "weights": sha[:12]}
     gauge.clear()  # one series: the bundle running now
     gauge.labels(**labels).set(1)

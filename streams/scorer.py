@@ -12,8 +12,11 @@
          its window carries (streams/evidence.py; a record gone from the raw topic is left out),
          except for windows the worker marked held (its input guard found the input does not fit
          the bundle, streams/guard.py): their scores go out, their alerts are counted as held
-      -> windows records of another vocab (fingerprint not the scorer's bundle's): dead letter
-         "vocab_mismatch", never scored
+      -> windows records of another vocab (fingerprint none of the scorer's bundles has, after a look
+         at model_dir for a new one): dead letter "vocab_mismatch", never scored
+    model_dir and the feedback file are watched (streams/rollout.py, scorer.reload_every_s): a new
+    bundle is loaded in a thread and swapped in between two batches, the previous one kept for
+    windows records still stamped with its vocab; new feedback is applied between two batches
       -> offsets committed only after every produce is acknowledged   (at-least-once; a bundle's
          offset is committed past only once its LAST window is settled)
 
@@ -22,26 +25,25 @@ after the acks is simpler to get right by hand. Re-delivered windows give the sa
 (logad.alerts.alert_id), so consumers dedupe. A batch that fails to score is retried window by
 window; a window that still fails goes to the dead-letter topic with the reason. A window that
 cannot be decoded goes there too. Scaling out = more scorer processes in the same group (up to
-topics.partitions).
+topics.partitions). The process around it (Kafka clients, metrics server, watching): streams/scorer_process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
-from logad.alerts import EventEncoder, ce_headers, iso_time
+from logad.alerts import ce_headers, iso_time
 from logad.config import ScorerConfig, Settings
 from logad.records import Window, WindowScore
 from logad.windows import PROBE
-from streams.codec import encode_dead_letter, encode_scores, vocab_tag
+from streams.codec import encode_dead_letter, encode_scores
 from streams.early import EarlyGate
 from streams.kafka_clients import key_partitions, send_batched
+from streams.rollout import Model, Models, model_of
 from streams.window_queue import Outcome, WindowQueue, unpack, unpack_record
 
 log = logging.getLogger("logad.scorer")
@@ -52,6 +54,7 @@ FORWARD_BATCH = 64  # windows per model forward pass (see run_scorer)
 
 MAX_SCORES_BYTES = 512 * 1024  # a scores bundle record stays below this (topics take 1 MiB records)
 MISMATCH_LOG_EVERY_S = 30.0  # vocab mismatches are logged at most this often (each one is counted)
+SETTLE_EVERY_S = 1.0  # an unknown vocab makes the scorer look for a new bundle at most this often
 
 
 def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
@@ -70,27 +73,57 @@ def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exce
 
 
 class Scorer:
-    def __init__(self, detector: Any, consumer: Any, producer: Any, settings: Settings, metrics: Any = None) -> None:
-        self.det = detector
+    def __init__(self, detector: Any, consumer: Any, producer: Any, settings: Settings, metrics: Any = None,
+                 identity: str = "") -> None:
+        self.models = Models(model_of(detector, identity))  # vocab fingerprint -> bundle (streams/rollout.py)
         self.consumer = consumer
         self.producer = producer
         self.cfg: ScorerConfig = settings.scorer
         self.topics = settings.topics
         self.metrics = metrics
         self.queue = WindowQueue(self.cfg.queue_size)
-        self.vocab = vocab_tag(detector.bundle.vocab)  # windows records must carry this fingerprint
         self.held = 0  # anomalous windows not alerted: the worker's input guard held them
         self.mismatches = 0  # windows records refused for their vocab fingerprint
         self._mismatch_logged = float("-inf")
-        self.thresholds = dict(detector.thresholds.values) if detector.thresholds else {}
         self.scored = 0
         self.alerts = 0
-        self._encoder = EventEncoder(detector.version, self.thresholds)
         self.early = EarlyGate()  # probes (scorer.early_alerts) -> at most one early alert per open session
         self.quoter: Any = None  # streams.evidence.Quoter: alerts quote their raw lines (serve() sets it)
         self._last: asyncio.Task | None = None  # the latest batch's ack-and-commit task
         self._to_commit: dict[Any, int] = {}  # settled offsets not committed yet
         self._committer: asyncio.Task | None = None
+        self.watcher: Any = None  # streams.rollout.Watcher (serve() sets it when scorer.reload_every_s > 0)
+        self._busy = asyncio.Lock()  # held while a batch is scored and sent: bundles change between batches
+        self._settled = float("-inf")
+
+    @property
+    def det(self) -> Any:
+        """The running (newest) bundle's Detector."""
+        return self.models.current.detector
+
+    async def swap(self, model: Model) -> None:
+        """`model` scores every window of its vocab from the next batch on (streams/rollout.py)."""
+        async with self._busy:
+            for old in self.models.add(model):
+                if old.tag != model.tag:
+                    log.info("bundle %s (vocab %s) let go: windows records of that vocab are dead-lettered now",
+                             old.version, old.tag)
+            if self.quoter is not None:
+                from logad.artifacts import bundle_format
+
+                self.quoter.fmt = bundle_format(model.detector.bundle.path, model.detector.bundle.vocab.format_name)
+            if self.metrics is not None:
+                from streams.prometheus import set_model_info
+
+                b = model.detector.bundle
+                set_model_info(self.metrics.model_info, b.path, b.vocab.format_name or "", b.vocab, model.version,
+                               weights=b.weights_sha256)
+
+    async def apply_feedback(self, feedback: Any) -> None:
+        """Apply a logad.feedback.Feedback to every kept bundle, between two batches."""
+        async with self._busy:
+            for m in self.models.all():
+                await asyncio.to_thread(m.detector.apply_overlay, feedback.overlay(m.detector.bundle.vocab))
 
     async def consume(self) -> None:
         """Fetch windows into the bounded queue (blocks when the model falls behind: backpressure)."""
@@ -98,7 +131,7 @@ class Scorer:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=self.cfg.max_batch)
             for recs in batch.values():
                 for r in recs:  # decoded one record at a time: a full queue stops the decoding too
-                    await self.queue.put(unpack_record(r, self.vocab))
+                    await self.queue.put(unpack_record(r, self.models.tags))
             if self.metrics is not None:
                 self.metrics.queue.set(self.queue.qsize())
                 await self._observe_lag()
@@ -144,37 +177,30 @@ class Scorer:
 
     async def handle(self, records: list[Any], wait: bool = True) -> asyncio.Task:
         """Decode, score and send the windows of `records` as one batch (see process)."""
-        return await self.process(unpack(records, self.vocab), wait)
+        return await self.process(unpack(records, self.models.tags), wait)
 
     async def process(self, outcomes: list[Outcome], wait: bool = True) -> asyncio.Task:
         """Score and send one batch; a task awaits the acks (after the previous batch's), then has
         the offsets past the batch committed. `wait`: return only once committed."""
         t0 = time.perf_counter()
-        todo = [o for o in outcomes if o.window is not None]
-        if todo:
-            hits, misses = getattr(self.det, "cache_hits", 0), getattr(self.det, "cache_misses", 0)
-            windows = [o.window for o in todo]
-            # A batch the score cache answers whole costs ~1-2 us per window of plain Python: scored
-            # here (a thread hand-off and its GIL switches cost more); otherwise in a thread, so the
-            # event loop keeps fetching while the model runs.
-            results = None
-            cached = getattr(self.det, "score_cached", None)
-            if cached is not None:
-                try:
-                    results = cached(windows)
-                except Exception:  # noqa: BLE001 (score_batch retries it window by window, and logs)
-                    results = None
-            if results is None:
-                results = await asyncio.to_thread(score_batch, self.det, windows)
-            if self.metrics is not None:
-                self.metrics.cache_hits.inc(getattr(self.det, "cache_hits", 0) - hits)
-                self.metrics.cache_misses.inc(getattr(self.det, "cache_misses", 0) - misses)
-            for o, res in zip(todo, results):
-                if isinstance(res, Exception):
-                    o.error = f"score_failed: {type(res).__name__}: {res}"
-                else:
-                    o.score = res
-        futures, counts = await self._send(outcomes)
+        if self.watcher is not None and any(o.error.startswith("vocab_mismatch") for o in outcomes):
+            outcomes = await self._recheck(outcomes)
+        async with self._busy:  # the bundles stay as they are until the batch is scored and sent
+            models: dict[str, Model] = {}  # vocab fingerprint -> the bundle that scores it in this batch
+            todo: dict[str, list[Outcome]] = {}
+            for o in outcomes:
+                if o.window is not None:
+                    todo.setdefault(o.vocab, []).append(o)
+            for tag, group in todo.items():
+                m = self.models.get(tag) or (self.models.current if not tag else None)
+                if m is None:  # its bundle was let go since the record was decoded
+                    for o in group:
+                        o.window, o.error = None, f"vocab_mismatch: the windows record has vocab fingerprint {tag!r}, " \
+                                                  "whose bundle this scorer no longer keeps"
+                    continue
+                models[tag] = m
+                await self._score(m.detector, group)
+            futures, counts = await self._send(outcomes, models)
         task = asyncio.ensure_future(self._settle(outcomes, futures, self._last, t0, counts))
         self._last = task
         if wait:
@@ -182,6 +208,44 @@ class Scorer:
             if self._committer is not None:
                 await self._committer
         return task
+
+    async def _score(self, det: Any, todo: list[Outcome]) -> None:
+        """Score the windows of `todo` with one detector; each Outcome gets its score or error."""
+        hits, misses = getattr(det, "cache_hits", 0), getattr(det, "cache_misses", 0)
+        windows = [o.window for o in todo]
+        # A batch the score cache answers whole costs ~1-2 us per window of plain Python: scored
+        # here (a thread hand-off and its GIL switches cost more); otherwise in a thread, so the
+        # event loop keeps fetching while the model runs.
+        results = None
+        cached = getattr(det, "score_cached", None)
+        if cached is not None:
+            try:
+                results = cached(windows)
+            except Exception:  # noqa: BLE001 (score_batch retries it window by window, and logs)
+                results = None
+        if results is None:
+            results = await asyncio.to_thread(score_batch, det, windows)
+        if self.metrics is not None:
+            self.metrics.cache_hits.inc(getattr(det, "cache_hits", 0) - hits)
+            self.metrics.cache_misses.inc(getattr(det, "cache_misses", 0) - misses)
+        for o, res in zip(todo, results):
+            if isinstance(res, Exception):
+                o.error = f"score_failed: {type(res).__name__}: {res}"
+            else:
+                o.score = res
+
+    async def _recheck(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Records of a vocab no kept bundle has: look at model_dir first (the worker may run a new
+        bundle this scorer has not loaded yet), then decode them again against the bundles kept."""
+        now = time.monotonic()
+        if now - self._settled < SETTLE_EVERY_S:
+            return outcomes
+        self._settled = now
+        await self.watcher.settle()
+        out: list[Outcome] = []
+        for o in outcomes:
+            out += unpack_record(o.record, self.models.tags) if o.error.startswith("vocab_mismatch") else [o]
+        return out
 
     async def _settle(self, outcomes: list[Outcome], futures: list[asyncio.Future], previous: asyncio.Task | None,
                       t0: float, counts: tuple[int, int]) -> None:
@@ -240,12 +304,17 @@ class Scorer:
         dead letters; returns the delivery futures."""
         return (await self._send(outcomes))[0]
 
-    async def _send(self, outcomes: list[Outcome]) -> tuple[list[asyncio.Future], tuple[int, int]]:
-        """send(), and (windows scored, alerts on closed windows) of the batch for the metrics."""
+    async def _send(self, outcomes: list[Outcome], models: dict[str, Model] | None = None
+                    ) -> tuple[list[asyncio.Future], tuple[int, int]]:
+        """send(), and (windows scored, alerts on closed windows) of the batch for the metrics.
+        `models`: vocab fingerprint -> the bundle that scored those windows (default: the running one)."""
         futures = []
         stamp = iso_time(time.time())  # the batch is decided at one instant: format its `time` once
         details = self.cfg.score_details  # normal windows' score records without the surprising events
-        encoder = self._encoder  # = encode_json(make_event(...)), the same bytes (logad.alerts)
+        current = self.models.current
+        # each window's envelope names the bundle that scored it: its model version and its vocab
+        # (EventEncoder: = encode_json(make_event(...)), the same bytes; logad.alerts)
+        encoders = {tag: m.encoder for tag, m in (models or {}).items()}
         gate = self.early
         done = [o for o in outcomes if o.score is not None]
         scored = [o.score for o in done]
@@ -258,6 +327,7 @@ class Scorer:
         evidence = await self._evidence(done)
         for o, ws, part in zip(done, scored, parts):
             w = ws.window
+            encoder = encoders.get(o.vocab, current.encoder)
             ev = evidence.get(id(o)) if evidence else None
             probe = w.reason == PROBE
             if o.hold and ws.is_anomaly:  # the input does not fit the bundle: score it, alert nothing
@@ -355,83 +425,3 @@ def _tp(topic: str, partition: int) -> Any:
     from aiokafka import TopicPartition
 
     return TopicPartition(topic, partition)
-
-
-async def serve(settings: Settings, detector: Any, group: str, metrics: Any = None) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    from streams.kafka_clients import check_broker, consumer_kwargs, producer_kwargs
-    from streams.topics import create_topics
-
-    await check_broker(settings.kafka)
-    await create_topics(settings, raw_topics=[])
-    consumer = AIOKafkaConsumer(settings.topics.windows, **consumer_kwargs(
-        settings.kafka, group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        max_poll_interval_ms=600_000))
-    producer = AIOKafkaProducer(**producer_kwargs(settings.kafka, linger_ms=5))
-    await producer.start()
-    await consumer.start()
-    scorer = Scorer(detector, consumer, producer, settings, metrics)
-    reader = None
-    if settings.scorer.evidence_lines > 0:
-        from logad.artifacts import bundle_format
-        from streams.evidence import Quoter, RawReader
-
-        reader = RawReader(settings.kafka)
-        fmt = bundle_format(detector.bundle.path, detector.bundle.vocab.format_name)
-        scorer.quoter = Quoter(reader, fmt, settings.scorer.evidence_lines)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(scorer.consume(), name="consume"), asyncio.create_task(scorer.run(), name="score")]
-    log.info("scorer ready: group %s, model %s on %s", group, detector.version, detector.device)
-    try:
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t is not waiter and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if reader is not None:
-            await reader.stop()
-        await consumer.stop()
-        await producer.stop()
-        log.info("scorer stopped: %d windows scored, %d alerts, %d held, %d windows records of another vocab",
-                 scorer.scored, scorer.alerts, scorer.held, scorer.mismatches)
-
-
-def run_scorer(settings: Settings, *, model_dir: str | Path, group: str, device: str) -> None:
-    """Load the model (ArtifactError: one line, exit 2, via the CLI), then serve until SIGTERM/SIGINT."""
-    from prometheus_client import start_http_server
-
-    from logad.detector import Detector
-    from streams.prometheus import ScorerMetrics, set_model_info
-    from streams.worker import banner, setup_logging, tune_gc, use_uvloop
-
-    use_uvloop()
-    setup_logging(settings.logging)
-    banner("scorer", settings, model=str(model_dir), group=group, device=device)
-    if settings.scorer.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.scorer.torch_threads)
-    # Forward passes of FORWARD_BATCH length-sorted windows: on CPU (1 thread) 64 scores ~1.5x more
-    # windows/s than 256 (less padding per pass; bench/scorer.py); a scoring batch is max_batch.
-    detector = Detector.load(model_dir, device, batch_size=min(settings.scorer.max_batch, FORWARD_BATCH),
-                             cache_size=settings.scorer.cache_size)
-    metrics = ScorerMetrics()
-    set_model_info(metrics.model_info, model_dir, detector.bundle.vocab.format_name or "", detector.bundle.vocab,
-                   detector.version)
-    try:
-        start_http_server(settings.web.scorer_port, addr=settings.web.host)
-    except OSError as e:
-        log.warning("metrics server not started on %s:%d: %s", settings.web.host, settings.web.scorer_port, e)
-    # (a burst of bundles allocates several containers per window, a decoded dict, its Window, its
-    # score, its envelope: with the default gen0 threshold, collections kept traversing torch and
-    # the model loaded above)
-    tune_gc()
-    asyncio.run(serve(settings, detector, group, metrics))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,10 @@ class Outcome:
     index: int | None = None  # position in a bundle (for the dead letter)
     hold: str = ""  # the input guard's problem when the worker emitted it: scored, published, never alerted
     pos: list | None = None  # packed raw positions of its scored events (streams/positions.py), when sent
+    vocab: str = ""  # the record's vocab fingerprint: which of the scorer's bundles scores it
 
 
-def unpack(records: list[Any], vocab: str) -> list[Outcome]:
+def unpack(records: list[Any], vocab: str | Collection[str]) -> list[Outcome]:
     """Windows records -> one Outcome per window (a record that cannot be decoded: one, failed)."""
     out: list[Outcome] = []
     for r in records:
@@ -39,21 +41,23 @@ def unpack(records: list[Any], vocab: str) -> list[Outcome]:
     return out
 
 
-def unpack_record(r: Any, vocab: str) -> list[Outcome]:
+def unpack_record(r: Any, vocab: str | Collection[str]) -> list[Outcome]:
     """One windows record -> its windows' Outcomes, in order (the last one has last=True).
-    `vocab`: the scorer's vocab fingerprint (streams.codec.vocab_tag); a record stamped with
-    another one (or none) is one failed Outcome "vocab_mismatch": its template ids name the
-    templates of another vocab, so no score of it would mean anything."""
+    `vocab`: the vocab fingerprints the scorer has a bundle for (streams.codec.vocab_tag; while a
+    new bundle rolls out, the previous one's too); a record stamped with another one (or none) is
+    one failed Outcome "vocab_mismatch": its template ids name the templates of another vocab, so
+    no score of it would mean anything. Each Outcome carries its record's fingerprint."""
     try:
         items, tag, hold, poss = decode_windows_bundle(r.value)
     except CodecError as e:
         return [Outcome(r, None, error=f"bad_window: {e}")]
-    if tag != vocab:
+    known = (vocab,) if isinstance(vocab, str) else vocab
+    if tag not in known:
         why = ("carries no vocab fingerprint" if not tag else
-               f"has vocab fingerprint {tag[:32]!r}, this scorer's bundle {vocab!r}")
+               f"has vocab fingerprint {tag[:32]!r}, this scorer's bundle {' or '.join(map(repr, sorted(known)))}")
         return [Outcome(r, None, error=f"vocab_mismatch: the windows record {why}: worker and scorer must "
-                                       "run the same model bundle")]
-    out = [Outcome(r, w, last=False, hold=hold, pos=p) for w, p in zip(items, poss)]
+                                       "run the same model bundle", vocab=tag)]
+    out = [Outcome(r, w, last=False, hold=hold, pos=p, vocab=tag) for w, p in zip(items, poss)]
     out[-1].last = True
     if len(items) > 1:
         for i, w in enumerate(items):

@@ -147,7 +147,7 @@ def test_no_pickle_codec_on_any_topic_and_loopback_web(worker_app: faust.App) ->
     # The scorer's metrics server binds to web.host too.
     import inspect
 
-    from streams import scorer
+    from streams import scorer_process as scorer
 
     assert "start_http_server(settings.web.scorer_port, addr=settings.web.host)" in inspect.getsource(scorer.run_scorer)
     record("9a security: clients, pickle, codecs, bind address", True, topics_checked=sorted({k[0] for k in serializers}),

@@ -72,13 +72,16 @@ def test_score_records_leave_out_normal_windows_details_but_alerts_keep_them(win
     # out grouped by partition: compare as sets)
     stamp = lean[0]["time"]
     ws = det.score_windows(windows, details=True)
-    expected = {orjson.dumps(make_event(s, det.version, det.thresholds.values, stamp=stamp)) for s in ws if s.is_anomaly}
+    tag = vocab_tag(det.bundle.vocab)  # the envelopes name the vocab their window ids refer to
+    expected = {orjson.dumps(make_event(s, det.version, det.thresholds.values, stamp=stamp, vocab=tag))
+                for s in ws if s.is_anomaly}
     assert len(alerts) == len(expected) and set(alerts) == expected
     assert sorted(alerts) == sorted(orjson.dumps(e) for e in anomalous)
     # the full records are what make_event gives by default (score_details=True: as before the option)
     by_id = {e["id"]: e for e in full}
     assert len(by_id) == len(full) and by_id == {
-        e["id"]: e for e in (orjson.loads(orjson.dumps(make_event(s, det.version, det.thresholds.values, stamp=stamp)))
+        e["id"]: e for e in (orjson.loads(orjson.dumps(make_event(s, det.version, det.thresholds.values, stamp=stamp,
+                                                                  vocab=tag)))
                              for s in ws)}
 
 
