@@ -604,7 +604,7 @@ def scorer(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (default: scorer.device)")] = None,
 ) -> None:
     """Scoring worker: windows -> model (dynamic batches) -> scores + alerts topics."""
-    from streams.scorer import run_scorer
+    from streams.scorer_process import run_scorer
 
     s = settings()
     run_scorer(s, model_dir=_model_dir(s, model), group=group, device=device or s.scorer.device)
