@@ -6,6 +6,9 @@
                              the normal training sessions alone, below)
       --vocab.match--> events in time order --session rule + gap_s--> sessions
       --labels (optional)--> split: train = normal only; val = normal + some anomalies; test = rest
+         (--init BUNDLE: its vocab seeds the new one when the masking agrees: its templates keep
+                             their ids, new ones are appended, so a running worker can pick the
+                             new bundle up without a restart)
       --transformer (from scratch, or --init BUNDLE with the embedding resized)--> weights
       --calibrate (normal reference + thresholds at instability R)--> thresholds.json
       --report--> <out>/report.json + report.md (P/R/F1 beside baselines when labels mark anomalies)
@@ -146,10 +149,11 @@ def train_bundle(format_path: str | Path, logs: list[Path], out: str | Path, lab
         if not (out / "manifest.json").is_file():
             raise ConfigError(f"{out} exists and is not a model bundle: choose an empty or new folder")
     steps: dict[str, float] = {}
+    seed, not_kept = init_vocab(init, fmt)
 
     stats = ParseStats()
     vocab, info, unk, label_counts = prepare_from_logs(fmt, logs, out / "data", labels, opts.split, opts.split_by,
-                                                       sessions_cfg.gap_s, guard, stats, steps, progress)
+                                                       sessions_cfg.gap_s, guard, stats, steps, progress, seed=seed)
     data_dir = out / "data"
 
     t = time.time()
@@ -170,19 +174,37 @@ def train_bundle(format_path: str | Path, logs: list[Path], out: str | Path, lab
     steps["report_s"] = time.time() - t
     steps["total_s"] = time.time() - t0
     report["seconds"] = {k: round(v, 1) for k, v in steps.items()}
+    if not_kept:
+        report["warnings"].append(not_kept)
     write_json(out / "report.json", report)
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     return report
 
 
+def init_vocab(init: str | Path | None, fmt: LogFormat) -> tuple[TemplateVocab | None, str]:
+    """(the vocab of the --init bundle, "") to seed the new one with: its templates keep their ids,
+    new ones are appended (an id-extension, which a running worker picks up without a restart); or
+    (None, why not) when its masking is not the format's (its patterns would not match)."""
+    if init is None:
+        return None, ""
+    from logad.artifacts import load_bundle
+
+    base = load_bundle(init).vocab
+    if base.masker is None or base.masking_fingerprint != fmt.masker.fingerprint:
+        return None, (f"the vocab of --init {init} was made with other masking than format {fmt.name!r}: its "
+                      "template ids are not kept, so running workers need a restart to take this bundle")
+    return base, ""
+
+
 def prepare_from_logs(fmt: LogFormat, logs: list[Path], data_dir: Path, labels: str | Path | None,
                       rule: SplitRule = SplitRule(), split_by: str = "auto", gap_s: float = SessionConfig.gap_s,
                       guard: GuardConfig = GuardConfig(), stats: ParseStats | None = None,
-                      steps: dict[str, float] | None = None, progress: bool = True
+                      steps: dict[str, float] | None = None, progress: bool = True, seed: TemplateVocab | None = None
                       ) -> tuple[TemplateVocab, dict, int, dict[str, int]]:
     """Raw logs -> <data_dir>/{train,val,test}.parquet + template_vocab.json + split.json (`logad
     prepare raw`, and the first half of `logad train`). Returns (vocab, split info, lines that
-    matched no mined template, label counts)."""
+    matched no mined template, label counts). `seed`: a vocab whose templates keep their ids (lines
+    matching one count for it; the rest are mined and appended)."""
     fmt.require_sessions()
     stats = stats if stats is not None else ParseStats()
     steps = steps if steps is not None else {}
@@ -193,7 +215,7 @@ def prepare_from_logs(fmt: LogFormat, logs: list[Path], data_dir: Path, labels: 
     if not records:
         raise ConfigError("no log lines parsed: check the format file against the logs")
     t = time.time()
-    vocab = TemplateVocab.fit((r[2] for r in records), fmt)
+    vocab = TemplateVocab.fit((r[2] for r in records), fmt, seed=seed)
     tids = vocab.match_many(r[2] for r in records)
     unk = sum(1 for x in tids if x == UNK)
     steps["templates_s"] = time.time() - t

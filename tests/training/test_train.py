@@ -176,3 +176,23 @@ def test_templates_match_reads_with_the_bundles_format(bundle: tuple[Path, dict]
     assert r.returncode == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert len(rows) == 4000 and all(k.startswith("blk_") and t.startswith("T") for k, t in rows)
+
+
+def test_init_keeps_the_template_ids_of_its_vocab(bundle: tuple[Path, dict], tmp_path: Path) -> None:
+    """`--init` of a bundle trained with the same format: the new vocab is an id-extension of its
+    vocab (what a running worker picks up without a restart); of a bundle with other masking: a
+    fresh vocab and a warning saying so."""
+    from logad.formats import load_format
+    from streams.live_vocab import extension_problem
+    from training.train import init_vocab
+
+    out, _ = bundle
+    more = tmp_path / "more.log"
+    with gzip.open(DATA / "hdfs" / "HDFS_head20k.log.gz", "rt") as f:
+        more.write_text("".join(line for i, line in enumerate(f) if i >= 8000))
+    report = train_bundle(FORMAT, [more], tmp_path / "next", init=out, opts=FAST, progress=False)
+    old, new = load_bundle(out).vocab, load_bundle(tmp_path / "next").vocab
+    assert extension_problem(old, new) == "" and new.keys[:len(old)] == old.keys
+    assert not [w for w in report["warnings"] if "--init" in w]
+    seed, why = init_vocab(ROOT / "artifacts" / "models" / "hdfs", load_format(FORMAT))
+    assert seed is None and "other masking" in why and "restart" in why
