@@ -3,7 +3,10 @@
 A share of the statements that occur in the test logs is reworded, one edit per statement, the
 variables kept: a word inserted, a word replaced, or a word dropped (cycling, seeded). Each
 detector decision is measured before the rewording and after it, with the frozen vocab (a
-reworded line is an unseen template) and with drift-tolerant matching (logad.drift).
+reworded line is an unseen template), with drift-tolerant matching alone (logad.drift: "drift")
+and with what logad does, drift matching plus pending statements (logad.pending: "pending"; the
+sessions are scored in order, so a statement alerts until it is promoted; on the raw sample the
+"drift" row is `logad detect`, which does both).
 
 * HDFS raw sample (data/hdfs/HDFS_head20k.log.gz, real lines, block labels): the lines of the
   reworded statements are edited in place; `logad detect` runs on both files.
@@ -201,17 +204,19 @@ def main() -> None:
                 ("OpenStack test split", split_bench(art / "models/openstack", art / "openstack_finetune", args.share,
                                                      seed))]
         for data, res in runs:
-            for k in ("before", "frozen", "drift"):
+            for k in ("before", "frozen", "drift", "pending"):
+                if k not in res:
+                    continue
                 m = res[k]
                 print(f"{data:<24} {seed:>4} {k:<7} {m['fpr']:>7.4f} {m['recall']:>7.4f} {m['f1']:>7.4f} "
                       f"{m['f1_at_2.93%']:>8.4f}")
-            extra = {k: v for k, v in res.items() if k not in ("before", "frozen", "drift")}
+            extra = {k: v for k, v in res.items() if k not in ("before", "frozen", "drift", "pending")}
             print(f"{'':<24} {'':>4} {extra}")
-            b = res["before"]
-            worst["drift_fpr"] = max(worst["drift_fpr"], 100 * (res["drift"]["fpr"] - b["fpr"]))
+            b, full = res["before"], res.get("pending", res["drift"])  # what logad does: drift + pending
+            worst["drift_fpr"] = max(worst["drift_fpr"], 100 * (full["fpr"] - b["fpr"]))
             worst["frozen_fpr"] = max(worst["frozen_fpr"], 100 * (res["frozen"]["fpr"] - b["fpr"]))
             if data != "HDFS raw sample":  # the sample's anomalies are mostly cut before they show
-                worst["drift_recall"] = max(worst["drift_recall"], 100 * (b["recall"] - res["drift"]["recall"]))
+                worst["drift_recall"] = max(worst["drift_recall"], 100 * (b["recall"] - full["recall"]))
     print(f"RESULT drift_fpr_rise_pp_max={worst['drift_fpr']:.2f} recall_drop_pp_max={worst['drift_recall']:.2f} "
           f"frozen_fpr_rise_pp_max={worst['frozen_fpr']:.2f} bar_fpr_rise_pp=1.0 "
           f"met={int(worst['drift_fpr'] <= 1.0 and worst['drift_recall'] <= 1.0)}", flush=True)
