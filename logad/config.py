@@ -157,8 +157,9 @@ class ScorerConfig:
     score_details: bool = False  # also attach the surprising events to score records of normal windows (alerts always have them)
     torch_threads: int = 1  # CPU threads of the model (0 = torch's default); scale out with scorer processes
     evidence_lines: int = 5  # raw lines an alert quotes (read back from the raw topic; windows carry positions); 0 = off
-    # seconds between looks at model_dir and the feedback file: a new bundle (its manifest and
-    # thresholds changed and every hash verifies) or new feedback is picked up without a restart; 0 = never
+    # seconds between looks at model_dir (scorer and worker) and the feedback file (scorer): a new
+    # bundle (manifest or thresholds changed, every hash verifies; the worker: a vocab that extends
+    # its own) or new feedback is picked up without a restart; 0 = never
     reload_every_s: float = 5.0
     feedback_file: str = ""  # verdicts of `logad feedback` (append-only JSONL); "" = feedback.jsonl in the bundle
 

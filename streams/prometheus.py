@@ -25,6 +25,7 @@ WORKER_METRICS = (
     "logad_session_closes", "logad_evictions", "logad_windows", "logad_duplicate_events",
     "logad_backfilled_events_records", "logad_caught_up", "logad_consumer_lag", "logad_input_clock_lag_seconds",
     "logad_input_mismatch", "logad_input_unparsed_rate", "logad_input_unknown_rate", "logad_model_info",
+    "logad_model_reloads", "logad_model_reload_failures",
 )
 SCORER_METRICS = (
     "logad_scorer_windows", "logad_scorer_alerts", "logad_scorer_batch_size", "logad_scorer_batch_seconds",
@@ -85,6 +86,7 @@ class WorkerMetrics:
         self.unknown_rate = Gauge("logad_input_unknown_rate", "share of the last guard.window_lines parsed lines "
                                   "that match no template of the model (input guard)", ["source", "topic"], registry=r)
         self.model_info = model_info_gauge(r)
+        self.reloads, self.reload_failures = reload_counters(r)  # (streams/live_vocab.py)
         self._seen: dict[str, int] = {}
         self._closes: dict[str, int] = {}
         self._rejected: dict[str, int] = {}

@@ -3,7 +3,9 @@
 Startup order: settings -> banner with redacted(settings) (never a secret, never a credential-bearing
 URL) -> model manifest + vocab (ArtifactError exits with one line) -> broker reachable (BrokerError
 exits with one line naming the address) -> topics (explicit partition counts) -> Faust worker,
-which installs SIGTERM/SIGINT handlers and commits on a clean stop.
+which installs SIGTERM/SIGINT handlers and commits on a clean stop. Every scorer.reload_every_s a
+timer looks at the bundle folder: a bundle whose vocab extends the running one is taken without a
+restart (streams/live_vocab.py).
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ def run_worker(settings: Settings, *, app_id: str, model_dir: str | Path, raw_to
     use_uvloop()
     setup_logging(settings.logging)
     app, ctx = build_app(settings, app_id=app_id, model_dir=model_dir, raw_topic=raw_topic, datadir=datadir)
+    if settings.scorer.reload_every_s > 0:  # a bundle whose vocab extends this one is taken live
+        from streams.live_vocab import watch
+
+        watch(app, ctx, model_dir, settings)
     banner("worker", settings, app_id=app_id, model=str(model_dir), source=ctx.source, topics=vars(ctx.topics),
            web=f"http://{settings.web.host}:{settings.web.port}/metrics")
     created = asyncio.run(prepare(settings, ctx.topics.raw))
