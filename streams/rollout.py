@@ -159,7 +159,8 @@ class Watcher:
         if identity == running.identity or attempt == self._failed_bundle:
             return False
         try:
-            det = await asyncio.to_thread(self._load_with_feedback)
+            model = model_of(await asyncio.to_thread(self._load_with_feedback), identity)
+            await self.scorer.swap(model)
         except Exception as e:  # noqa: BLE001 (ArtifactError for a bundle being copied; anything else alike)
             self._failed_bundle = attempt
             self._count("bundle", False)
@@ -167,8 +168,6 @@ class Watcher:
                       "changes", self.model_dir, type(e).__name__, e, running.version)
             return False
         self._failed_bundle = ""
-        model = model_of(det, identity)
-        await self.scorer.swap(model)
         self._count("bundle", True)
         log.info("bundle %s (vocab %s) swapped in for %s (vocab %s)", model.version, model.tag, running.version,
                  running.tag)

@@ -102,16 +102,20 @@ class Scorer:
         return self.models.current.detector
 
     async def swap(self, model: Model) -> None:
-        """`model` scores every window of its vocab from the next batch on (streams/rollout.py)."""
+        """`model` scores every window of its vocab from the next batch on (streams/rollout.py).
+        ArtifactError (its format file does not match its manifest) before anything changed."""
+        fmt = None
+        if self.quoter is not None:
+            from logad.artifacts import bundle_format
+
+            fmt = bundle_format(model.detector.bundle.path, model.detector.bundle.vocab.format_name)
         async with self._busy:
             for old in self.models.add(model):
                 if old.tag != model.tag:
                     log.info("bundle %s (vocab %s) let go: windows records of that vocab are dead-lettered now",
                              old.version, old.tag)
-            if self.quoter is not None:
-                from logad.artifacts import bundle_format
-
-                self.quoter.fmt = bundle_format(model.detector.bundle.path, model.detector.bundle.vocab.format_name)
+            if fmt is not None:
+                self.quoter.fmt = fmt
             if self.metrics is not None:
                 from streams.prometheus import set_model_info
 
