@@ -138,3 +138,20 @@ def test_a_vocab_that_is_no_extension_is_refused(worker, caplog: pytest.LogCaptu
     assert "template id 3 is 'E2'" in errors[0].getMessage()
     assert ctx.runner.vocab == vocab_tag(old) and ctx.ingestor.vocab is matcher and w.refused == 1
     assert count(worker.reg, "logad_model_reload_failures_total") == 1
+
+
+def test_the_real_worker_context_takes_an_extension(tmp_path: Path) -> None:
+    """watch() and swap() on the worker's own app and context (built, not started): the matcher and
+    the windows fingerprint they switch are the ones the ingest and the session runner use."""
+    from streams.app import build_app
+
+    folder = tmp_path / "hdfs"
+    shutil.copytree(ROOT / "artifacts/models/hdfs", folder)
+    settings = Settings()
+    app, ctx = build_app(settings, app_id="live-vocab-test", model_dir=folder, datadir=tmp_path / "faust",
+                         metrics=WorkerMetrics(CollectorRegistry()))
+    watcher = watch(app, ctx, folder, settings)
+    new = extended(watcher.vocab)
+    assert ctx.ingestor.vocab.match(NEW_LINE) == 1 and ctx.runner.vocab == vocab_tag(watcher.vocab)
+    watcher.swap(new)
+    assert ctx.ingestor.vocab.match(NEW_LINE) == len(new) - 1 and ctx.runner.vocab == vocab_tag(new)
