@@ -2,12 +2,14 @@
 
     raw topic --(IngestLoop: aiokafka batches)--> events topic      one bundle per partition per batch
     events    --(agent `sessions`, concurrency 1, table "sessions")--> windows topic
-    timer every sessions.sweep_every_s: close sessions idle on the input clock -> windows
+    timer every sessions.sweep_every_s: close sessions idle on the input clock -> windows; after a
+      rebalance, forget the sessions of events partitions now held by other workers
 
 Faust carries no payload codec here: every topic is value_serializer="raw" and streams/codec.py
 turns bytes into records (a bad record is dead-lettered, never crashes the agent). The table has
 bytes keys and values (orjson; session_table.ChangelogTable writes the store and the changelog
-itself, acked before each events record is returned to Faust), `use_partitioner=True` (its
+itself, and Faust commits an events offset only once the changelog writes before it are
+acknowledged: faust_compat.gate_commits_on_changelog), `use_partitioner=True` (its
 changelog partition is the key's murmur2 partition, exactly the events topic's partition for that
 key, so the timer can write it outside an event), an in-memory store rebuilt from the changelog,
 and no standby replicas (a memory store would mix standby keys into the active dict).
@@ -267,66 +269,101 @@ async def committed_offsets(ctx: WorkerContext, tps: list[TopicPartition]) -> di
 
 
 async def tick(ctx: WorkerContext, app: faust.App) -> None:
-    """Close idle sessions: on the wall clock when ingest and the session agent have nothing in
-    flight (caught up), else on the input clock (see streams/session_processor.py)."""
+    """Close idle sessions on the input clock (see streams/session_processor.py). Caught up (every
+    partition of the raw topic ingested and committed to its end, by whichever worker holds it,
+    and our events partitions handled), that clock is the wall time the check began; then commits
+    are pushed too and, once everything is committed, closes need no tombstones."""
     if not ctx.ready.is_set() or ctx.ingest is None or app.rebalancing:
         return
     if not recovery_done(app):
         return
     parts = ctx.settings.topics.partitions
     mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.events)
-    if tuple(mine) != ctx.assigned:  # a rebalance recovered other sessions into the table
+    owned = set(mine)
+    if tuple(mine) != ctx.assigned:  # a rebalance: partitions (and their sessions) came, or went
         ctx.assigned = tuple(mine)
-        ctx.runner.proc.sessionizer.invalidate_index()
-        ctx.runner.proc.store.rescan()
+        await forget_revoked(ctx, owned)
     await observe(ctx, app, mine)
+    checked = time.time()  # every line that arrived before this is applied, if caught up below
     caught_up = bool(mine) and await ctx.ingest.caught_up()
     committed: dict[int, int] = {}
+    tps = [TopicPartition(ctx.topics.events, p) for p in mine]
     if caught_up:
-        tps = [TopicPartition(ctx.topics.events, p) for p in mine]
         try:
+            # raw first: the events of every raw record committed by then are on the events topic
+            # (ingest commits after their acks), so the events end offsets read next include them
+            caught_up = await raw_ingested(ctx)
             end = {tp.partition: o for tp, o in (await ctx.consumer.end_offsets(tps)).items()}
             committed = await committed_offsets(ctx, tps)
         except KafkaError as e:  # e.g. the group coordinator is still starting: just not now
             log.debug("lag check failed (%s); no sweep this tick", e)
             return
-        caught_up = ctx.runner.lag_free(end, committed)
+        caught_up = caught_up and ctx.runner.lag_free(end, committed)
     ctx.metrics.caught_up.set(1 if caught_up else 0)
+    final = False
+    if caught_up:
+        dup = ctx.runner.proc.duplicates
+        if dup != ctx.reported_duplicates:
+            log.info("dropped %d re-delivered events so far (raw positions already applied)", dup)
+            ctx.reported_duplicates = dup
+        final = ctx.runner.all_committed(committed)
+        if not final:
+            await app.consumer.commit()  # Faust commits what the agent acked
+            await unstick_commits(ctx, app, committed)
+            try:  # committed now? Then this sweep's closes need no tombstones (each would cost two
+                # changelog writes: the tombstone, then its delete; 18k of them at the end of a burst)
+                final = ctx.runner.all_committed(await committed_offsets(ctx, tps))
+            except KafkaError as e:
+                log.debug("committed offsets unknown (%s); closing with tombstones", e)
+    # Idle = silent on the INPUT clock, never on this worker's wall clock alone: behind, the arrival
+    # time up to which every raw partition has been applied in our events partitions (the bundles
+    # carry it); caught up, the wall time at which every raw partition was found ingested. A worker
+    # behind, or one whose sessions also come from raw partitions another worker ingests while that
+    # one is down or lagging, decides like one that kept up. Closes leave tombstones unless
+    # everything is committed (those then go by age, TOMBSTONE_TTL_S).
     store = ctx.runner.proc.store
-    owned = set(mine)
-    if not caught_up:
-        # Behind, or a stream that never pauses: close what is idle on the INPUT clock (the arrival
-        # time up to which every raw partition has been applied), never on the wall clock, so a
-        # worker catching up decides like one that kept up. Tombstones stay (purged by age).
-        clock = ctx.runner.input_clock(mine)
-        if clock is not None:
-            ctx.metrics.clock_lag.set(max(0.0, time.time() - clock))
-            store.owned = None if len(owned) == parts else (lambda k: key_partition(k, parts) in owned)
-            windows = await ctx.runner.sweep(clock, False)
-            if windows:
-                log.debug("closed %d idle sessions (input clock %.3f)", len(windows), clock)
-        ctx.metrics.open_sessions.set(len(store))
-        return
-    ctx.metrics.clock_lag.set(0.0)
-    dup = ctx.runner.proc.duplicates
-    if dup != ctx.reported_duplicates:
-        log.info("dropped %d re-delivered events so far (raw positions already applied)", dup)
-        ctx.reported_duplicates = dup
-    final = ctx.runner.all_committed(committed)
-    if not final:
-        await app.consumer.commit()  # Faust commits what the agent acked
-        await unstick_commits(ctx, app, committed)
-        try:  # committed now? Then this sweep's closes need no tombstones (each would cost two
-            # changelog writes: the tombstone, then its delete; 18k of them at the end of a burst)
-            final = ctx.runner.all_committed(await committed_offsets(ctx, tps))
-        except KafkaError as e:
-            log.debug("committed offsets unknown (%s); closing with tombstones", e)
     store.owned = None if len(owned) == parts else (lambda k: key_partition(k, parts) in owned)
-    windows = await ctx.runner.sweep(time.time(), final)
-    if windows:
-        log.debug("closed %d idle sessions", len(windows))
+    clock = checked if caught_up else ctx.runner.input_clock(mine)
+    if clock is not None:
+        ctx.metrics.clock_lag.set(max(0.0, time.time() - clock))
+        windows = await ctx.runner.sweep(clock, final)
+        if windows:
+            log.debug("closed %d idle sessions (input clock %.3f)", len(windows), clock)
     ctx.metrics.open_sessions.set(len(store))
     ctx.metrics.sessions(ctx.runner.proc.sessionizer.counters)
+
+
+async def raw_ingested(ctx: WorkerContext) -> bool:
+    """Every partition of the raw topic is ingested and committed to its end, whichever worker
+    ingests it: this worker's events partitions also get sessions from raw partitions that others
+    read, so its own ingest being caught up says nothing about them."""
+    raw = ctx.topics.raw
+    parts = ctx.consumer.partitions_for_topic(raw)
+    if not parts:
+        return False
+    tps = [TopicPartition(raw, p) for p in sorted(parts)]
+    end = await ctx.consumer.end_offsets(tps)
+    done = await ctx.admin.list_consumer_group_offsets(f"{ctx.app_id}-ingest", partitions=tps)
+    return all(end[tp] == 0 or (done.get(tp) is not None and done[tp].offset >= end[tp]) for tp in tps)
+
+
+async def forget_revoked(ctx: WorkerContext, owned: set[int]) -> None:
+    """After a rebalance: drop from memory what belongs to events partitions this worker no longer
+    holds (their sessions, offsets and clocks; the changelog keeps the sessions for the new owner,
+    and recovery brings them back should the partitions return), and re-index the sessions that
+    recovery brought in. Faust's memory store only drops revoked keys it recovered itself; the
+    sessions this worker wrote stayed, counted as open (logad_open_sessions) for good."""
+    parts = ctx.settings.topics.partitions
+    runner = ctx.runner
+    async with runner.lock:  # between units of work: nothing buffered in the store
+        dropped = runner.proc.store.forget(lambda k: key_partition(k, parts) in owned)
+    if dropped:
+        log.info("forgot %d sessions of events partitions now held by other workers", dropped)
+    for offsets in (ctx.expected, ctx.behind_ticks, runner.processed_end):
+        for p in [p for p in offsets if p not in owned]:
+            del offsets[p]
+    runner.clocks = {k: t for k, t in runner.clocks.items() if k[1] in owned}
+    runner.proc.sessionizer.invalidate_index()
 
 
 async def observe(ctx: WorkerContext, app: faust.App, mine: list[int]) -> None:

@@ -14,7 +14,7 @@ changes it; the stream tests (tests/streams, tests/reliability) check the behavi
 | quiet_table_monitor | the monitor counts every table get/set/del with a labelled Prometheus increment (~a tenth of the worker) |
 | raise_producer_buffer | it warns and flushes inline past 100 queued producer messages, a normal burst of changelog writes |
 | recovery_done | table recovery's completion is only visible as Recovery.completed |
-| memory_store_dict | the memory store's plain dict is written directly by ChangelogTable (streams/session_table.py) |
+| memory_store_dict | the memory store's plain dict is written directly by ChangelogTable (streams/session_table.py); the store then does not know those keys' partitions and keeps them when the partitions are revoked (streams/app.py forget_revoked drops them) |
 | streams/watchdog.py (a thread, kept beside the worker) | recovery can hang after a crash loop with records left; it reads Recovery.in_recovery and active_remaining_total() |
 """
 

@@ -166,8 +166,9 @@ class Ingestor:
                       ) -> list[tuple[int, bytes]]:
         """Clock-only bundles for the events partitions not in `skip` whose clock is older than
         CLOCK_EVERY_S: the session agents close idle sessions on this clock, so it must advance
-        in every partition that data arrives for, or not. (A silent input sends nothing: the worker
-        is then caught up and closes idle sessions on the wall clock.)"""
+        in every partition that data arrives for, or not. (A silent input sends nothing: once every
+        raw partition is ingested and committed to its end, the session agents close idle sessions
+        at the wall time they checked that; streams/app.py `tick`.)"""
         out = []
         for rp, clock in clocks.items():
             for p in range(self.partitions):

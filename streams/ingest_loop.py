@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+from aiokafka.errors import CommitFailedError, RebalanceInProgressError
+
 from streams.ingest import Ingestor, RawRecord
 
 log = logging.getLogger("logad.ingest")
@@ -123,7 +125,13 @@ class IngestLoop:
             for md in await asyncio.gather(*futures):  # every record acknowledged before the commit
                 if md.topic == self.events_topic:
                     self.produced_end[md.partition] = max(self.produced_end.get(md.partition, 0), md.offset + 1)
-            await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+            try:
+                await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+            except (CommitFailedError, RebalanceInProgressError) as e:
+                # The group rebalanced while this batch was in flight (a worker joined or left): its
+                # events are acknowledged, only the commit is lost. The partitions' next owner re-reads
+                # the batch and the session agents drop its events by their raw positions.
+                log.warning("raw batch done but not committed (the ingest group rebalanced): %s", type(e).__name__)
             if self.metrics is not None:
                 seconds = time.perf_counter() - t0
                 for n, out in outs:

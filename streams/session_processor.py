@@ -27,8 +27,13 @@ closes sessions idle at the time up to which every raw partition has been applie
 partition of this worker (the bundles carry it; `SessionRunner.input_clock`). Idle then means "the
 input was silent", never "this worker was slow or down": a worker that restarts after a crash, or
 lags behind a burst, decides like one that kept up, and a stream that never pauses still has its
-idle sessions closed (within sweep_every_s of the clock passing them). When everything is read and
-handled (caught up), the clock is the wall clock.
+idle sessions closed (within sweep_every_s of the clock passing them). Nor does it mean "another
+worker's ingest is down or behind": a raw partition nobody reads holds the clock back in every
+events partition it feeds. When every raw partition is ingested and committed to its end (whoever
+ingests it) and this worker's events partitions are handled (caught up), the clock is the wall
+time at which that was checked (streams/app.py `tick`).
+After a rebalance the worker forgets the sessions of events partitions it no longer holds
+(streams/app.py forget_revoked; SessionStore.forget): the changelog keeps them for the new owner.
 """
 
 from __future__ import annotations

@@ -100,6 +100,15 @@ class BytesTable(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self.table)
 
+    def forget(self, keep: Callable[[str], bool]) -> int:
+        """Delete from the underlying dict the keys `keep` refuses, writing nothing anywhere else
+        (for a ChangelogTable: no changelog record); returns how many."""
+        gone = [k for k in list(self.table.keys())
+                if not keep(k.decode("utf-8", "replace") if isinstance(k, bytes) else k)]
+        for k in gone:
+            del self.table[k]
+        return len(gone)
+
     def tombstone_keys(self) -> list[str]:
         """Keys whose value is a tombstone ([null, ...], see SessionStore), found on the raw bytes:
         no JSON decode of the live sessions (a purge used to decode every open session)."""
@@ -342,6 +351,24 @@ class SessionStore(MutableMapping[str, Any]):
         if scan is not None:
             return scan()
         return [k for k, v in list(self.table.items()) if v is not None and state_of(v) is None]
+
+    def forget(self, owned: Callable[[str], bool]) -> int:
+        """Forget, in this process only, every value (live session or tombstone) whose key `owned`
+        refuses: the sessions of events partitions another worker holds after a rebalance. Their
+        changelog records stay (the new owner recovered them from there). Between units of work
+        only (nothing buffered). Returns how many keys went."""
+        self.discard()
+        forget = getattr(self.table, "forget", None)  # BytesTable / ChangelogTable: the raw dict
+        if forget is not None:
+            n = forget(owned)
+        else:  # a plain dict is memory only
+            gone = [k for k in list(self.table) if not owned(k)]
+            for k in gone:
+                del self.table[k]
+            n = len(gone)
+        self._tomb_times = deque((t, k) for t, k in self._tomb_times if owned(k))
+        self.rescan()
+        return n
 
     def rescan(self) -> None:
         """Values came in behind the store's back (a rebalance recovered other partitions): count

@@ -245,13 +245,9 @@ def test_scale_out_add_worker(kafka_bootstrap: str, tmp_path: Path, offline: dic
 METRIC_AFTER_REBALANCE: dict = {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a worker that loses events partitions in a rebalance keeps their sessions in its in-memory "
-    "table (Faust's memory store does not drop revoked partitions; SessionStore.__len__ counts every "
-    "key): logad_open_sessions stays > 0 forever, so `logad evaluate-stream`'s drain check and the "
-    "open-sessions panel never settle; the sweep itself skips them (store.owned)"))
 def test_scale_out_open_sessions_metric_after_rebalance() -> None:
-    """After (b) drained, no worker reports open sessions (figures of test_scale_out_add_worker)."""
+    """After (b) drained, no worker reports open sessions (figures of test_scale_out_add_worker): the
+    workers that handed partitions over forgot those sessions (streams/app.py forget_revoked)."""
     if not METRIC_AFTER_REBALANCE:
         pytest.skip("needs test_scale_out_add_worker in the same run")
     by_worker = METRIC_AFTER_REBALANCE["open_sessions_by_worker"]

@@ -79,3 +79,61 @@ def test_sweep_in_chunks_closes_what_one_sweep_closes() -> None:
     whole, chunks = run(1000), run(3)
     assert whole[0] == chunks[0] and whole[1] == chunks[1] and len(whole[0]) == 20
     assert chunks[2] == 20 == whole[2]  # every window produced (one record each without partitions)
+
+
+def test_forget_drops_other_partitions_sessions_from_memory_only() -> None:
+    """After a rebalance the worker forgets the sessions (and tombstones) of events partitions it no
+    longer holds: len() counts only its own again, and no changelog record is written for them."""
+    from types import SimpleNamespace
+
+    from streams.kafka_clients import key_partition
+    from streams.session_table import ChangelogTable
+
+    rules = SessionRules(rule=WindowRule(8, 4), idle_timeout_s=1.0)
+    faust_table = SimpleNamespace(data=SimpleNamespace(data={}))  # Table.data = memory Store; .data = its dict
+    table = ChangelogTable(faust_table, "app-sessions-changelog", 4)
+    proc = SessionProcessor("hdfs", rules, table)
+    keys = [f"blk_{i}" for i in range(40)]
+    for i, k in enumerate(keys):
+        proc.apply(k, "r/0", [(3, 1.0, i)], now=1.0)
+    proc.store.flush()
+    proc.apply(keys[0], "r/0", [(4, 2.0, 100)], now=1.0)
+    proc.store.tombstones_final = False
+    del proc.store[keys[1]]  # closed: a tombstone
+    proc.store.flush()
+    table.queued.clear()  # (sent by the worker's drain)
+    mine = {0, 2}
+    owned = lambda k: key_partition(k.encode(), 4) in mine  # noqa: E731
+    kept = [k for k in keys if owned(k)]
+    assert 0 < len(kept) < len(keys)
+    gone = proc.store.forget(owned)
+    assert gone == len(keys) - len(kept) and not table.queued  # memory only
+    assert sorted(faust_table.data.data) == sorted(k.encode() for k in kept)
+    live = [k for k in kept if k != keys[1]]
+    assert len(proc.store) == len(live) == proc.store.count_open()
+    plain: dict = {"a": ((1, 0, "3", None, None, None, 1.0), "r/0", 1), "b": (None, "r/0", 2)}
+    assert SessionStore(plain).forget(lambda k: k == "a") == 1 and list(plain) == ["a"]
+
+
+def test_raw_byte_and_single_partition_shortcuts_equal_their_references() -> None:
+    """BytesTable.tombstone_keys (a prefix test on the raw bytes) against decoding every value
+    (state_of(value) is None), and SessionStore.applied (one raw partition read in place) against
+    watermark_of, on random values: live or tombstone, 0-3 raw partitions, with or without positions."""
+    import random
+
+    from streams.session_table import BytesTable, watermark_of
+
+    rng = random.Random(4)
+    raw: dict[bytes, bytes] = {}
+    t = BytesTable(raw)
+    values = {}
+    for i in range(500):
+        state = None if rng.random() < 0.4 else (rng.randint(1, 9), 0, "3", None, None, None, float(i))
+        wm = {f"r/{p}": rng.randint(0, 10**9) for p in rng.sample(range(4), rng.randint(0, 3))}
+        values[f"k{i}"] = wrap(state, wm, [[1, 2]] if rng.random() < 0.3 else None)
+        t[f"k{i}"] = values[f"k{i}"]
+    assert sorted(t.tombstone_keys()) == sorted(k for k in t if state_of(t[k]) is None)
+    store = SessionStore(t)
+    for k, v in values.items():
+        for rp in ("r/0", "r/1", "r/2", "r/3"):
+            assert store.applied(k, rp) == watermark_of(v).get(rp, -1)
