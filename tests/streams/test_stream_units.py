@@ -716,4 +716,3 @@ def test_changelog_table_writes_store_and_changelog_itself() -> None:
     assert (topic, key, part) == ("app-sessions-changelog", b"blk_1", key_partition("blk_1", 4))
     assert orjson.loads(value)[1:] == ["r/0", 5]
     assert (key2, value2) == (b"blk_1", None) and faust_table.data.data == {}  # delete = tombstone record
-
