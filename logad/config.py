@@ -139,6 +139,7 @@ class DriftConfig:
     cache_size: int = 50_000  # masked lines remembered
     alias_similarity: float = 0.5  # a pending line this close to exactly one known statement is tried as it (logad.pending)
     promote_after: int = 5  # sessions normal apart from a pending statement that promote it (0: only people accept)
+    decisions_file: str = ""  # accepted / rejected / promoted statements (JSONL); "" = template_decisions.jsonl in the bundle
 
     def __post_init__(self) -> None:
         _check("drift", self, ranges={"min_similarity": (0.01, 1.0), "margin": (1, None), "cache_size": (1, None),

@@ -29,7 +29,8 @@ import orjson
 from logad.alerts import evidence_indexes, make_event, vocab_tag
 from logad.config import DriftConfig, GuardConfig, SessionConfig
 from logad.drift import DriftVocab
-from logad.pending import DECISIONS_FILE, PendingTemplates, read_decisions, score_with_pending
+from logad.drift import matcher as drift_matcher
+from logad.pending import attach, score_with_pending
 from logad.feedback import apply_feedback, feedback_path
 from logad.formats import LogFormat, load_format
 from logad.guard import check_input
@@ -168,10 +169,10 @@ def detect_paths(paths: Sequence[str | Path], model_dir: str | Path, log_format:
     fmt.require_sessions()
     sz = Sessionizer(fmt.name, session_rules(det, fmt, session_cfg))
     stats = ParseStats()
-    matcher = DriftVocab(vocab, drift, pending=True) if drift is not None and drift.enabled else vocab
-    # statements the vocab does not know: pending until `promote_after` normal-looking sessions (logad.pending)
-    pend = PendingTemplates(vocab, drift.promote_after, read_decisions(Path(model_dir) / DECISIONS_FILE)) \
-        if isinstance(matcher, DriftVocab) else None
+    matcher = drift_matcher(vocab, drift) if drift is not None else vocab
+    # statements the vocab does not know: pending until `promote_after` normal-looking sessions (logad.pending);
+    # promotions of this run are reported, not written (the stream's scorer writes its own)
+    pend = attach(det, model_dir, drift, persist=False) if isinstance(matcher, DriftVocab) else None
     events, unk = read_events(paths, fmt, matcher, stats, order)
     health = check_input(stats, unk, guard, f"{len(paths)} input path(s) with format {fmt.name!r} and model "
                                             f"{det.version}")

@@ -105,6 +105,7 @@ class Detector:
         self._start = thresholds.start_level() if self.adapt else 0  # type: ignore[union-attr]
         self._trackers: dict[str, InstabilityTracker] = {}  # source -> its instability estimate
         self._frozen = False  # True while a chunk is decided again (its windows were observed once)
+        self.pending = None  # logad.pending.PendingTemplates where windows may hold pending ids (logad.pending.attach)
         self.feedback: frozenset[tuple[tuple[int, ...], int]] = frozenset()  # (ids, n_context) marked normal
 
     @classmethod

@@ -170,6 +170,12 @@ class DriftVocab:
              "first_seen": r.first_seen, "last_seen": r.last_seen} for r in rows]}
 
 
+def matcher(vocab: TemplateVocab, cfg: DriftConfig) -> TemplateVocab | DriftVocab:
+    """What reads lines for detection (logad detect, the worker): the vocab with drift matching and
+    pending ids (logad.pending) when `cfg.enabled`, else the frozen vocab (a line no template fits: UNK)."""
+    return DriftVocab(vocab, cfg, pending=True) if cfg.enabled else vocab
+
+
 def drift_report(paths: Sequence[str | Path], model_dir: str | Path, cfg: DriftConfig = DriftConfig(),
                  log_format: str | None = None, top: int = 50) -> dict[str, Any]:
     """Which statements of the logs changed or appeared against a bundle's vocab, since when (event

@@ -30,6 +30,7 @@ decision per statement holds.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import zlib
@@ -43,6 +44,8 @@ import orjson
 from logad.errors import ConfigError
 from logad.records import Window, WindowScore
 from logad.templates import N_SPECIAL, UNK, TemplateVocab
+
+log = logging.getLogger("logad.pending")
 
 NEW_SLOTS = 1 << 16  # hash slots of new statements (ids 2V .. 2V + NEW_SLOTS - 1)
 OUTCOME_BIT = 1 << 15  # set in the slot of a statement with an outcome word: never promoted by votes
@@ -110,7 +113,7 @@ class Decision:
 
     key: str  # the pending statement ("alias:..." / "new:...")
     action: str  # accept | reject | promote (votes) | forget (back to pending)
-    target: str | None = None  # accept --as: the template key it counts as (None: alias -> its statement, new -> left out)
+    target: str | None = None  # the template key it counts as (None: an alias its statement, a new one left out)
     by: str = ""  # who ("logad scorer" / "logad detect" for promotions)
     at: float = 0.0  # when (epoch seconds, UTC)
     why: str = ""
@@ -330,6 +333,29 @@ class PendingTemplates:
         return "(left out)" if tid is None else f"{self.ids.vocab.key_of(tid)}: {self.ids.vocab.text_of(tid)}"
 
 
+def decisions_path(model_dir: str | Path, configured: str = "") -> Path:
+    """Where a bundle's decisions live: `configured` (drift.decisions_file) or <bundle>/template_decisions.jsonl."""
+    return Path(configured) if configured else Path(model_dir) / DECISIONS_FILE
+
+
+def attach(detector: Any, model_dir: str | Path, cfg: Any, persist: bool = True) -> PendingTemplates:
+    """detector.pending: the pending statements of the bundle in `model_dir`, with the decisions in
+    force (decisions_path, `cfg` a DriftConfig); `persist`: promotions are appended there (the
+    stream's scorer; a file it cannot write is logged, the promotion holds in memory)."""
+    path = decisions_path(model_dir, cfg.decisions_file)
+
+    def persist_to_file(d: Decision) -> None:
+        try:
+            append_decision(path, d)
+        except OSError as e:
+            log.error("promotion of %s not written to %s (%s): it holds until this process stops", d.key, path, e)
+
+    pend = PendingTemplates(detector.bundle.vocab, cfg.promote_after, read_decisions(path),
+                            on_promote=persist_to_file if persist else None)
+    detector.pending = pend
+    return pend
+
+
 def score_with_pending(detector: Any, pending: PendingTemplates | None, windows: Sequence[Window],
                        **kw: Any) -> list[WindowScore]:
     """detector.score_windows(windows, **kw) for windows that may hold pending ids: resolve, score the
@@ -362,7 +388,7 @@ def score_with_pending(detector: Any, pending: PendingTemplates | None, windows:
 
 
 MAX_READ = 8  # open statements read per window (one model pass each)
-CANDIDATES = 3  # the model's guesses tried for a statement: the first in the left-to-right pass, the others one at a time
+CANDIDATES = 3  # the model's guesses tried per statement: the first left to right, the others one at a time
 
 
 def _score(detector: Any, windows: Sequence[Window], **kw: Any) -> list[WindowScore]:

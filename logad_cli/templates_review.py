@@ -28,16 +28,18 @@ ART = Path("artifacts")
 
 
 def _decisions_path(model: Path) -> Path:
-    from logad.pending import DECISIONS_FILE
+    """The bundle's decisions file (drift.decisions_file, default template_decisions.jsonl in it)."""
+    from logad.pending import decisions_path
+    from logad_cli.main import settings
 
     if not (model / "template_vocab.json").is_file():
         raise LogadError(f"--model {model}: not a model bundle (no template_vocab.json)")
-    return model / DECISIONS_FILE
+    return decisions_path(model, settings().drift.decisions_file)
 
 
 def pending(
     model: Annotated[Path, typer.Option(help="model bundle")] = ART / "models" / "hdfs",
-    logs: Annotated[Optional[list[Path]], typer.Option("--logs", help="raw log files or folders to look through")] = None,
+    logs: Annotated[Optional[list[Path]], typer.Option("--logs", help="raw log files or folders to read")] = None,
     log_format: Annotated[Optional[str], typer.Option("--format", help="override the bundle's format")] = None,
 ) -> None:
     """Statements the model's vocab does not know: decisions in force and, with --logs, those seen there."""
@@ -81,7 +83,7 @@ def pending_in_logs(model: Path, paths: list[Path], log_format: str | None) -> l
     vocab = TemplateVocab.load(model / "template_vocab.json")
     fmt = load_format(log_format) if log_format else bundle_format(model, vocab.format_name)
     dv = DriftVocab(vocab, DriftConfig(), pending=True)
-    pend = PendingTemplates(vocab, decisions=read_decisions(_decisions_path(model)))
+    pend = PendingTemplates(vocab, decisions=read_decisions(_decisions_path(model)))  # for the readings shown
     rows: dict[int, dict] = {}
     for _, _, rec in iter_file_records(paths, fmt, ParseStats()):
         if not isinstance(rec, LogRecord):

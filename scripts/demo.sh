@@ -52,6 +52,7 @@ export LOGAD_KAFKA_BOOTSTRAP_SERVERS="$BOOT"
 export LOGAD_SESSIONS_IDLE_TIMEOUT_S="${LOGAD_SESSIONS_IDLE_TIMEOUT_S:-3}"
 export LOGAD_SESSIONS_SWEEP_EVERY_S="${LOGAD_SESSIONS_SWEEP_EVERY_S:-0.5}"
 export LOGAD_SCORER_MODEL_DIR="$MODEL"
+export LOGAD_DRIFT_DECISIONS_FILE="$STATE/template_decisions.jsonl"  # the demo leaves the bundle as it found it
 export LOGAD_WEB_HOST=127.0.0.1 LOGAD_WEB_PORT="$(free_port)" LOGAD_WEB_SCORER_PORT="$(free_port)"
 echo "   broker $BOOT; worker metrics http://127.0.0.1:$LOGAD_WEB_PORT/metrics, scorer http://127.0.0.1:$LOGAD_WEB_SCORER_PORT/metrics"
 

@@ -36,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from logad.config import Settings
-from logad.drift import DriftVocab
+from logad.drift import matcher as drift_matcher
 from logad.templates import DriftMiner
 from streams.codec import CodecError, decode_events_bundle, encode_bundles, encode_dead_letter, vocab_tag
 from streams.ingest import Ingestor
@@ -124,7 +124,7 @@ def build_app(settings: Settings, *, app_id: str, model_dir: str | Path, raw_top
                       key_type=bytes, value_type=bytes)
     drift = DriftMiner(fmt)
     # Reworded statements map to the statement they are closest to, as `logad detect` maps them.
-    matcher = DriftVocab(vocab, s.drift) if s.drift.enabled else vocab
+    matcher = drift_matcher(vocab, s.drift)  # drift matching and pending ids (logad.pending), or the frozen vocab
     ingestor = Ingestor(fmt, matcher, max_record_bytes=s.ingest.max_record_bytes,
                         max_line_bytes=s.ingest.max_line_bytes, drift=drift, partitions=parts, guard=s.guard)
     changelog = ChangelogTable(table, changelog_topic(app_id), parts)  # we write the changelog (see there)

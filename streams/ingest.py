@@ -221,6 +221,7 @@ class Ingestor:
         first line's) -> logad.parse.parse_fields with the record key as origin -> vocab match ->
         (tid, ts, pos) appended to each of its sessions."""
         fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
+        known = len(self.vocab)  # ids from here on are pending statements (logad.pending): no template fits
         origin = r.key.decode("utf-8", "replace") if r.key else self.rp_name(r.topic, r.partition)
         base = r.offset << LINE_BITS
         ok = events = unk = truncated = non_utf8 = unparsed = 0
@@ -243,7 +244,7 @@ class Ingestor:
             truncated += trunc
             ok += 1
             tid = match(content)
-            if tid == UNK:
+            if tid == UNK or tid >= known:
                 unk += 1
                 if drift is not None:
                     drift.observe(content)
@@ -268,6 +269,7 @@ class Ingestor:
         events, dead letters, stats and counters as the reference (tests/streams/test_ingest_paths.py);
         ~20% more lines/s through Ingestor.process on the HDFS sample."""
         fmt, limit, match, drift = self.fmt, self.max_line_bytes, self.vocab.match, self.drift
+        known = len(self.vocab)  # ids from here on are pending statements (logad.pending): no template fits
         header, findall, ts_cache = self._fast  # type: ignore[misc]
         base = r.offset << LINE_BITS
         ok = events = unk = truncated = 0
@@ -293,7 +295,7 @@ class Ingestor:
                 truncated += trunc
             ok += 1
             tid = match(content)
-            if tid == UNK:
+            if tid == UNK or tid >= known:
                 unk += 1
                 if drift is not None:
                     drift.observe(content)

@@ -100,12 +100,12 @@ class VocabWatcher:
 
     def swap(self, vocab: Any) -> None:
         """Take `vocab` (an extension of the running one): no await in here, so between two batches."""
-        from logad.drift import DriftVocab
+        from logad.drift import matcher
 
         old = self.vocab
         # the fingerprint first: a window cut meanwhile holds old ids only, which the new vocab keeps
         self.ctx.runner.vocab = vocab_tag(vocab)
-        self.ctx.ingestor.vocab = DriftVocab(vocab, self.settings.drift) if self.settings.drift.enabled else vocab
+        self.ctx.ingestor.vocab = matcher(vocab, self.settings.drift)
         self.vocab = vocab
         self.picked += 1
         self.ctx.metrics.reloads.labels("vocab").inc()

@@ -11,6 +11,8 @@
         -> load failed: logged and counted (logad_model_reload_failures_total{what="bundle"}) once
            per state of the folder (identity + each file's size and mtime), retried when the folder
            changes again; the running bundle keeps scoring
+      template_decisions.jsonl (logad.pending): its size or mtime changed -> read again, handed to
+        every kept bundle's pending statements (a bad file: logged, counted, the decisions in force stay)
       feedback file (logad.feedback): its records' digest changed -> the overlay applied to every
         kept detector (Scorer.apply_feedback, between two batches); a bad file is logged and counted
         (what="feedback") once per state, the overlay in force stays
@@ -32,7 +34,9 @@ from typing import Any
 
 from logad.alerts import EventEncoder, vocab_tag
 from logad.artifacts import MANIFEST
+from logad.errors import ConfigError
 from logad.feedback import Feedback, FeedbackError, read_feedback
+from logad.pending import DECISIONS_FILE, read_decisions
 
 log = logging.getLogger("logad.scorer")
 
@@ -121,13 +125,15 @@ class Watcher:
     docstring). `load(model_dir)` -> a Detector (in a thread); `scorer`: what swaps and applies."""
 
     def __init__(self, scorer: Any, model_dir: str | Path, feedback: Path, load: Callable[[str | Path], Any],
-                 every_s: float, metrics: Any = None) -> None:
+                 every_s: float, metrics: Any = None, decisions: Path | None = None) -> None:
         self.scorer, self.model_dir, self.feedback, self.load = scorer, Path(model_dir), feedback, load
+        self.decisions = decisions or Path(model_dir) / DECISIONS_FILE  # logad.pending.decisions_path
         self.every_s, self.metrics = every_s, metrics
         self.applied = ""  # digest of the feedback in force
         self._failed_bundle = ""  # attempt state of the last bundle that failed to load
         self._failed_feedback: tuple | None = None  # file state of the last feedback that failed to read
         self._lock = asyncio.Lock()  # one look at a time (poll and settle)
+        self._decisions_state = file_state(self.decisions)  # as the bundle was loaded
         self.reloads = self.failures = 0
 
     async def run(self) -> None:
@@ -143,7 +149,7 @@ class Watcher:
     async def poll(self) -> bool:
         """One look; True when a bundle was swapped in or feedback applied."""
         async with self._lock:
-            return (await self._bundle()) | (await self._feedback())
+            return (await self._bundle()) | (await self._feedback()) | (await self._decisions())
 
     def _count(self, what: str, ok: bool) -> None:
         if ok:
@@ -198,6 +204,27 @@ class Watcher:
         self._count("feedback", True)
         log.info("feedback applied: %d verdicts in force, %d windows marked normal", len(fb.standing),
                  len(self.scorer.models.current.detector.feedback))
+        return True
+
+    async def _decisions(self) -> bool:
+        """template_decisions.jsonl changed (a person accepted or rejected a pending statement, or
+        this or another scorer promoted one): every kept bundle's pending statements follow it."""
+        path = self.decisions
+        state = await asyncio.to_thread(file_state, path)
+        if state == self._decisions_state:
+            return False
+        self._decisions_state = state
+        try:
+            decided = await asyncio.to_thread(read_decisions, path)
+        except ConfigError as e:
+            self._count("decisions", False)
+            log.error("template decisions not applied: %s; the decisions in force stay", e)
+            return False
+        for m in self.scorer.models.all():
+            if getattr(m.detector, "pending", None) is not None:
+                m.detector.pending.set_decisions(decided)
+        self._count("decisions", True)
+        log.info("template decisions applied: %d in force", len(decided))
         return True
 
     async def settle(self) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from logad.alerts import ce_headers, iso_time
 from logad.config import ScorerConfig, Settings
+from logad.pending import score_with_pending
 from logad.records import Window, WindowScore
 from logad.windows import PROBE
 from streams.codec import encode_dead_letter, encode_scores
@@ -60,13 +61,13 @@ SETTLE_EVERY_S = 1.0  # an unknown vocab makes the scorer look for a new bundle 
 def score_batch(detector: Any, windows: list[Window]) -> list[WindowScore | Exception]:
     """Score a batch; on failure, score each window alone so one bad window cannot sink the rest."""
     try:
-        return list(detector.score_windows(windows, details=True))
+        return list(score_with_pending(detector, getattr(detector, "pending", None), windows, details=True))
     except Exception as e:
         log.warning("batch of %d windows failed (%s: %s); retrying one by one", len(windows), type(e).__name__, e)
     out: list[WindowScore | Exception] = []
     for w in windows:
         try:
-            out.append(detector.score_windows([w], details=True)[0])
+            out.append(score_with_pending(detector, getattr(detector, "pending", None), [w], details=True)[0])
         except Exception as e:  # noqa: PERF203 (rare path)
             out.append(e)
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from logad.config import Settings
+from logad.pending import attach, decisions_path
 from streams.scorer import FORWARD_BATCH, Scorer
 
 log = logging.getLogger("logad.scorer")
@@ -28,8 +29,11 @@ def loader(settings: Settings, device: str) -> Any:
     # Forward passes of FORWARD_BATCH length-sorted windows: on CPU (1 thread) 64 scores ~1.5x more
     # windows/s than 256 (less padding per pass; bench/scorer.py); a scoring batch is max_batch.
     def load(model_dir: str | Path) -> Any:
-        return Detector.load(model_dir, device, batch_size=min(settings.scorer.max_batch, FORWARD_BATCH),
-                             cache_size=settings.scorer.cache_size)
+        det = Detector.load(model_dir, device, batch_size=min(settings.scorer.max_batch, FORWARD_BATCH),
+                            cache_size=settings.scorer.cache_size)
+        if settings.drift.enabled:  # the worker gives lines no template fits pending ids (logad.pending)
+            attach(det, model_dir, settings.drift)
+        return det
 
     return load
 
@@ -70,7 +74,8 @@ async def serve(settings: Settings, detector: Any, group: str, metrics: Any = No
     tasks = [asyncio.create_task(scorer.consume(), name="consume"), asyncio.create_task(scorer.run(), name="score")]
     if load is not None and settings.scorer.reload_every_s > 0:
         scorer.watcher = Watcher(scorer, detector.bundle.path, feedback_path(detector.bundle.path,
-                                 settings.scorer.feedback_file), load, settings.scorer.reload_every_s, metrics)
+                                 settings.scorer.feedback_file), load, settings.scorer.reload_every_s, metrics,
+                                 decisions=decisions_path(detector.bundle.path, settings.drift.decisions_file))
         scorer.watcher.applied = applied
         tasks.append(asyncio.create_task(scorer.watcher.run(), name="watch"))
     log.info("scorer ready: group %s, model %s on %s", group, detector.version, detector.device)

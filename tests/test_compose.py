@@ -115,8 +115,11 @@ def test_one_variable_picks_the_bundle_and_the_raw_topic(compose: dict[str, Any]
             settings = load_settings(env=env_of(compose["services"][name], host))
             assert settings.scorer.model_dir == model_dir, name
             assert raw_topic(settings, source) == raw, name
+            assert settings.drift.decisions_file == f"/app/artifacts/decisions/{source}.jsonl", name
     for name in APP_SERVICES:  # every app service sees the mounted bundles
         assert "./artifacts/models:/app/artifacts/models:ro" in compose["services"][name]["volumes"], name
+        if name in ("worker", "scorer"):  # the scorer writes promotions of pending statements there
+            assert "./artifacts/decisions:/app/artifacts/decisions" in compose["services"][name]["volumes"], name
 
 
 def test_scorer_reserves_a_gpu_and_cpu_override_drops_it(compose: dict[str, Any]) -> None:

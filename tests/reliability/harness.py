@@ -198,6 +198,8 @@ class Pipeline:
             "LOGAD_SESSIONS_IDLE_TIMEOUT_S": "3", "LOGAD_SESSIONS_SWEEP_EVERY_S": "0.5",
             "LOGAD_WEB_PORT": str(free_port()), "LOGAD_WEB_SCORER_PORT": str(free_port()),
             "LOGAD_SCORER_MODEL_DIR": str(MODEL), "LOGAD_SCORER_DEVICE": "cpu",
+            # promotions of pending statements go to the test's folder, never into the shipped bundle
+            "LOGAD_DRIFT_DECISIONS_FILE": str(tmp / "template_decisions.jsonl"),
             "LOGAD_LOGGING_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
             **extra_env,
         })

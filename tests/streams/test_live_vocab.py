@@ -152,6 +152,7 @@ def test_the_real_worker_context_takes_an_extension(tmp_path: Path) -> None:
                          metrics=WorkerMetrics(CollectorRegistry()))
     watcher = watch(app, ctx, folder, settings)
     new = extended(watcher.vocab)
-    assert ctx.ingestor.vocab.match(NEW_LINE) == 1 and ctx.runner.vocab == vocab_tag(watcher.vocab)
+    # no template fits the line yet: a pending id (logad.pending)
+    assert ctx.ingestor.vocab.match(NEW_LINE) >= len(watcher.vocab) and ctx.runner.vocab == vocab_tag(watcher.vocab)
     watcher.swap(new)
     assert ctx.ingestor.vocab.match(NEW_LINE) == len(new) - 1 and ctx.runner.vocab == vocab_tag(new)
