@@ -167,12 +167,12 @@ async def stream_run(bootstrap: str, values: list[bytes], *, max_batch: int, cac
     if rate is not None:
         # score -> its window: the alert id covers (session, range, first_ts); map via the window record
         from logad.alerts import alert_id
-        from streams.codec import decode_window
+        from streams.codec import decode_windows
 
         by_id = {}
         for w in windows:
-            win = decode_window(w.value)
-            by_id[alert_id(win.source, win.session_id, win.start, win.end, win.first_ts, det.version)] = w.timestamp
+            for win in decode_windows(w.value):
+                by_id[alert_id(win.source, win.session_id, win.start, win.end, win.first_ts, det.version)] = w.timestamp
         lat = [(ts - by_id[s["id"]]) for ts, s in scores if s["id"] in by_id]
         out.update(p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99), n_latency=len(lat))
     return out

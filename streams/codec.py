@@ -248,11 +248,6 @@ def window_dict(w: Window, pos: list | None = None) -> dict[str, Any]:
     return d
 
 
-def encode_window(w: Window) -> bytes:
-    """One bare window (the pre-bundle record shape; tests and tools still write it)."""
-    return orjson.dumps(window_dict(w))
-
-
 MAX_BUNDLE_WINDOWS = 256  # windows per windows record (~100 KB of JSON)
 MAX_BUNDLE_BYTES = 512 * 1024  # ... and at most this many bytes (topics take 1 MiB records)
 
@@ -288,14 +283,14 @@ def _bundle(windows: Sequence[Window], meta: dict[str, str], out: list[bytes],
 
 
 def decode_windows(data: bytes | None) -> list[Window | CodecError]:
-    """A windows record (bundle or bare window) -> its windows in order (see decode_windows_record)."""
+    """A windows record (a bundle) -> its windows in order (see decode_windows_record)."""
     return decode_windows_record(data)[0]
 
 
 def decode_windows_record(data: bytes | None) -> tuple[list[Window | CodecError], str, str]:
     """A windows record -> (its windows in order, vocab fingerprint, hold): a malformed window is a
-    CodecError in its place (the scorer dead-letters it, the others are scored); a bare window has
-    no fingerprint (""). A record that is not JSON or has no windows at all raises CodecError."""
+    CodecError in its place (the scorer dead-letters it, the others are scored). A record that is
+    not JSON, not a bundle or has no windows at all raises CodecError."""
     return decode_windows_bundle(data)[:3]  # type: ignore[return-value]
 
 
@@ -321,12 +316,7 @@ def decode_windows_bundle(data: bytes | None) -> tuple[list[Window | CodecError]
                 out.append(e)
                 poss.append(None)
         return out, vocab, hold, poss
-    return [_window(doc)], "", "", [None]
-
-
-def decode_window(data: bytes | None) -> Window:
-    """A bare window record -> Window; CodecError when malformed."""
-    return _window(_loads(data, "window record"))
+    raise CodecError("window record: not a window bundle ({\"w\": [window, ...], \"vocab\": ...})")
 
 
 _WINDOW_KEYS = frozenset(WINDOW_FIELDS)
@@ -376,11 +366,11 @@ def encode_scores(events: Sequence[bytes]) -> bytes:
 
 
 def decode_scores(data: bytes | None) -> list[Any]:
-    """A scores record -> its envelopes: a bundle's list, or [the envelope] of a bare one."""
+    """A scores record (a bundle, encode_scores) -> its envelopes; CodecError for anything else."""
     doc = _loads(data, "scores record")
     if isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc:
         return doc["scores"]
-    return [doc]
+    raise CodecError("scores record: not a scores bundle ({\"scores\": [envelope, ...]})")
 
 
 # -------------------------------------------------------------------------------- dead letter

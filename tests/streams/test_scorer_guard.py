@@ -9,11 +9,12 @@ import logging
 from types import SimpleNamespace
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from logad.config import Settings, TopicsConfig
 from logad.records import Window
-from streams.codec import decode_scores, decode_windows_record, encode_window, encode_windows, vocab_tag
+from streams.codec import CodecError, decode_scores, decode_windows_record, encode_windows, vocab_tag, window_dict
 from streams.prometheus import ScorerMetrics
 from tests.streams.test_stream_units import TAG, FakeConsumer, FakeDetector, FakeProducer
 
@@ -50,14 +51,16 @@ def test_vocab_tag_roundtrip() -> None:
     assert decode_windows_record(value) == ([window(1)], tag, "unknown")
     (value,) = encode_windows([window(1)], vocab=tag)
     assert decode_windows_record(value) == ([window(1)], tag, "") and b"hold" not in value
-    assert decode_windows_record(encode_window(window(1))) == ([window(1)], "", "")  # bare: no fingerprint
+    assert decode_windows_record(orjson.dumps({"w": [window_dict(window(1))]})) == ([window(1)], "", "")  # no vocab
+    with pytest.raises(CodecError):  # a bare window is no windows record
+        decode_windows_record(orjson.dumps(window_dict(window(1))))
 
 
 def test_scorer_refuses_another_vocab(caplog) -> None:
     """Another bundle's windows (or windows without a fingerprint) are never scored: dead letter
     with reason vocab_mismatch, one per record, a counter, and an ERROR log (rate-limited)."""
     other = encode_windows([window(1), window(2)], vocab="0123456789abcdef")[0]
-    records = [rec(0, other), rec(1, encode_window(window(3))), rec(2, encode_windows([window(4)], vocab=TAG)[0])]
+    records = [rec(0, other), rec(1, orjson.dumps({"w": [window_dict(window(3))]})), rec(2, encode_windows([window(4)], vocab=TAG)[0])]
     with caplog.at_level(logging.ERROR, logger="logad.scorer"):
         det, producer, consumer, metrics, reg, scorer = run(records)
     assert det.calls == [1]  # only the record with the scorer's own fingerprint

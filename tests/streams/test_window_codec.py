@@ -8,10 +8,17 @@ import orjson
 import pytest
 
 from logad.records import Window
-from streams.codec import CodecError, decode_window, decode_windows, encode_window, encode_windows
+from streams.codec import CodecError, decode_windows, encode_windows, window_dict
 
 W = Window("hdfs", "blk_1", 4, (3, 4, 1, 5), 2, 1.5, None, "idle", True, 2)
-DOC = orjson.loads(encode_window(W))
+DOC = window_dict(W)
+TAG = "ab" * 8
+
+
+def one(doc) -> Window | CodecError:
+    """The window of a one-window bundle holding `doc`."""
+    (out,) = decode_windows(orjson.dumps({"w": [doc], "vocab": TAG}))
+    return out
 
 BAD = [
     ({**DOC, "extra": 1}, "fields"),
@@ -42,16 +49,22 @@ BAD = [
 
 @pytest.mark.parametrize(("doc", "message"), BAD)
 def test_bad_windows_are_codec_errors_naming_the_fault(doc, message) -> None:
-    with pytest.raises(CodecError, match=message):
-        decode_window(orjson.dumps(doc))
-    good = orjson.loads(encode_windows([W, W], vocab="ab" * 8)[0])["w"][0]
+    bad = one(doc)
+    assert isinstance(bad, CodecError) and message in str(bad)
+    good = orjson.loads(encode_windows([W, W], vocab=TAG)[0])["w"][0]
     out = decode_windows(orjson.dumps({"w": [good, doc, good]}))  # in a bundle: that window only
     assert out[0] == out[2] == W and isinstance(out[1], CodecError) and message.split()[0] in str(out[1])
 
 
 def test_good_windows_round_trip() -> None:
-    assert decode_window(encode_window(W)) == W
+    assert decode_windows(encode_windows([W], vocab=TAG)[0]) == [W]
     for w in (Window("o", "s", 0, (0,), 0, None, 2, "end", False, 0),  # an int time reads as a float
               Window("o", "s", 7, (5, 0, 9), 2, 1e9, 1e9 + 1, "gap", True, 12)):
-        got = decode_window(encode_window(w))
+        got = one(window_dict(w))
         assert got == w and all(t is None or type(t) is float for t in (got.first_ts, got.last_ts))
+
+
+def test_only_bundles_are_windows_records() -> None:
+    for record in (orjson.dumps(DOC), b"[]", b'{"w": []}', b'{"w": 3}', b"nope"):
+        with pytest.raises(CodecError):
+            decode_windows(record)
