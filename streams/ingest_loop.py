@@ -63,6 +63,7 @@ class IngestLoop:
         self.produced_end: dict[int, int] = {}  # events partition -> next offset after our last produce
         self._idle_polls = 0
         self._stopping = False
+        self.committed: dict[Any, int] = {}  # raw partition -> offset this loop last committed
         self._next_drift = time.monotonic() + drift_every_s
 
     async def caught_up(self) -> bool:
@@ -97,6 +98,7 @@ class IngestLoop:
         now = time.time()
         if not records:
             self._idle_polls += 1
+            await self._commit_markers()  # local look-ups; a commit only when a position moved
             self._maybe_report_drift()
             return 0
         self._idle_polls = 0
@@ -125,8 +127,10 @@ class IngestLoop:
             for md in await asyncio.gather(*futures):  # every record acknowledged before the commit
                 if md.topic == self.events_topic:
                     self.produced_end[md.partition] = max(self.produced_end.get(md.partition, 0), md.offset + 1)
+            done = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
             try:
-                await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+                await self.consumer.commit(done)
+                self.committed.update(done)
             except (CommitFailedError, RebalanceInProgressError) as e:
                 # The group rebalanced while this batch was in flight (a worker joined or left): its
                 # events are acknowledged, only the commit is lost. The partitions' next owner re-reads
@@ -140,6 +144,25 @@ class IngestLoop:
             self.busy = False
         self._maybe_report_drift()
         return len(records)
+
+    async def _commit_markers(self) -> None:
+        """Commit positions that moved past records without a line: a transactional producer ends
+        each transaction with a marker the consumer skips, so a batch's last offset + 1 stays one
+        short of the partition's end and no worker would ever see the raw topic committed to its end
+        (streams.app.raw_ingested: idle sessions would not close on the wall clock)."""
+        try:
+            ahead = {}
+            for tp in self.consumer.assignment():
+                if tp not in self.committed:  # since this worker holds it: the group's (one round trip)
+                    self.committed[tp] = await self.consumer.committed(tp) or 0
+                pos = await self.consumer.position(tp)
+                if pos > self.committed[tp]:
+                    ahead[tp] = pos
+            if ahead:
+                await self.consumer.commit(ahead)
+                self.committed.update(ahead)
+        except (CommitFailedError, RebalanceInProgressError, AssertionError) as e:  # the next idle poll tries again
+            log.debug("positions past transaction markers not committed: %s", type(e).__name__)
 
     def _end(self, tp: Any) -> int | None:
         """The readable end of a raw partition from the last fetch: the high-water mark, or under
