@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka.errors import CommitFailedError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from streams.ingest import Ingestor, RawRecord
 
@@ -161,7 +161,7 @@ class IngestLoop:
             if ahead:
                 await self.consumer.commit(ahead)
                 self.committed.update(ahead)
-        except (CommitFailedError, RebalanceInProgressError, AssertionError) as e:  # the next idle poll tries again
+        except (KafkaError, AssertionError) as e:  # a rebalance or a broker hiccup: the next idle poll tries again
             log.debug("positions past transaction markers not committed: %s", type(e).__name__)
 
     def _end(self, tp: Any) -> int | None:
