@@ -28,13 +28,15 @@ Positions = list[tuple[str, int]]  # [(raw partition, position), ...]
 
 def pack(positions: Sequence[tuple[str, int]]) -> list:
     out: list[Any] = []
+    append = out.append
+    mask = MAX_LINES_PER_RECORD - 1
     rp, prev = None, 0
     for p_rp, pos in positions:
         if p_rp != rp:
-            out.append(p_rp)
+            append(p_rp)
             rp, prev = p_rp, 0
-        offset, line = pos >> LINE_BITS, pos & (MAX_LINES_PER_RECORD - 1)
-        out.append(offset - prev if not line else [offset - prev, line])
+        offset, line = pos >> LINE_BITS, pos & mask
+        append(offset - prev if not line else [offset - prev, line])
         prev = offset
     return out
 
@@ -44,23 +46,37 @@ def unpack(packed: Any) -> Positions:
     if not isinstance(packed, list):
         raise ValueError("positions must be a list")
     out: Positions = []
+    append = out.append
     rp, prev = None, 0
     for e in packed:
-        if type(e) is str:
+        t = type(e)
+        if rp is not None:  # the usual entries first; anything else is checked below
+            if t is int:
+                if e >= 0:  # line 0 of its record
+                    prev += e
+                    append((rp, prev << LINE_BITS))
+                    continue
+            elif t is list and len(e) == 2:
+                d, line = e
+                if type(d) is int and type(line) is int and d >= 0 and 0 <= line < MAX_LINES_PER_RECORD:
+                    prev += d
+                    append((rp, (prev << LINE_BITS) | line))
+                    continue
+        if t is str:
             rp, prev = e, 0
             continue
         if rp is None:
             raise ValueError("positions must start with a raw partition name")
-        if type(e) is int:
+        if t is int:
             d, line = e, 0
-        elif type(e) is list and len(e) == 2 and type(e[0]) is int and type(e[1]) is int:
+        elif t is list and len(e) == 2 and type(e[0]) is int and type(e[1]) is int:
             d, line = e
         else:
             raise ValueError(f"bad position entry {str(e)[:40]}")
         if d < 0 or not 0 <= line < MAX_LINES_PER_RECORD or prev + d < 0:
             raise ValueError(f"bad position entry {str(e)[:40]}")
         prev += d
-        out.append((rp, (prev << LINE_BITS) | line))
+        append((rp, (prev << LINE_BITS) | line))
     return out
 
 
