@@ -138,6 +138,12 @@ class RawReader:
         for topic, part, offset in wanted:
             by_tp.setdefault(TopicPartition(topic, part), []).append(offset)
         c.assign(list(by_tp))
+        try:
+            return await self._read(c, by_tp, wanted)
+        finally:  # paused until the next call assigns again: the consumer would otherwise go on
+            c.pause(*by_tp)  # prefetching raw records past the last one wanted, for nobody
+
+    async def _read(self, c: Any, by_tp: dict[Any, list[int]], wanted: set[Where]) -> dict[Where, bytes]:
         out: dict[Where, bytes] = {}
         deadline = time.monotonic() + self.timeout_s
         for tp, offsets in by_tp.items():
