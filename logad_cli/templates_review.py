@@ -131,24 +131,23 @@ def accept(
     _decide(model, key, "accept", as_, by, why)
 
 
-def reject(
-    key: Annotated[str, typer.Argument(help="pending statement key")],
-    model: Annotated[Path, typer.Option(help="model bundle")] = ART / "models" / "hdfs",
-    by: Annotated[Optional[str], typer.Option(help="who decides (default: the user)")] = None,
-    why: Annotated[str, typer.Option(help="why")] = "",
-) -> None:
-    """Reject a pending statement: every window holding it alerts, and votes never promote it."""
-    _decide(model, key, "reject", None, by, why)
+def _decision(action: str, doc: str):
+    """A command that records `action` on a statement, with who and why (reject, forget)."""
+
+    def command(
+        key: Annotated[str, typer.Argument(help="pending statement key")],
+        model: Annotated[Path, typer.Option(help="model bundle")] = ART / "models" / "hdfs",
+        by: Annotated[Optional[str], typer.Option(help="who decides (default: the user)")] = None,
+        why: Annotated[str, typer.Option(help="why")] = "",
+    ) -> None:
+        _decide(model, key, action, None, by, why)
+
+    command.__name__, command.__doc__ = action, doc
+    return command
 
 
-def forget(
-    key: Annotated[str, typer.Argument(help="pending statement key")],
-    model: Annotated[Path, typer.Option(help="model bundle")] = ART / "models" / "hdfs",
-    by: Annotated[Optional[str], typer.Option(help="who decides (default: the user)")] = None,
-    why: Annotated[str, typer.Option(help="why")] = "",
-) -> None:
-    """Undo the decision on a statement (accepted, rejected or promoted): it is pending again."""
-    _decide(model, key, "forget", None, by, why)
+reject = _decision("reject", "Reject a pending statement: every window holding it alerts, and votes never promote it.")
+forget = _decision("forget", "Undo the decision on a statement (accepted, rejected or promoted): it is pending again.")
 
 
 def register(templates_app: typer.Typer) -> None:

@@ -216,5 +216,11 @@ def test_detect_promotes_a_new_statement_and_cli_accepts_it(tmp_path):
     assert again["alerts"] == base["alerts"]
     res = CliRunner().invoke(app, ["templates", "pending", "--model", str(model), "--logs", str(edited)])
     assert res.exit_code == 0 and "accept" in res.output
+    for action in ("reject", "forget"):
+        res = CliRunner().invoke(app, ["templates", action, row["key"], "--model", str(model), "--by", "ana"])
+        assert res.exit_code == 0, res.output
+        decided = read_decisions(model / DECISIONS_FILE)
+        assert (decided[row["key"]].action, decided[row["key"]].by) == ("reject", "ana") if action == "reject" \
+            else row["key"] not in decided
     bad = CliRunner().invoke(app, ["templates", "accept", "new:zz", "--model", str(model)])
     assert bad.exit_code != 0 and "hex slot" in str(bad.exception)
