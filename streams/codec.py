@@ -28,10 +28,10 @@ Every topic carries plain JSON bytes that any Kafka client can read (no pickle, 
                (vocab_tag); the scorer dead-letters records whose fingerprint is not its own
                bundle's ("vocab_mismatch": template ids mean nothing under another vocab). `hold`:
                the input guard's problem while the windows were emitted: the scorer publishes
-               their scores but no alerts. (A bare window object decodes, without a fingerprint.)
+               their scores but no alerts. A record that is not a bundle is a CodecError.
     scores     {"scores": [envelope, ...]}: a bundle of logad.alerts.make_event(...) envelopes
                (type io.logad.score or io.logad.anomaly), ONE record per scores partition per
-               scoring batch, no key (`decode_scores` reads bundles and bare envelopes)
+               scoring batch, no key (`decode_scores`)
     alerts     one envelope per record, anomalies only                             key = session id
     dead-letter {"reason", "topic", "partition", "offset", "line", "size", "head", "head_b64", "detail"}
 
@@ -371,6 +371,16 @@ def decode_scores(data: bytes | None) -> list[Any]:
     if isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc:
         return doc["scores"]
     raise CodecError("scores record: not a scores bundle ({\"scores\": [envelope, ...]})")
+
+
+def decode_envelopes(data: bytes | None) -> list[Any]:
+    """A scores record's envelopes, or an alerts record's one (readers of either topic)."""
+    doc = _loads(data, "scores or alerts record")
+    if isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc:
+        return doc["scores"]
+    if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+        return [doc]
+    raise CodecError("neither a scores bundle nor an alert envelope")
 
 
 # -------------------------------------------------------------------------------- dead letter

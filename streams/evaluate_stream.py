@@ -70,12 +70,12 @@ async def read_events(settings: Settings, topic: str, *, with_time: bool = False
     """The envelopes on a topic (a scores bundle gives each of its envelopes, an alert record its
     one); `with_time`: each also gets "_kafka_ts" (its record's timestamp, s)."""
     from streams.alerts_cli import read_topic
-    from streams.codec import CodecError, decode_scores
+    from streams.codec import CodecError, decode_envelopes
 
     out = []
     async for r in read_topic(settings, topic, from_beginning=True, follow=False):
         try:
-            docs = decode_scores(r.value)
+            docs = decode_envelopes(r.value)
         except CodecError:
             continue
         for doc in docs:

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from logad.alerts import validate
+from streams.evaluate_stream import read_events
 from streams.codec import decode_scores
 from tests.reliability.harness import MODEL, N_LINES, RAW, Pipeline  # worker + scorer as real processes
 
@@ -64,6 +65,9 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "scores": [s for r in p.read(p.settings.topics.scores) for s in decode_scores(r.value)],
             "dead": [orjson.loads(r.value) for r in p.read(p.settings.topics.dead_letter)],
             "raw": {(r.partition, r.offset): r.value for r in p.read(p.raw)},
+            # what `logad evaluate-stream` (and so `make demo`) reads of the alerts and scores topics
+            "evaluated": {t: asyncio.run(read_events(p.settings, t)) for t in (p.settings.topics.alerts,
+                                                                                p.settings.topics.scores)},
         }
         print(f"\nstream e2e: {N_LINES} lines replayed -> drained in {seconds:.1f} s "
               f"({N_LINES / seconds:.0f} lines/s end to end); replay: {replay_out.strip()}")
@@ -91,6 +95,12 @@ def test_stream_alerts_equal_offline_detect(run: dict[str, Any], offline: dict[s
     assert len({s["subject"] for s in scores.values()}) == N_SESSIONS
     for aid, a in offline.items():
         assert scores[aid]["data"]["scores"] == pytest.approx(a["data"]["scores"], rel=1e-4, abs=1e-5)
+
+
+def test_evaluate_stream_reads_the_alerts_and_scores(run: dict[str, Any], offline: dict[str, dict]) -> None:
+    t = run["pipeline"].settings.topics
+    assert {a["id"] for a in run["evaluated"][t.alerts]} == set(offline)
+    assert len(run["evaluated"][t.scores]) == len(run["scores"])
 
 
 def test_stream_alerts_quote_the_replayed_lines(run: dict[str, Any], offline: dict[str, dict]) -> None:

@@ -368,6 +368,13 @@ def test_window_bundles_roundtrip_and_split() -> None:
     assert decode_scores(b'{"scores":[{"id":"a"},{"id":"b"}]}') == [{"id": "a"}, {"id": "b"}]
     with pytest.raises(CodecError):  # a bare envelope is no scores record
         decode_scores(b'{"id":"a","data":{}}')
+    from streams.codec import decode_envelopes  # readers of the scores and the alerts topics
+
+    assert decode_envelopes(b'{"id":"a","data":{}}') == [{"id": "a", "data": {}}]
+    assert decode_envelopes(b'{"scores":[{"id":"a"}]}') == [{"id": "a"}]
+    for bad in (b"[]", b'{"data":{}}', b"nope"):
+        with pytest.raises(CodecError):
+            decode_envelopes(bad)
 
 
 def test_scorer_dynamic_batches() -> None:
