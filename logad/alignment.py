@@ -22,14 +22,16 @@ rapidfuzz's bit-parallel C implementation):
 
 Both read a missing event as evidence, so both apply to whole traces only (COMPLETE_ONLY).
 
-The search is indexed, and exact. Every insert or delete changes one template count by one, so the
-L1 distance between template-count vectors is a lower bound of the Indel distance; normal windows
-with the same count vector (hence the same length) form one group with one bound. A window is
-aligned with the group of its smallest bound first; the distance d and the tail P found there then
-rule out every group whose bound exceeds d and whose best possible tail P(bound) does not exceed P
-(P(K >= d) falls as d grows). Only the remaining groups are aligned, so a normal-looking window
-costs one group, not one alignment per normal window. logad.exhaustive keeps the every-pair search
-the tests hold this one equal to.
+The search is indexed, and exact. A window that is itself a normal window is at distance 0 with
+P(K >= 0) = 1, the likeliest tail there is: one set lookup, whatever the reference's size. For the
+others: every insert or delete changes one template count by one, so the L1 distance between
+template-count vectors is a lower bound of the Indel distance; normal windows with the same count
+vector (hence the same length) form one group with one bound. A window is aligned with the group of
+its smallest bound first; the distance d and the tail P found there then rule out every group whose
+bound exceeds d and whose best possible tail P(bound) does not exceed P (P(K >= d) falls as d
+grows). The remaining groups are aligned in growing rounds, likeliest possible tail first, each
+round's d and P ruling out more of the rest. logad.exhaustive keeps the every-pair search the tests
+hold this one equal to.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from rapidfuzz.process import cdist
 
 BLOCK_SLACK = 0  # block_run looks at normal windows this many operations from the nearest (see above)
 BLOCK_CANDIDATES = 16  # ... and at most this many of them (the alignments are per pair, in Python)
+ROUND_TRACES = 64  # the index's first round of alignments per window takes about this many normal windows
 DENSE_MAX = 4000  # up to this many normal windows one every-pair rapidfuzz call per batch costs less than the index
 _BASE = 0x100  # template id -> one character (ids are small ints; any code point works for rapidfuzz)
 
@@ -109,6 +112,10 @@ class TailTable:
         return self._tab.numpy()[lengths, d]
 
 
+# -log10 P(K >= 0) as neg_log10 writes it (-0.0): the tail of a window at distance 0 from a normal one
+EXACT_TAIL = float(neg_log10(torch.ones(1, dtype=torch.float64), 1.0)[0])
+
+
 @functools.lru_cache(maxsize=64)
 def tail_table(rate: float) -> TailTable:
     """The table of one rate, shared (the detector switches between a few levels' rates per batch)."""
@@ -159,6 +166,7 @@ class TraceIndex:
             self._glen = self._gc.sum(1).astype(np.int64)  # (G,)
             self._group_strings = [[self.traces[j] for j in m] for m in self._members]
             self._members_np = [np.asarray(m, dtype=np.int64) for m in self._members]
+            self._gsize = np.array([len(m) for m in self._members], dtype=np.int64)  # (G,) windows per group
             self._trace_len = np.array([len(t) for t in self.traces], dtype=np.int64)  # (M,)
         return added
 
@@ -187,6 +195,22 @@ class TraceIndex:
         if not self.traces:
             n = [float(max(len(w), 1)) for w in windows]
             return [self.tail_cap] * len(windows), n, n
+        # A normal window itself is at distance 0, with P(K >= 0) = 1, the likeliest tail any normal
+        # window can give: nothing else to search (a normal-looking stream is mostly these).
+        known = self._known
+        miss = [b for b, w in enumerate(windows) if (w if type(w) is tuple else tuple(w)) not in known]
+        if len(miss) < len(windows):
+            tails, blocks, ops = [EXACT_TAIL] * len(windows), [0.0] * len(windows), [0.0] * len(windows)
+            if miss:
+                t, k, o = self._search([windows[b] for b in miss], [novel[b] for b in miss])
+                for b, tb, kb, ob in zip(miss, t, k, o):
+                    tails[b], blocks[b], ops[b] = tb, kb, ob
+            return [self.tail_cap if nv else t for t, nv in zip(tails, novel)], blocks, ops
+        return self._search(windows, novel)
+
+    def _search(self, windows: Sequence[Sequence[int]],
+                novel: Sequence[bool]) -> tuple[list[float], list[float], list[float]]:
+        """scores() of windows that are not normal windows themselves."""
         B, G = len(windows), len(self._members)
         queries = [encode(w) for w in windows]
         if len(self.traces) <= DENSE_MAX:
@@ -202,16 +226,37 @@ class TraceIndex:
         best_p = self._table.lookup(self._glen[first], best_d)  # (B,) a lower bound of the likeliest tail
         upper = self._table.lookup(np.broadcast_to(self._glen, lb.shape), lb)  # (B, G) P at the bound
         # (B, G) groups that may still hold a nearer window or a likelier origin
-        todo = ((lb <= best_d[:, None] + BLOCK_SLACK) | (upper > best_p[:, None])) & (gmin < 0)
+        tail_open = (upper > best_p[:, None]) & ~np.asarray(novel, dtype=bool)[:, None]  # (B, G)
+        todo = ((lb <= best_d[:, None] + BLOCK_SLACK) | tail_open) & (gmin < 0)
         todo[np.arange(B), first] = True  # aligned again below, with the rest (its distances are needed)
         tails, blocks, ops, maxp = [], [], [], []
-        for b, q in enumerate(queries):  # one rapidfuzz call per window over all its candidate groups
+        for b, q in enumerate(queries):
+            # Rounds over the open groups, likeliest tail first (then nearest bound), one rapidfuzz
+            # call each, growing: after each round the groups that can no longer beat the distance
+            # or the tail found so far are dropped. A window far from every normal one has many
+            # open groups at first, most of which the first rounds close. A novel window's tail is
+            # the cap whatever the distances: only the distance bound keeps its groups open.
             groups = np.flatnonzero(todo[b])
-            cand = np.concatenate([self._members_np[g] for g in groups])  # trace indexes
-            d = cdist([q], [self.traces[j] for j in cand], scorer=Indel.distance, dtype=np.int64)[0]
-            starts = np.cumsum([0] + [len(self._members_np[g]) for g in groups[:-1]])
-            near_g = np.minimum.reduceat(d, starts)  # (groups,) nearest distance per group
-            maxp.append(float(self._table.lookup(self._glen[groups], near_g).max()))
+            groups = groups[np.lexsort((lb[b, groups], -upper[b, groups]))]
+            bd, bp = int(best_d[b]), 2.0 if novel[b] else float(best_p[b])
+            p_max, size = float(best_p[b]), ROUND_TRACES
+            d_parts, c_parts = [], []
+            while len(groups):
+                k = int(np.searchsorted(np.cumsum(self._gsize[groups]), size)) + 1
+                take, groups = groups[:k], groups[k:]
+                cand = np.concatenate([self._members_np[g] for g in take])  # trace indexes
+                d = cdist([q], [self.traces[j] for j in cand], scorer=Indel.distance, dtype=np.int64)[0]
+                starts = np.cumsum(self._gsize[take]) - self._gsize[take]
+                p_max = max(p_max, float(self._table.lookup(self._glen[take], np.minimum.reduceat(d, starts)).max()))
+                bd = min(bd, int(d.min()))
+                d_parts.append(d)
+                c_parts.append(cand)
+                if len(groups):
+                    bp = p_max if not novel[b] else bp
+                    groups = groups[(lb[b, groups] <= bd + BLOCK_SLACK) | (upper[b, groups] > bp)]
+                size *= 4
+            d, cand = np.concatenate(d_parts), np.concatenate(c_parts)
+            maxp.append(p_max)
             dmin = int(d.min())
             ops.append(float(dmin))
             if dmin == 0:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from logad.alignment import TraceIndex, neg_log10, tail_table
+from logad.alignment import EXACT_TAIL, TraceIndex, neg_log10, tail_table
 from logad.model import IGNORE, NextTokenTransformer, distinct_prefix_logits
 from logad.records import Window
 
@@ -131,7 +131,7 @@ class WindowScorer:
         self.reference = reference
         self.bos, self.pad, self.topk, self.n_details = bos, pad, topk, n_details
         self.device = torch.device(device)
-        self._ref_counts = reference.counts.to(self.device)
+        self._set_ref_counts(reference.counts.to(self.device))
         self._traces = self._trace_index(reference.trace_list())
         self._seen = reference.seen.to(self.device)
         self.set_instability(instability)
@@ -143,7 +143,7 @@ class WindowScorer:
         """More normal windows, as build_reference would have taken them: their count vectors, their
         traces, their templates seen (UNK never)."""
         counts = count_vectors(windows, self._seen.numel()).to(self.device)  # (N, V)
-        self._ref_counts = torch.unique(torch.cat([self._ref_counts, counts]), dim=0)  # (M', V)
+        self._set_ref_counts(torch.unique(torch.cat([self._ref_counts, counts]), dim=0))  # (M', V)
         self._seen = self._seen | (counts.sum(0) > 0)  # (V,) a new tensor: the Reference's stays as loaded
         self._seen[unk] = False
         self._traces.extend(windows)
@@ -157,9 +157,14 @@ class WindowScorer:
         self.instability = instability
         # drops + duplicates change counts: 2/3 of the ops, per event of the normal window
         self._count_table = tail_table(2.0 * instability / 3.0)
-        self._ref_len = self._ref_counts.sum(-1)  # (M,) events of each normal count vector
-        self._ref_len_np = self._ref_len.long().cpu().numpy()  # (M,)
         self._traces.set_instability(instability)
+
+    def _set_ref_counts(self, counts: torch.Tensor) -> None:
+        """The (M, V) distinct normal count vectors and what the count scores read of them."""
+        self._ref_counts = counts
+        self._ref_len = counts.sum(-1)  # (M,) events of each normal count vector
+        self._ref_len_np = self._ref_len.long().cpu().numpy()  # (M,)
+        self._ref_keys = {row.tobytes() for row in counts.to(torch.int16).cpu().numpy()}  # M exact keys
 
     def _log_probs(self, windows: Sequence[tuple[Sequence[int], int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, V) log-probabilities of the next template and (B, T) targets (IGNORE: not scored)."""
@@ -219,10 +224,26 @@ class WindowScorer:
         return surprising
 
     def _count_scores(self, counts: torch.Tensor, novel: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(B, V) counts -> (count_l1, count_excess, count_tail), each (B,), in one (B, M) distance matrix."""
+        """(B, V) counts -> (count_l1, count_excess, count_tail), each (B,). A window with the counts
+        of a normal window is at L1 0 from it, with P(K >= 0) = 1: its scores are known without the
+        (B, M) distance matrix, which only the other windows take."""
         if not len(self._ref_counts):
             total = counts.sum(-1)  # (B,)
             return total, total, torch.full_like(total, TAIL_CAP)
+        keys = counts.to(torch.int16).cpu().numpy()  # (B, V) exact small counts, one bytes key per row
+        known = self._ref_keys
+        miss = [b for b in range(len(keys)) if keys[b].tobytes() not in known]
+        if len(miss) == len(keys):
+            return self._count_scores_matrix(counts, novel)
+        zero = torch.zeros(len(keys), device=counts.device)  # (B,)
+        l1, excess, tail = zero, zero.clone(), torch.full_like(zero, EXACT_TAIL)
+        if miss:
+            rows = torch.tensor(miss, device=counts.device)
+            l1[rows], excess[rows], tail[rows] = self._count_scores_matrix(counts[rows], novel[rows])
+        return l1, excess, tail.masked_fill(novel, TAIL_CAP)
+
+    def _count_scores_matrix(self, counts: torch.Tensor, novel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """_count_scores of windows by one (B, M) distance matrix to every normal count vector."""
         dist = torch.cdist(counts, self._ref_counts, p=1).round()  # (B, M) L1 to each normal window
         # what the window has more of minus what it lacks sums to |q| - |u|; both sum to the L1 distance
         excess = (dist + counts.sum(-1, keepdim=True) - self._ref_len) / 2  # (B, M)
