@@ -59,7 +59,7 @@ from logad.templates import TemplateVocab
 from streams.codec import encode_windows, to_columns, to_rows
 from streams.positions import pack as pack_positions, pending, unpack as unpack_positions, window_positions
 from streams.kafka_clients import key_partition as partition_of, send_batched
-from streams.session_table import SessionStore
+from streams.session_table import SessionStore, positions_of
 
 log = logging.getLogger("logad.windows")
 
@@ -156,11 +156,11 @@ class SessionProcessor:
         store.set_watermark(session_id, rp, poss[-1], written=True)
         if not self.positions:
             return self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
-        before = store.get(session_id)
+        raw = store.value(session_id)
         kept: list = []
-        if before is not None:
-            k = pending(before, self.sessionizer.rules.rule)
-            packed = store.positions(session_id)
+        if raw is not None and raw[0] is not None:
+            k = pending(raw[0], self.sessionizer.rules.rule)
+            packed = positions_of(raw)
             kept = unpack_positions(packed) if packed else []
             if len(kept) != k:  # not kept (written without positions): those windows go without
                 kept = [None] * k

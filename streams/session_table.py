@@ -277,8 +277,17 @@ class SessionStore(MutableMapping[str, Any]):
         """The packed raw positions kept with `key`'s pending events (None: none)."""
         return positions_of(self._raw(key))
 
+    def value(self, key: str) -> Any:
+        """The session's table value as it stands in this unit (see wrap; None: none)."""
+        return self._raw(key)
+
     def set_positions(self, key: str, packed: list | None) -> None:
         """Keep `packed` with the open session `key` (written with its state at flush)."""
+        raw = self._pending.get(key)
+        if raw is not None and raw[0] is not None:  # written in this unit: swap the positions in place
+            base = raw if len(raw) % 2 else raw[:-1]
+            self._pending[key] = base + (packed,) if packed else base
+            return
         raw = self._raw(key)
         if raw is not None and state_of(raw) is not None and positions_of(raw) != packed:
             self._put(key, wrap(state_of(raw), self.watermark(key), packed))
