@@ -41,6 +41,26 @@ def pack(positions: Sequence[tuple[str, int]]) -> list:
     return out
 
 
+def append(packed: list, rp: str, poss: Sequence[int]) -> list:
+    """pack(unpack(packed) + [(rp, p) for p in poss]) without unpacking: only the entries after
+    packed's last partition name are read (their deltas sum to its last offset). A new list."""
+    prev, i = 0, len(packed) - 1
+    while i >= 0 and type(packed[i]) is not str:
+        e = packed[i]
+        prev += e if type(e) is int else e[0]
+        i -= 1
+    out = packed.copy()
+    if i < 0 or packed[i] != rp:
+        out.append(rp)
+        prev = 0
+    mask = MAX_LINES_PER_RECORD - 1
+    for pos in poss:
+        offset, line = pos >> LINE_BITS, pos & mask
+        out.append(offset - prev if not line else [offset - prev, line])
+        prev = offset
+    return out
+
+
 def unpack(packed: Any) -> Positions:
     """Inverse of pack; ValueError (naming what is wrong) when `packed` is not that shape."""
     if not isinstance(packed, list):

@@ -57,7 +57,8 @@ from logad.session_rules import SessionRules, Sessionizer
 from logad.windows import WindowRule
 from logad.templates import TemplateVocab
 from streams.codec import encode_windows, to_columns, to_rows
-from streams.positions import pack as pack_positions, pending, unpack as unpack_positions, window_positions
+from streams.positions import append as append_positions, pack as pack_positions, pending, unpack as unpack_positions
+from streams.positions import window_positions
 from streams.kafka_clients import key_partition as partition_of, send_batched
 from streams.session_table import SessionStore, positions_of
 
@@ -156,16 +157,21 @@ class SessionProcessor:
         store.set_watermark(session_id, rp, poss[-1], written=True)
         if not self.positions:
             return self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
+        rule = self.sessionizer.rules.rule
         raw = store.value(session_id)
-        kept: list = []
+        k0, packed = 0, None  # the session's pending events before the push, their packed positions
         if raw is not None and raw[0] is not None:
-            k = pending(raw[0], self.sessionizer.rules.rule)
-            packed = positions_of(raw)
-            kept = unpack_positions(packed) if packed else []
-            if len(kept) != k:  # not kept (written without positions): those windows go without
-                kept = [None] * k
-        fresh = [(rp, p) for p in poss]
+            k0, packed = pending(raw[0], rule), positions_of(raw)
         windows = self.sessionizer.push_columns(session_id, tids, tss, now, probe=self.probes)
+        after = store.get(session_id)
+        if not windows and packed and after is not None and pending(after, rule) == k0 + len(poss):
+            # nothing closed, nothing dropped: the fresh positions follow the kept ones (most records)
+            store.set_positions(session_id, append_positions(packed, rp, poss))
+            return windows
+        kept = unpack_positions(packed) if packed else []
+        if len(kept) != k0:  # not kept (written without positions): those windows go without
+            kept = [None] * k0
+        fresh = [(rp, p) for p in poss]
         if windows:
             found = window_positions(windows, self.sessionizer.window_ends, kept, fresh)
             for w, wp in zip(windows, found):
@@ -173,9 +179,8 @@ class SessionProcessor:
                     self._place_closed(w)
                 elif None not in wp:
                     self.window_pos[id(w)] = pack_positions(wp)
-        after = store.get(session_id)
         if after is not None:
-            k = pending(after, self.sessionizer.rules.rule)
+            k = pending(after, rule)
             seq = (kept + fresh)[-k:] if k else []
             store.set_positions(session_id, pack_positions(seq) if seq and None not in seq else None)
         return windows

@@ -11,7 +11,7 @@ import pytest
 from logad.session_rules import SessionRules
 from logad.windows import WindowRule
 from streams.codec import decode_windows_bundle, encode_windows, position
-from streams.positions import pack, unpack
+from streams.positions import append, pack, unpack
 from streams.session_table import BytesTable
 from streams.session_processor import SessionProcessor
 
@@ -25,6 +25,28 @@ def test_pack_round_trip_and_is_compact() -> None:
     for bad in ([1, 2], ["rp", -1], ["rp", [1]], ["rp", "x", 1.5], "rp", ["rp", [0, -1]]):
         with pytest.raises(ValueError):
             unpack(bad)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_append_equals_pack_of_the_longer_sequence(seed: int) -> None:
+    """append(pack(a), rp, poss) is pack(a + fresh): the same partition or another, lines > 0 too."""
+    rnd = random.Random(seed)
+    offsets = {"r/0": 0, "r/1": 0}
+
+    def some(rp: str, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            offsets[rp] += rnd.choice((0, 1, 7))
+            out.append(position(offsets[rp], rnd.choice((0, 0, 3))))
+        return sorted(out)
+
+    a = [(rp, p) for rp in rnd.sample(["r/0", "r/1"], 2) for p in some(rp, rnd.randrange(0, 6))]
+    rp = rnd.choice(["r/0", "r/1"])
+    poss = some(rp, rnd.randrange(1, 5))
+    packed = pack(a)
+    before = list(packed)
+    assert append(packed, rp, poss) == pack(a + [(rp, p) for p in poss])
+    assert packed == before  # a new list: the stored value is left as it was
 
 
 def _stream(seed: int, rule: WindowRule, n_sessions: int = 30, n_events: int = 3000):
