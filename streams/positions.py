@@ -2,11 +2,13 @@
 
 Shapes (the same on the windows wire and in the session table):
 
-    packed   [rp, e, e, ..., rp2, e, ...]: a raw partition name ("logs.hdfs/0"), then one entry per
-             event of that partition, in event order: the offset DELTA from the previous event's
-             offset (from 0 after a partition name) when the event is line 0 of its record, else
-             [offset delta, line index]. A replay of one line per record gives small ints
-             (HDFS blocks: a few bytes per event instead of a 12-digit position).
+    packed   [rp, e, e, ..., rp2, e, ...]: a raw partition name ("logs.hdfs/0"), then one int per
+             event of that partition, in event order, from the offset DELTA d to the previous
+             event's offset (from 0 after a partition name) and the event's line index in its
+             record: d when the line is 0, else -(d * 2**20 + line). A replay of one line per record
+             gives small ints (HDFS blocks: a few bytes per event instead of a 12-digit position),
+             and the next lines of one record small negative ones; ints only, no nested lists
+             (a session table value holding them is read back by orjson at every touch).
     unpacked [(rp, position), ...] with position = streams.codec.position(offset, line)
 
 Only the events a window SCORES travel (its last n_lines events: the context events were scored,
@@ -36,7 +38,7 @@ def pack(positions: Sequence[tuple[str, int]]) -> list:
             append(p_rp)
             rp, prev = p_rp, 0
         offset, line = pos >> LINE_BITS, pos & mask
-        append(offset - prev if not line else [offset - prev, line])
+        append(offset - prev if not line else -(((offset - prev) << LINE_BITS) | line))
         prev = offset
     return out
 
@@ -47,7 +49,7 @@ def append(packed: list, rp: str, poss: Sequence[int]) -> list:
     prev, i = 0, len(packed) - 1
     while i >= 0 and type(packed[i]) is not str:
         e = packed[i]
-        prev += e if type(e) is int else e[0]
+        prev += e if e >= 0 else -e >> LINE_BITS
         i -= 1
     out = packed.copy()
     if i < 0 or packed[i] != rp:
@@ -56,7 +58,7 @@ def append(packed: list, rp: str, poss: Sequence[int]) -> list:
     mask = MAX_LINES_PER_RECORD - 1
     for pos in poss:
         offset, line = pos >> LINE_BITS, pos & mask
-        out.append(offset - prev if not line else [offset - prev, line])
+        out.append(offset - prev if not line else -(((offset - prev) << LINE_BITS) | line))
         prev = offset
     return out
 
@@ -68,35 +70,22 @@ def unpack(packed: Any) -> Positions:
     out: Positions = []
     append = out.append
     rp, prev = None, 0
+    mask = MAX_LINES_PER_RECORD - 1
     for e in packed:
         t = type(e)
-        if rp is not None:  # the usual entries first; anything else is checked below
-            if t is int:
-                if e >= 0:  # line 0 of its record
-                    prev += e
-                    append((rp, prev << LINE_BITS))
-                    continue
-            elif t is list and len(e) == 2:
-                d, line = e
-                if type(d) is int and type(line) is int and d >= 0 and 0 <= line < MAX_LINES_PER_RECORD:
-                    prev += d
-                    append((rp, (prev << LINE_BITS) | line))
-                    continue
-        if t is str:
+        if t is int and rp is not None:
+            if e >= 0:  # line 0 of its record
+                prev += e
+                append((rp, prev << LINE_BITS))
+            else:
+                prev += -e >> LINE_BITS
+                append((rp, (prev << LINE_BITS) | (-e & mask)))
+        elif t is str:
             rp, prev = e, 0
-            continue
-        if rp is None:
+        elif rp is None:
             raise ValueError("positions must start with a raw partition name")
-        if t is int:
-            d, line = e, 0
-        elif t is list and len(e) == 2 and type(e[0]) is int and type(e[1]) is int:
-            d, line = e
         else:
             raise ValueError(f"bad position entry {str(e)[:40]}")
-        if d < 0 or not 0 <= line < MAX_LINES_PER_RECORD or prev + d < 0:
-            raise ValueError(f"bad position entry {str(e)[:40]}")
-        prev += d
-        append((rp, (prev << LINE_BITS) | line))
     return out
 
 

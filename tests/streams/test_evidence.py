@@ -20,9 +20,11 @@ def test_pack_round_trip_and_is_compact() -> None:
     ps = [("logs.hdfs/0", position(10, 0)), ("logs.hdfs/0", position(12, 0)), ("logs.hdfs/0", position(12, 3)),
           ("logs.hdfs/1", position(5, 0)), ("logs.hdfs/0", position(13, 0))]
     packed = pack(ps)
-    assert packed == ["logs.hdfs/0", 10, 2, [0, 3], "logs.hdfs/1", 5, "logs.hdfs/0", 13]
+    # ints only: the next line of one record is -(offset delta * 2**20 + line)
+    assert packed == ["logs.hdfs/0", 10, 2, -3, "logs.hdfs/1", 5, "logs.hdfs/0", 13]
     assert unpack(orjson.loads(orjson.dumps(packed))) == ps
-    for bad in ([1, 2], ["rp", -1], ["rp", [1]], ["rp", "x", 1.5], "rp", ["rp", [0, -1]]):
+    assert unpack(["r", -((4 << 20) | 7)]) == [("r", position(4, 7))]
+    for bad in ([1, 2], ["rp", [1]], ["rp", "x", 1.5], "rp", ["rp", [0, 3]], ["rp", True], {"rp": 1}):
         with pytest.raises(ValueError):
             unpack(bad)
 
