@@ -164,6 +164,11 @@ class TraceIndex:
             for g, counts in enumerate(self._group_counts):
                 self._gc[g, list(counts)] = list(counts.values())
             self._glen = self._gc.sum(1).astype(np.int64)  # (G,)
+            # (V + 1, G) counts by id, and a row of zeros for padding and ids no normal window has;
+            # in the smallest int type that holds them (the bound's min/sum is memory-bound)
+            top = int(self._gc.max(initial=0))
+            ct = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.int64
+            self._gct = np.concatenate([self._gc.T, np.zeros((1, len(self._members)), dtype=np.float32)]).astype(ct)
             self._group_strings = [[self.traces[j] for j in m] for m in self._members]
             self._members_np = [np.asarray(m, dtype=np.int64) for m in self._members]
             self._gsize = np.array([len(m) for m in self._members], dtype=np.int64)  # (G,) windows per group
@@ -177,13 +182,30 @@ class TraceIndex:
 
     def _bounds(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, G) L1 distances from each window's count vector to each group's: Indel lower bounds.
-        Ids no normal window has count against every group (they are all extra)."""
+        Ids no normal window has count against every group (they are all extra).
+
+        L1(q, u) = |q| + |u| - 2 sum_i min(q_i, u_i), and the sum runs over the few ids a window
+        has (K), not over the vocabulary: (B, K, G) work instead of a (B, G, V) distance matrix."""
         V = self._gc.shape[1]
-        qc = np.zeros((len(windows), V + 1), dtype=np.float32)  # (B, V + 1): column V holds the extra ids
-        for b, w in enumerate(windows):
-            np.add.at(qc[b], np.minimum(np.asarray(w, dtype=np.int64), V), 1.0)
-        dist = torch.cdist(torch.from_numpy(qc[:, :V]), torch.from_numpy(self._gc), p=1)  # (B, G)
-        return np.rint(dist.numpy()).astype(np.int64) + qc[:, V:].astype(np.int64)
+        B = len(windows)
+        rows = []  # per window: its distinct known ids and their counts
+        for w in windows:
+            ids, counts = np.unique(np.asarray(w, dtype=np.int64), return_counts=True)
+            rows.append((ids, counts))
+        K = max((len(ids) for ids, _ in rows), default=0) or 1
+        qi = np.full((B, K), V, dtype=np.int64)  # (B, K) ids; V: padding, and any id no normal window has
+        qv = np.zeros((B, K), dtype=np.int64)  # (B, K) their counts
+        extra = np.zeros(B, dtype=np.int64)  # (B,) events whose id no normal window has
+        for b, (ids, counts) in enumerate(rows):
+            known = ids < V
+            n = int(known.sum())
+            qi[b, :n], qv[b, :n] = ids[known], counts[known]
+            extra[b] = int(counts[~known].sum())
+        ct = self._gct.dtype
+        # a count above the type's range meets group counts within it: min() is the same clipped
+        qc = np.minimum(qv, np.iinfo(ct).max).astype(ct)[:, :, None]  # (B, K, 1)
+        common = np.minimum(self._gct[qi], qc).sum(1, dtype=np.int64)  # (B, G) sum_i min(q_i, u_i)
+        return qv.sum(1, keepdims=True) + self._glen[None, :] - 2 * common + extra[:, None]  # (B, G)
 
     def scores(self, windows: Sequence[Sequence[int]],
                novel: Sequence[bool]) -> tuple[list[float], list[float], list[float]]:
