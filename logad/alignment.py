@@ -274,7 +274,8 @@ class TraceIndex:
                 d_parts.append(d)
                 c_parts.append(cand)
                 if len(groups):
-                    bp = p_max if not novel[b] else bp
+                    if not novel[b]:
+                        bp = p_max
                     groups = groups[(lb[b, groups] <= bd + BLOCK_SLACK) | (upper[b, groups] > bp)]
                 size *= 4
             d, cand = np.concatenate(d_parts), np.concatenate(c_parts)

@@ -29,18 +29,7 @@ Positions = list[tuple[str, int]]  # [(raw partition, position), ...]
 
 
 def pack(positions: Sequence[tuple[str, int]]) -> list:
-    out: list[Any] = []
-    append = out.append
-    mask = MAX_LINES_PER_RECORD - 1
-    rp, prev = None, 0
-    for p_rp, pos in positions:
-        if p_rp != rp:
-            append(p_rp)
-            rp, prev = p_rp, 0
-        offset, line = pos >> LINE_BITS, pos & mask
-        append(offset - prev if not line else -(((offset - prev) << LINE_BITS) | line))
-        prev = offset
-    return out
+    return _pack_onto([], positions, None, 0)
 
 
 def append(packed: list, rp: str, poss: Sequence[int]) -> list:
@@ -51,14 +40,19 @@ def append(packed: list, rp: str, poss: Sequence[int]) -> list:
         e = packed[i]
         prev += e if e >= 0 else -e >> LINE_BITS
         i -= 1
-    out = packed.copy()
-    if i < 0 or packed[i] != rp:
-        out.append(rp)
-        prev = 0
+    return _pack_onto(packed.copy(), [(rp, p) for p in poss], packed[i] if i >= 0 else None, prev)
+
+
+def _pack_onto(out: list, positions: Sequence[tuple[str, int]], rp: str | None, prev: int) -> list:
+    """Pack `positions` after `out`, whose last partition is `rp` and last offset `prev`."""
+    add = out.append
     mask = MAX_LINES_PER_RECORD - 1
-    for pos in poss:
+    for p_rp, pos in positions:
+        if p_rp != rp:
+            add(p_rp)
+            rp, prev = p_rp, 0
         offset, line = pos >> LINE_BITS, pos & mask
-        out.append(offset - prev if not line else -(((offset - prev) << LINE_BITS) | line))
+        add(offset - prev if not line else -(((offset - prev) << LINE_BITS) | line))
         prev = offset
     return out
 

@@ -63,6 +63,14 @@ def watermark_of(value: Any) -> dict[str, int]:
     return {value[i]: value[i + 1] for i in range(1, len(value) - 1, 2)}
 
 
+def drop_keys(table: MutableMapping, keep: Callable[[str], bool]) -> int:
+    """Delete the keys (str, or UTF-8 bytes) of `table` that `keep` refuses; returns how many."""
+    gone = [k for k in list(table.keys()) if not keep(k.decode("utf-8", "replace") if isinstance(k, bytes) else k)]
+    for k in gone:
+        del table[k]
+    return len(gone)
+
+
 class BytesTable(MutableMapping[str, Any]):
     """A str -> JSON-value view over a Faust table with raw bytes keys and values.
 
@@ -103,11 +111,7 @@ class BytesTable(MutableMapping[str, Any]):
     def forget(self, keep: Callable[[str], bool]) -> int:
         """Delete from the underlying dict the keys `keep` refuses, writing nothing anywhere else
         (for a ChangelogTable: no changelog record); returns how many."""
-        gone = [k for k in list(self.table.keys())
-                if not keep(k.decode("utf-8", "replace") if isinstance(k, bytes) else k)]
-        for k in gone:
-            del self.table[k]
-        return len(gone)
+        return drop_keys(self.table, keep)
 
     def tombstone_keys(self) -> list[str]:
         """Keys whose value is a tombstone ([null, ...], see SessionStore), found on the raw bytes:
@@ -273,10 +277,6 @@ class SessionStore(MutableMapping[str, Any]):
     def __setitem__(self, key: str, state: Any) -> None:
         self._put(key, wrap(state, self.watermark(key), positions_of(self._raw(key))))
 
-    def positions(self, key: str) -> list | None:
-        """The packed raw positions kept with `key`'s pending events (None: none)."""
-        return positions_of(self._raw(key))
-
     def value(self, key: str) -> Any:
         """The session's table value as it stands in this unit (see wrap; None: none)."""
         return self._raw(key)
@@ -368,13 +368,7 @@ class SessionStore(MutableMapping[str, Any]):
         only (nothing buffered). Returns how many keys went."""
         self.discard()
         forget = getattr(self.table, "forget", None)  # BytesTable / ChangelogTable: the raw dict
-        if forget is not None:
-            n = forget(owned)
-        else:  # a plain dict is memory only
-            gone = [k for k in list(self.table) if not owned(k)]
-            for k in gone:
-                del self.table[k]
-            n = len(gone)
+        n = forget(owned) if forget is not None else drop_keys(self.table, owned)  # a plain dict: memory only
         self._tomb_times = deque((t, k) for t, k in self._tomb_times if owned(k))
         self.rescan()
         return n
