@@ -36,7 +36,7 @@ from logad.alerts import EventEncoder, vocab_tag
 from logad.artifacts import MANIFEST
 from logad.errors import ConfigError
 from logad.feedback import Feedback, FeedbackError, read_feedback
-from logad.pending import DECISIONS_FILE, read_decisions
+from logad.pending import decisions_path, read_decisions
 
 log = logging.getLogger("logad.scorer")
 
@@ -127,7 +127,7 @@ class Watcher:
     def __init__(self, scorer: Any, model_dir: str | Path, feedback: Path, load: Callable[[str | Path], Any],
                  every_s: float, metrics: Any = None, decisions: Path | None = None) -> None:
         self.scorer, self.model_dir, self.feedback, self.load = scorer, Path(model_dir), feedback, load
-        self.decisions = decisions or Path(model_dir) / DECISIONS_FILE  # logad.pending.decisions_path
+        self.decisions = decisions or decisions_path(model_dir)
         self.every_s, self.metrics = every_s, metrics
         self.applied = ""  # digest of the feedback in force
         self._failed_bundle = ""  # attempt state of the last bundle that failed to load
