@@ -368,15 +368,20 @@ def encode_scores(events: Sequence[bytes]) -> bytes:
 def decode_scores(data: bytes | None) -> list[Any]:
     """A scores record (a bundle, encode_scores) -> its envelopes; CodecError for anything else."""
     doc = _loads(data, "scores record")
-    if isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc:
+    if _scores_bundle(doc):
         return doc["scores"]
     raise CodecError("scores record: not a scores bundle ({\"scores\": [envelope, ...]})")
+
+
+def _scores_bundle(doc: Any) -> bool:
+    """`doc` is what encode_scores writes (an envelope has an "id"; a bundle has none)."""
+    return isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc
 
 
 def decode_envelopes(data: bytes | None) -> list[Any]:
     """A scores record's envelopes, or an alerts record's one (readers of either topic)."""
     doc = _loads(data, "scores or alerts record")
-    if isinstance(doc, dict) and isinstance(doc.get("scores"), list) and "id" not in doc:
+    if _scores_bundle(doc):
         return doc["scores"]
     if isinstance(doc, dict) and isinstance(doc.get("id"), str):
         return [doc]
