@@ -6,7 +6,8 @@ in the same run (bench/scorer.py's first part; not a bench itself).
                                 model (distinct-prefix forward + per-event scores), count scores,
                                 alignment scores
     growth(det, sizes)          count + alignment cost per window as the normal reference grows to
-                                `sizes` distinct windows (the bundle's, then perturbed copies of them)
+                                `sizes` distinct windows (the bundle's, then perturbed copies of them),
+                                and the alignment's by the window's distance to the nearest one
 """
 
 from __future__ import annotations
@@ -110,8 +111,15 @@ def growth(det, queries: Sequence, sizes: Sequence[int], repeat: int, seed: int 
     for size in sizes:
         ref = build_reference(refs[:size], V, unk)
         row = {"size": size, "count_vectors": len(ref.counts)}
-        for name, cls in (("indexed", WindowScorer), ("exhaustive", ExhaustiveWindowScorer)):
-            sc = cls(s.model, ref, bos=s.bos, pad=s.pad, topk=s.topk, instability=s.instability)
+        scorers = {name: cls(s.model, ref, bos=s.bos, pad=s.pad, topk=s.topk, instability=s.instability)
+                   for name, cls in (("indexed", WindowScorer), ("exhaustive", ExhaustiveWindowScorer))}
+        ops = scorers["exhaustive"]._traces.scores([w.ids for w in queries], [False] * len(queries))[2]
+        # the windows by their distance to the nearest normal window: 0 (a normal window), 1, 2 or more
+        by = {k: [w for w, o in zip(queries, ops) if min(int(o), 2) == k] for k in (0, 1, 2)}
+        row["by_distance"] = {k: len(v) for k, v in by.items()}
+        for name, sc in scorers.items():
             row[name] = parts(sc, queries, repeat, model_too=False)
+            row[name]["by_distance"] = {k: parts(sc, v, repeat, model_too=False)["alignment"] if v else float("nan")
+                                        for k, v in by.items()}
         out.append(row)
     return out

@@ -102,6 +102,9 @@ def cost(sample: list, sizes: list[int], repeat: int) -> dict:
         log(f"growth {g['size']:>6,} normal windows ({g['count_vectors']:,} count vectors): count {e['count']:.1f} -> "
             f"{i['count']:.1f} us/window, alignment {e['alignment']:.1f} -> {i['alignment']:.1f} us/window "
             f"(exhaustive -> indexed)")
+        n, ei, ii = g["by_distance"], e["by_distance"], i["by_distance"]
+        log("       alignment by distance to the nearest normal window: " + ", ".join(
+            f"{k if k < 2 else '2+'} ({n[k]} windows) {ei[k]:.1f} -> {ii[k]:.1f}" for k in (0, 1, 2)) + " us/window")
     return out
 
 
@@ -201,7 +204,8 @@ def main() -> None:
         g = {x["size"]: x for x in c["growth"]}
         print("RESULT " + " ".join(f"{k}_us_per_window_{v}={c[k][v]:.1f}" for k in ("sample", "distinct", "diverse")
                                    for v in ("baseline", "indexed")) + " " + " ".join(
-            f"align_us_{n}={g[n]['indexed']['alignment']:.1f} align_exhaustive_us_{n}={g[n]['exhaustive']['alignment']:.1f}"
+            f"align_us_{n}={g[n]['indexed']['alignment']:.1f} align_exhaustive_us_{n}={g[n]['exhaustive']['alignment']:.1f} "
+            + " ".join(f"align_us_{n}_d{k if k < 2 else '2plus'}={g[n]['indexed']['by_distance'][k]:.1f}" for k in (0, 1, 2))
             for n in g))
         return
     rates = {} if args.no_model else model_rates(sample, devices)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,3 +136,31 @@ def test_distinct_prefix_logits_match_each_input_alone() -> None:
         for x, j in zip(inputs, leaf):
             alone, _ = model(torch.tensor([x]))
             assert torch.allclose(logits[j, : len(x)], alone[0], atol=1e-5)
+
+
+def test_one_operation_lookups_equal_the_search() -> None:
+    """Windows one drop or one repeat from a normal window are scored by lookups (no alignment
+    search); the scores are the exhaustive ones, and the lookups decline when a farther, longer
+    normal window could give a likelier tail (high instability, short windows)."""
+    refs = [[3, 4, 5, 6, 7], [3, 4, 4, 5, 6, 7, 8], [9, 10, 11], [9, 10], [9, 10, 11, 12, 3, 4, 5, 6, 7, 8, 9, 10]]
+    wins = [(3, 4, 6, 7), (3, 4, 5, 5, 6, 7), (9, 10, 11, 11), (9, 11), (3, 4, 5, 6, 7, 8), (9, 10, 10), (10, 9, 11)]
+    for instability in (0.0, 0.05, 0.3):
+        fast = TraceIndex(refs, instability, TAIL_CAP)
+        took = [fast._one_op(w, False) is not None for w in wins]
+        # (9, 10, 10): P(K >= 1) of (9, 10) loses to P(K >= 2) of a 5-event window at R = 0.3
+        assert took == [True] * 6 + [False] if instability < 0.3 else took[5:] == [False, False]
+        for novel in ([False] * len(wins), [True] * len(wins)):
+            same(fast.scores(wins, novel), ExhaustiveTraceIndex(refs, instability, TAIL_CAP).scores(wins, novel))
+
+
+def test_a_deletion_hash_that_collides_is_checked() -> None:
+    """The deletion index is by hash: a normal window listed under a window's hash that is not one
+    operation from it (a collision) is no neighbour."""
+    fast = TraceIndex([[3, 4, 5], [6, 7, 8, 9]], 0.05, TAIL_CAP)
+    window = (6, 7, 3)
+    h, t = np.append(fast._del_hash, hash(window)), np.append(fast._del_trace, 1)  # listed under its hash...
+    order = np.argsort(h, kind="stable")
+    fast._del_hash, fast._del_trace = h[order], t[order]
+    assert fast._one_op(window, False) is None  # ...but (6, 7, 8, 9) is 3 operations away
+    slow = ExhaustiveTraceIndex([[3, 4, 5], [6, 7, 8, 9]], 0.05, TAIL_CAP)
+    same(fast.scores([window], [False]), slow.scores([window], [False]))
