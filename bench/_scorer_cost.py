@@ -114,8 +114,8 @@ def growth(det, queries: Sequence, sizes: Sequence[int], repeat: int, seed: int 
         scorers = {name: cls(s.model, ref, bos=s.bos, pad=s.pad, topk=s.topk, instability=s.instability)
                    for name, cls in (("indexed", WindowScorer), ("exhaustive", ExhaustiveWindowScorer))}
         ops = scorers["exhaustive"]._traces.scores([w.ids for w in queries], [False] * len(queries))[2]
-        # the windows by their distance to the nearest normal window: 0 (a normal window), 1, 2 or more
-        by = {k: [w for w, o in zip(queries, ops) if min(int(o), 2) == k] for k in (0, 1, 2)}
+        # the windows by their distance to the nearest normal window: 0 (a normal window), 1, 2, 3 or more
+        by = {k: [w for w, o in zip(queries, ops) if min(int(o), 3) == k] for k in range(4)}
         row["by_distance"] = {k: len(v) for k, v in by.items()}
         for name, sc in scorers.items():
             row[name] = parts(sc, queries, repeat, model_too=False)

@@ -104,7 +104,7 @@ def cost(sample: list, sizes: list[int], repeat: int) -> dict:
             f"(exhaustive -> indexed)")
         n, ei, ii = g["by_distance"], e["by_distance"], i["by_distance"]
         log("       alignment by distance to the nearest normal window: " + ", ".join(
-            f"{k if k < 2 else '2+'} ({n[k]} windows) {ei[k]:.1f} -> {ii[k]:.1f}" for k in (0, 1, 2)) + " us/window")
+            f"{k if k < 3 else '3+'} ({n[k]} windows) {ei[k]:.1f} -> {ii[k]:.1f}" for k in range(4)) + " us/window")
     return out
 
 
@@ -205,7 +205,7 @@ def main() -> None:
         print("RESULT " + " ".join(f"{k}_us_per_window_{v}={c[k][v]:.1f}" for k in ("sample", "distinct", "diverse")
                                    for v in ("baseline", "indexed")) + " " + " ".join(
             f"align_us_{n}={g[n]['indexed']['alignment']:.1f} align_exhaustive_us_{n}={g[n]['exhaustive']['alignment']:.1f} "
-            + " ".join(f"align_us_{n}_d{k if k < 2 else '2plus'}={g[n]['indexed']['by_distance'][k]:.1f}" for k in (0, 1, 2))
+            + " ".join(f"align_us_{n}_d{k if k < 3 else '3plus'}={g[n]['indexed']['by_distance'][k]:.1f}" for k in range(4))
             for n in g))
         return
     rates = {} if args.no_model else model_rates(sample, devices)

@@ -24,29 +24,33 @@ Both read a missing event as evidence, so both apply to whole traces only (COMPL
 
 The search is indexed, and exact. A window that is itself a normal window is at distance 0 with
 P(K >= 0) = 1, the likeliest tail there is: one set lookup, whatever the reference's size. A window
-one insert or delete from a normal window (an event dropped or repeated) is found by lookups too:
-its one-event deletions in the set, and its own hash in an index of the normal windows' one-event
-deletions; no other normal window of length L is nearer than max(|L - n|, 2) operations (3 when
-L + n is odd), so when no length's tail at that distance beats the neighbour's, that is the answer
-(TraceIndex._one_op). For the others: every insert or delete changes one template count by one, so
-the L1 distance between template-count vectors is a lower bound of the Indel distance; normal
-windows with the same count vector (hence the same length) form one group with one bound. A window is aligned with the group of
-its smallest bound first; the distance d and the tail P found there then rule out every group whose
-bound exceeds d and whose best possible tail P(bound) does not exceed P (P(K >= d) falls as d
-grows). The remaining groups are aligned in growing rounds, likeliest possible tail first, each
-round's d and P ruling out more of the rest. logad.exhaustive keeps the every-pair search the tests
+within two inserts or deletes of a normal window (events dropped, repeated or moved: what
+instability makes) is answered by hash lookups too (logad.nearby: the normal windows at distance 1,
+else all of them at distance 2). No other normal window of length L is nearer than
+max(|L - n|, d + 1) operations (d + 2 when that and L + n differ in parity: an Indel distance has
+the parity of the lengths' sum), so when no length's tail at that distance beats theirs, that is the
+answer (TraceIndex._near). For the others: every insert or delete changes one template count by
+one, so the L1 distance between template-count vectors is a lower bound of the Indel distance;
+normal windows with the same count vector (hence the same length) form one group with one bound. A
+window is aligned with the group of its smallest bound first; the distance d and the tail P found
+there then rule out every group whose bound exceeds d and whose best possible tail P(bound) does not
+exceed P (P(K >= d) falls as d grows). The remaining groups are aligned in growing rounds, likeliest
+possible tail first, each round's d and P ruling out more of the rest: this part's cost grows with
+the normal windows near the window's counts. logad.exhaustive keeps the every-pair search the tests
 hold this one equal to.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from rapidfuzz.distance import Indel
 from rapidfuzz.process import cdist
+
+from logad.nearby import NearbyIndex
 
 BLOCK_SLACK = 0  # block_run looks at normal windows this many operations from the nearest (see above)
 BLOCK_CANDIDATES = 16  # ... and at most this many of them (the alignments are per pair, in Python)
@@ -96,11 +100,6 @@ def block_run(traces: Sequence[str], query: str, nearest: Sequence[int]) -> int:
     return int(best)
 
 
-def _deletions(key: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
-    """The distinct windows one event shorter than `key` (deleting any event of a run gives the same)."""
-    return (key[:i] + key[i + 1:] for i in range(len(key)) if i == 0 or key[i] != key[i - 1])
-
-
 class TailTable:
     """P(K >= d), K ~ Poisson(rate * max(length, 1)), for every length and distance seen so far:
     (L, D) float64, grown on demand. Lookups instead of one incomplete gamma per pair."""
@@ -144,18 +143,16 @@ class TraceIndex:
         self._group_counts: list[dict[int, int]] = []
         self._gc = np.zeros((0, 1), dtype=np.float32)  # (G, V) count vector of each group
         self._glen = np.zeros(0, dtype=np.int64)  # (G,) length of the group's windows
-        self._keys: list[tuple[int, ...]] = []  # the traces as id tuples
-        self._del_hash = np.zeros(0, dtype=np.int64)
-        self._del_trace = np.zeros(0, dtype=np.int64)
+        self._nearby = NearbyIndex()  # the normal windows within two operations of a window, by lookups
         self._lengths = np.zeros(0, dtype=np.int64)
-        self._near_tails: dict[tuple[float, int], tuple[float, float]] = {}  # (rate, length) -> P(K >= 1), its tail
-        self._far_tails: dict[tuple[float, int], float] = {}  # (rate, n) -> _far_tail(n)
+        self._near_tails: dict[tuple[float, int, int], tuple[float, float]] = {}  # (rate, length, d) -> P, tail
+        self._far_tails: dict[tuple[float, int, int], float] = {}  # (rate, n, d) -> _far_tail(n, d)
         self.extend(traces)
         self.set_instability(instability)
 
     def extend(self, traces: Sequence[Sequence[int]]) -> int:
         """Add normal windows (duplicates of known ones are skipped); returns how many were new."""
-        added = 0
+        new: list[tuple[int, ...]] = []  # the windows added, as id tuples
         for t in traces:
             key = tuple(int(i) for i in t)
             if key in self._known:
@@ -172,9 +169,8 @@ class TraceIndex:
                 self._group_counts.append(counts)
             self._members[g].append(len(self.traces))
             self.traces.append(encode(key))
-            self._keys.append(key)
-            added += 1
-        if added:
+            new.append(key)
+        if new:
             V = max((max(c, default=-1) for c in self._group_counts), default=-1) + 1
             self._gc = np.zeros((len(self._members), max(V, 1)), dtype=np.float32)  # (G, V)
             for g, counts in enumerate(self._group_counts):
@@ -191,15 +187,8 @@ class TraceIndex:
             self._trace_len = np.array([len(t) for t in self.traces], dtype=np.int64)  # (M,)
             self._lengths = np.unique(self._trace_len)  # the lengths the normal windows have
             self._far_tails.clear()
-            # every normal window's distinct one-event deletions, by hash: the normal windows one event
-            # longer than a window and one operation from it are those with the window's hash here
-            new = [(hash(d), j) for j in range(len(self.traces) - added, len(self.traces))
-                   for d in _deletions(self._keys[j])]
-            h = np.concatenate([self._del_hash, np.array([x for x, _ in new], dtype=np.int64)])
-            t = np.concatenate([self._del_trace, np.array([j for _, j in new], dtype=np.int64)])
-            order = np.argsort(h, kind="stable")
-            self._del_hash, self._del_trace = h[order], t[order]  # (D,) sorted hashes, (D,) their trace indexes
-        return added
+            self._nearby.add(new, len(self.traces) - len(new))
+        return len(new)
 
     def set_instability(self, instability: float) -> None:
         """The rate R edit_tail tolerates (the detector moves it with its online estimate)."""
@@ -248,13 +237,13 @@ class TraceIndex:
         known = self._known
         keys = [w if type(w) is tuple else tuple(int(i) for i in w) for w in windows]
         tails, blocks, ops = [EXACT_TAIL] * len(windows), [0.0] * len(windows), [0.0] * len(windows)
-        # A window one insert or delete from a normal window (an event dropped or repeated, the
-        # commonest instability) is found by lookups too, whatever the reference's size.
+        # A window within two inserts or deletes of a normal window (an event dropped, repeated or
+        # moved: the commonest instability) is found by lookups too, whatever the reference's size.
         rest = []
         for b, key in enumerate(keys):
             if key in known:
                 continue
-            one = self._one_op(key, bool(novel[b]))
+            one = self._near(key, bool(novel[b]))
             if one is None:
                 rest.append(b)
             else:
@@ -265,51 +254,46 @@ class TraceIndex:
                 tails[b], blocks[b], ops[b] = tb, kb, ob
         return [self.tail_cap if nv else t for t, nv in zip(tails, novel)], blocks, ops
 
-    def _one_op(self, key: tuple[int, ...], novel: bool) -> tuple[float, float, float] | None:
-        """(edit_tail, block_run, edit_ops) of a window that is no normal window, when one is one
-        operation from it; None when none is, or when a farther one might give a likelier tail.
+    def _near(self, key: tuple[int, ...], novel: bool) -> tuple[float, float, float] | None:
+        """(edit_tail, block_run, edit_ops) of a window that is no normal window, when one is within
+        two operations of it (logad.nearby: lookups); None when none is, or when a farther one might
+        give a likelier tail.
 
-        The normal windows one event shorter are the window's one-event deletions (looked up); those
-        one event longer have the window among their deletions (its hash in the deletion index). At
-        distance 1 the alignment is one operation (block_run 1), and the likeliest tail is the longest
-        neighbour's. Every other normal window of length L is at least max(|L - n|, 2) operations
-        away, 3 when L + n is odd (an Indel distance has the parity of the lengths' sum): when no
-        length's tail at that distance beats the neighbour's, the search has nothing to add."""
-        n = len(key)
-        longest = -1
-        h = hash(key)
-        lo, hi = int(np.searchsorted(self._del_hash, h)), int(np.searchsorted(self._del_hash, h, side="right"))
-        if hi > lo:
-            q = encode(key)
-            if any(Indel.distance(self.traces[j], q) == 1 for j in self._del_trace[lo:hi].tolist()):
-                longest = n + 1
-        if longest < 0:
-            if not any(d in self._known for d in _deletions(key)):
-                return None
-            longest = n - 1
+        At distance d in {1, 2} every normal window at d is known, hence edit_ops, block_run (over
+        them, by trace index) and their likeliest tail (the longest one's). Every other normal window
+        of length L is at least max(|L - n|, d + 1) operations away, d + 2 when d + 1 and L + n differ
+        in parity (an Indel distance has the parity of the lengths' sum): when no length's tail at
+        that distance beats theirs, the search has nothing to add."""
+        q = encode(key)
+        # two operations by lookups where the search would cost more (the dense path's every pair
+        # costs less below DENSE_MAX normal windows)
+        d, near = self._nearby.nearest(key, q, self.traces, self._known, two=len(self.traces) > DENSE_MAX)
+        if not d:
+            return None
+        block = 1.0 if d == 1 else float(block_run(self.traces, q, near.tolist()))
         if novel:
-            return self.tail_cap, 1.0, 1.0
-        p, tail = self._one_op_tail(longest)
-        return (tail, 1.0, 1.0) if self._far_tail(n) <= p else None
+            return self.tail_cap, block, float(d)
+        p, tail = self._tail_at(int(self._trace_len[near].max()), d)
+        return (tail, block, float(d)) if self._far_tail(len(key), d) <= p else None
 
-    def _one_op_tail(self, length: int) -> tuple[float, float]:
-        """P(K >= 1) for a normal window of this length, and its edit_tail (cached per rate)."""
-        key = (self._table.rate, length)
+    def _tail_at(self, length: int, d: int) -> tuple[float, float]:
+        """P(K >= d) for a normal window of this length, and its edit_tail (cached per rate)."""
+        key = (self._table.rate, length, d)
         got = self._near_tails.get(key)
         if got is None:
-            p = self._table.lookup(np.array([length]), np.array([1]))  # (1,)
+            p = self._table.lookup(np.array([length]), np.array([d]))  # (1,)
             got = self._near_tails[key] = (float(p[0]), float(neg_log10(torch.from_numpy(p), self.tail_cap)[0]))
         return got
 
-    def _far_tail(self, n: int) -> float:
-        """The likeliest tail a normal window two or more operations from a window of n events can
-        give (max over the reference's lengths L of P(K >= its fewest operations), cached per rate)."""
-        key = (self._table.rate, n)
+    def _far_tail(self, n: int, d: int) -> float:
+        """The likeliest tail a normal window more than d operations from a window of n events can
+        give: max over the reference's lengths L of P(K >= its fewest operations) (cached per rate)."""
+        key = (self._table.rate, n, d)
         got = self._far_tails.get(key)
         if got is None:
             L = self._lengths
-            far = np.maximum(np.abs(L - n), np.where((L + n) % 2 == 1, 3, 2))  # (len(L),) fewest operations
-            got = self._far_tails[key] = float(self._table.lookup(L, far).max(initial=0.0))
+            beyond = np.where((d + 1 + L + n) % 2 == 0, d + 1, d + 2)  # (len(L),) the next distance of L's parity
+            got = self._far_tails[key] = float(self._table.lookup(L, np.maximum(np.abs(L - n), beyond)).max(initial=0.0))
         return got
 
     def _search(self, windows: Sequence[Sequence[int]],

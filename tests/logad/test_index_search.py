@@ -138,29 +138,60 @@ def test_distinct_prefix_logits_match_each_input_alone() -> None:
             assert torch.allclose(logits[j, : len(x)], alone[0], atol=1e-5)
 
 
-def test_one_operation_lookups_equal_the_search() -> None:
-    """Windows one drop or one repeat from a normal window are scored by lookups (no alignment
-    search); the scores are the exhaustive ones, and the lookups decline when a farther, longer
-    normal window could give a likelier tail (high instability, short windows)."""
+def test_windows_within_two_operations_are_scored_by_lookups(search: str) -> None:
+    """Windows one drop or repeat from a normal window are scored by lookups (no alignment search)
+    with the exhaustive scores; so are windows two operations away (a move, two drops or repeats)
+    when the reference is past the dense path's size. The lookups decline when a farther, longer
+    normal window could give a likelier tail (high instability, short windows), and beyond two."""
     refs = [[3, 4, 5, 6, 7], [3, 4, 4, 5, 6, 7, 8], [9, 10, 11], [9, 10], [9, 10, 11, 12, 3, 4, 5, 6, 7, 8, 9, 10]]
-    wins = [(3, 4, 6, 7), (3, 4, 5, 5, 6, 7), (9, 10, 11, 11), (9, 11), (3, 4, 5, 6, 7, 8), (9, 10, 10), (10, 9, 11)]
+    wins = [(3, 4, 6, 7), (3, 4, 5, 5, 6, 7), (9, 10, 11, 11), (9, 11),  # one operation
+            (3, 4, 5, 6, 7, 8), (9, 10, 10),
+            (10, 9, 11), (3, 5, 6), (3, 3, 4, 5, 5, 6, 7), (3, 4, 6, 5, 7),  # two: n, n - 2, n + 2, a move
+            (7, 6, 5, 4, 3)]  # eight
     for instability in (0.0, 0.05, 0.3):
         fast = TraceIndex(refs, instability, TAIL_CAP)
-        took = [fast._one_op(w, False) is not None for w in wins]
-        # (9, 10, 10): P(K >= 1) of (9, 10) loses to P(K >= 2) of a 5-event window at R = 0.3
-        assert took == [True] * 6 + [False] if instability < 0.3 else took[5:] == [False, False]
+        took = [fast._near(w, False) is not None for w in wins]
+        if instability < 0.3:
+            assert took == [True] * 6 + [search == "indexed"] * 4 + [False]
+        else:  # (9, 10, 10): P(K >= 1) of (9, 10) loses to P(K >= 2) of a 5-event window
+            assert not took[5] and not took[-1]
         for novel in ([False] * len(wins), [True] * len(wins)):
             same(fast.scores(wins, novel), ExhaustiveTraceIndex(refs, instability, TAIL_CAP).scores(wins, novel))
 
 
-def test_a_deletion_hash_that_collides_is_checked() -> None:
-    """The deletion index is by hash: a normal window listed under a window's hash that is not one
-    operation from it (a collision) is no neighbour."""
+@pytest.mark.parametrize("seed", range(6))
+def test_nearby_index_finds_the_normal_windows_within_two(seed: int) -> None:
+    """logad.nearby against every pair: the smallest distance in {1, 2}, and the windows at it."""
+    from rapidfuzz.distance import Indel
+
+    refs, wins = world(seed, n_ref=120, n_win=300)
+    index = TraceIndex(refs, 0.05, TAIL_CAP)
+    for w in map(tuple, wins):
+        if w in index._known:
+            continue
+        q = alignment.encode(w)
+        dist = [Indel.distance(q, t) for t in index.traces]
+        d, near = index._nearby.nearest(w, q, index.traces, index._known)
+        assert d == (min(dist) if min(dist) <= 2 else 0)
+        at_d = [j for j, x in enumerate(dist) if x == d] if d else []
+        if d == 1:  # one of the longest
+            assert len(near) == 1 and near[0] in at_d
+            assert len(index.traces[near[0]]) == max(len(index.traces[j]) for j in at_d)
+        else:
+            assert near.tolist() == at_d
+
+
+def test_a_hash_that_collides_is_checked() -> None:
+    """The lookups are by hash: a normal window listed under a window's hash that is not within
+    two operations of it (a collision) is no neighbour."""
+    from logad.nearby import _prefixes
+
     fast = TraceIndex([[3, 4, 5], [6, 7, 8, 9]], 0.05, TAIL_CAP)
-    window = (6, 7, 3)
-    h, t = np.append(fast._del_hash, hash(window)), np.append(fast._del_trace, 1)  # listed under its hash...
-    order = np.argsort(h, kind="stable")
-    fast._del_hash, fast._del_trace = h[order], t[order]
-    assert fast._one_op(window, False) is None  # ...but (6, 7, 8, 9) is 3 operations away
+    nb = fast._nearby
+    window = (3, 4)
+    hw = _prefixes(np.array([window], dtype=np.uint64) + np.uint64(1))[0, -1]
+    nb._del[3].add(np.array([hw]), np.array([1]))  # (6, 7, 8, 9) listed under the window's hash
+    d, near = nb.nearest(window, alignment.encode(window), fast.traces, fast._known)
+    assert (d, near.tolist()) == (1, [0])  # (3, 4, 5), and not (6, 7, 8, 9), 4 operations away
     slow = ExhaustiveTraceIndex([[3, 4, 5], [6, 7, 8, 9]], 0.05, TAIL_CAP)
     same(fast.scores([window], [False]), slow.scores([window], [False]))
