@@ -34,7 +34,7 @@ def sample_windows(n_lines: int) -> list:
     from logad.config import SessionConfig
     from logad.detect_files import session_rules, windows_from_lines
     from logad.detector import Detector
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.parse import ParseStats
     from logad.session_rules import Sessionizer
 
@@ -192,6 +192,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from logad.config import SessionConfig
     from streams.codec import encode_windows, vocab_tag
     from streams.session_processor import load_session_rules
 
