@@ -36,7 +36,7 @@ def windows_of(n_lines: int) -> list:
     from logad.config import SessionConfig
     from logad.detect_files import session_rules, windows_from_lines
     from logad.detector import Detector
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.parse import ParseStats
     from logad.session_rules import Sessionizer
 

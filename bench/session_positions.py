@@ -33,7 +33,7 @@ RP = "logs.hdfs/0"
 
 def events_of(n_lines: int) -> list[tuple[str, int, float | None]]:
     """(session key, template id, event time) of each line of the HDFS sample (copies of it)."""
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.parse import parse_line
     from logad.records import LogRecord
     from logad.templates import TemplateVocab
@@ -56,7 +56,7 @@ def run(events: list, per_record: int, positions: bool) -> tuple[float, int]:
     from logad.config import SessionConfig
     from logad.detect_files import session_rules
     from logad.detector import Detector
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from streams.codec import position
     from streams.session_processor import SessionProcessor
     from streams.session_table import BytesTable

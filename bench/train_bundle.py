@@ -59,7 +59,7 @@ def drain3_baseline(paths: list[Path], fmt_path: Path) -> float:
     from drain3 import TemplateMiner
     from drain3.template_miner_config import TemplateMinerConfig
 
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.readers import iter_file_records
     from logad.records import LogRecord
 
@@ -83,6 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+    from logad.format_files import load_format
     from logad.parse import ParseStats
     from logad.readers import iter_file_records
     from training.train import train_bundle
@@ -94,7 +95,7 @@ def main() -> None:
         else:
             paths, labels = hdfs_input(args.lines, work)
         stats = ParseStats()
-        for _ in iter_file_records(paths, __import__("logad.formats").formats.load_format(args.format), stats):
+        for _ in iter_file_records(paths, load_format(args.format), stats):
             pass
         log(f"input: {stats.lines:,} lines ({', '.join(str(p) for p in paths)})")
         base = drain3_baseline(paths, args.format)

@@ -108,7 +108,8 @@ def write_format(out_dir: str | Path, fmt: Any) -> dict | None:
 def bundle_format(model_dir: str | Path, format_name: str | None = None) -> Any:
     """The LogFormat of a bundle: its format.toml (checked against the manifest's hash when the
     manifest records one), else the built-in format its vocab names."""
-    from logad.formats import FORMATS, format_from_text
+    from logad.format_files import format_from_text
+    from logad.formats import FORMATS
 
     d = Path(model_dir)
     p = d / LOG_FORMAT

@@ -32,7 +32,8 @@ from logad.drift import DriftVocab
 from logad.drift import matcher as drift_matcher
 from logad.pending import attach, score_with_pending
 from logad.feedback import apply_feedback, feedback_path
-from logad.formats import LogFormat, load_format
+from logad.format_files import load_format
+from logad.formats import LogFormat
 from logad.guard import check_input
 from logad.parse import ParseStats, parse_line
 from logad.readers import entry_texts, iter_file_records, time_order

@@ -182,7 +182,7 @@ def drift_report(paths: Sequence[str | Path], model_dir: str | Path, cfg: DriftC
     time) and how often: reworded statements (assigned to the known statement they are closest to)
     and new ones (lines no statement explains, mined into templates with Drain3)."""
     from logad.artifacts import bundle_format
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.parse import ParseStats
     from logad.readers import iter_file_records
     from logad.records import LogRecord

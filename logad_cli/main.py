@@ -89,7 +89,7 @@ def prepare(
             raise LogadError("prepare raw needs --raw PATH, --format FILE and --out FOLDER")
         if split not in ("auto", "time", "hash"):
             raise LogadError(f"--split must be auto, time or hash, got {split!r}")
-        from logad.formats import load_format
+        from logad.format_files import load_format
         from training.train import prepare_from_logs
 
         s = settings()
@@ -194,7 +194,7 @@ def templates_match(
     log_format: Annotated[Optional[str], typer.Option("--format", help="defaults to the vocab's format")] = None,
 ) -> None:
     """Print each line's session key(s) and template key (or UNK), tab-separated."""
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.templates import TemplateVocab, match_lines
     from logad.parse import open_lines
 
@@ -630,7 +630,7 @@ def replay(
     """Publish a log file's lines, in order, to a raw topic."""
     import asyncio
 
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from streams.replay import Pace, default_key, replay as run
     from streams.session_processor import model_format
     from streams.topics import raw_topic

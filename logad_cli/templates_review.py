@@ -73,7 +73,7 @@ def pending_in_logs(model: Path, paths: list[Path], log_format: str | None) -> l
     from logad.artifacts import bundle_format
     from logad.config import DriftConfig
     from logad.drift import DriftVocab
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from logad.parse import ParseStats
     from logad.pending import PendingTemplates, read_decisions
     from logad.readers import iter_file_records

@@ -38,7 +38,8 @@ from drain3 import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
 
 from logad.errors import ConfigError, LogadError
-from logad.formats import FORMATS, LogFormat, load_format
+from logad.format_files import load_format
+from logad.formats import FORMATS, LogFormat
 from logad.masking import render
 from logad.parse import content_of
 from logad.templates import TemplateVocab

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from logad.errors import ParseError
-from logad.sequences import Sequence, parse_label, read_sequences
+from logad.sequences import parse_label, read_sequences
 
 SPLITS = ("train", "val", "test")
 SCHEMA = pa.schema([

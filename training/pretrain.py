@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from logad.artifacts import load_bundle, save_bundle, sha256_file
+from logad.artifacts import load_bundle, sha256_file
 from logad.errors import ArtifactError
 from logad.model import ModelConfig, NextTokenTransformer, pick_device, resize_vocab
 from logad.windows import WindowRule

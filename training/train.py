@@ -32,7 +32,8 @@ from tqdm import tqdm
 from logad.artifacts import read_json, write_format, write_json
 from logad.config import GuardConfig, SessionConfig
 from logad.errors import ConfigError
-from logad.formats import LogFormat, load_format
+from logad.format_files import load_format
+from logad.formats import LogFormat
 from logad.guard import check_input
 from logad.parse import ParseStats
 from logad.readers import iter_file_records, time_order

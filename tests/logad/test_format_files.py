@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from logad.errors import ConfigError
-from logad.formats import format_from_dict, load_format
+from logad.format_files import format_from_dict, load_format
 from logad.parse import content_of, parse_line
 from logad.records import LogRecord, Rejected
 

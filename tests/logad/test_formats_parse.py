@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from logad.errors import ConfigError
-from logad.formats import FORMATS, load_format
+from logad.format_files import load_format
+from logad.formats import FORMATS
 from logad.masking import Masker, MaskRule, render
 from logad.parse import ParseStats, content_of, iter_records, open_lines, parse_line
 from logad.records import LogRecord, Rejected

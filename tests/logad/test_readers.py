@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from logad.errors import ParseError
-from logad.formats import format_from_dict
+from logad.format_files import format_from_dict
 from logad.parse import ParseStats
 from logad.readers import entries, expand_paths, iter_file_records
 from logad.records import LogRecord, Rejected

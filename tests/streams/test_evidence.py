@@ -178,7 +178,7 @@ def test_quoter_picks_like_offline_and_leaves_out_what_is_gone() -> None:
 def test_multiline_entry_is_quoted_whole() -> None:
     from pathlib import Path
 
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from streams.evidence import line_of
 
     fmt = load_format(Path(__file__).resolve().parents[2] / "formats/examples/java-multiline.toml")

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from logad.config import GuardConfig
-from logad.formats import format_from_dict, load_format
+from logad.format_files import format_from_dict, load_format
 from logad.parse import content_of, open_lines
 from logad.readers import iter_file_records, read_limit
 from logad.records import LogRecord

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
-import pytest
 from prometheus_client import CollectorRegistry
 
 from logad.alerts import vocab_tag
@@ -25,7 +24,7 @@ from logad.errors import ArtifactError
 from logad.feedback import NORMAL, append_record, verdict_from_alert
 from logad.records import Window, WindowScore
 from logad.templates import TemplateEntry, TemplateVocab
-from streams.codec import decode_scores, encode_windows
+from streams.codec import encode_windows
 from streams.prometheus import ScorerMetrics
 from streams.rollout import Watcher, bundle_state
 from tests.streams.test_stream_units import FakeConsumer, FakeProducer

@@ -182,7 +182,7 @@ def test_init_keeps_the_template_ids_of_its_vocab(bundle: tuple[Path, dict], tmp
     """`--init` of a bundle trained with the same format: the new vocab is an id-extension of its
     vocab (what a running worker picks up without a restart); of a bundle with other masking: a
     fresh vocab and a warning saying so."""
-    from logad.formats import load_format
+    from logad.format_files import load_format
     from streams.live_vocab import extension_problem
     from training.train import init_vocab
 
