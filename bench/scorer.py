@@ -227,7 +227,7 @@ def main() -> None:
                 f"{r['windows_per_s']:10,.0f} windows/s, {r['windows_per_cpu_s']:8,.0f} windows per CPU-second "
                 f"({r['scores']:,} scores; cache {r['hits']:,} hits / {r['misses']:,} misses)")
         lat = asyncio.run(stream_run(boot, values, max_batch=1024, cache=65536, rate=args.rate,
-                                     n_rate=int(args.rate * 10)))
+                                     n_rate=min(int(args.rate * 10), len(values))))  # each window once: a score maps to one send
         log(f"latency at {args.rate:,.0f} windows/s (window record -> score record): p50 {lat['p50_ms']:.0f} ms, "
             f"p99 {lat['p99_ms']:.0f} ms ({lat['n_latency']:,} windows)")
     best = stream[(1024, 65536, False)]["windows_per_s"]
