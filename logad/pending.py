@@ -31,7 +31,6 @@ decision per statement holds.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from collections.abc import Sequence
@@ -39,18 +38,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from logad.errors import ConfigError
 from logad.records import Window, WindowScore
+from logad.template_decisions import Decision, append_decision, decisions_path, read_decisions
 from logad.templates import N_SPECIAL, UNK, TemplateVocab
 
 log = logging.getLogger("logad.pending")
 
 NEW_SLOTS = 1 << 16  # hash slots of new statements (ids 2V .. 2V + NEW_SLOTS - 1)
 OUTCOME_BIT = 1 << 15  # set in the slot of a statement with an outcome word: never promoted by votes
-DECISIONS_FILE = "template_decisions.jsonl"
-ACTIONS = ("accept", "reject", "promote", "forget")
 KEEP_SESSIONS = 64  # session ids remembered per statement (votes are counted, the ids only dedupe)
 
 
@@ -105,54 +101,6 @@ class PendingIds:
                 raise ConfigError(f"{key!r}: a new statement's key is new:<hex slot below {NEW_SLOTS:x}>")
             return self.new(slot)
         raise ConfigError(f"{key!r}: a pending statement's key starts with 'alias:' or 'new:'")
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One line of template_decisions.jsonl."""
-
-    key: str  # the pending statement ("alias:..." / "new:...")
-    action: str  # accept | reject | promote (votes) | forget (back to pending)
-    target: str | None = None  # the template key it counts as (None: an alias its statement, a new one left out)
-    by: str = ""  # who ("logad scorer" / "logad detect" for promotions)
-    at: float = 0.0  # when (epoch seconds, UTC)
-    why: str = ""
-    sessions: int = 0  # votes behind a promotion
-
-
-def read_decisions(path: str | Path) -> dict[str, Decision]:
-    """The decisions in force (last per statement; "forget" removes one); {} when the file is missing.
-    A malformed line is an error naming the file and line: decisions are edited by people."""
-    p = Path(path)
-    if not p.exists():
-        return {}
-    out: dict[str, Decision] = {}
-    for n, raw in enumerate(p.read_bytes().splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            doc = orjson.loads(raw)
-            d = Decision(**doc)
-        except (orjson.JSONDecodeError, TypeError) as e:
-            raise ConfigError(f"{p}:{n}: not a template decision ({e})") from e
-        if d.action not in ACTIONS:
-            raise ConfigError(f"{p}:{n}: action {d.action!r} is not one of {', '.join(ACTIONS)}")
-        if d.action == "forget":
-            out.pop(d.key, None)
-        else:
-            out[d.key] = d
-    return out
-
-
-def append_decision(path: str | Path, d: Decision) -> None:
-    """Append one decision (one write of one line: concurrent writers do not interleave lines)."""
-    line = orjson.dumps({k: v for k, v in d.__dict__.items() if v not in (None, "", 0)} | {"key": d.key,
-                                                                                        "action": d.action})
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line + b"\n")
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -331,11 +279,6 @@ class PendingTemplates:
         """What the statement is scored as (or would be, read as template `target`), in words."""
         tid = self.ids.vocab.id_of(target) if target else self._target(self.ids.id_of(key), key)
         return "(left out)" if tid is None else f"{self.ids.vocab.key_of(tid)}: {self.ids.vocab.text_of(tid)}"
-
-
-def decisions_path(model_dir: str | Path, configured: str = "") -> Path:
-    """Where a bundle's decisions live: `configured` (drift.decisions_file) or <bundle>/template_decisions.jsonl."""
-    return Path(configured) if configured else Path(model_dir) / DECISIONS_FILE
 
 
 def attach(detector: Any, model_dir: str | Path, cfg: Any, persist: bool = True) -> PendingTemplates:

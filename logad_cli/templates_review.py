@@ -29,7 +29,7 @@ ART = Path("artifacts")
 
 def _decisions_path(model: Path) -> Path:
     """The bundle's decisions file (drift.decisions_file, default template_decisions.jsonl in it)."""
-    from logad.pending import decisions_path
+    from logad.template_decisions import decisions_path
     from logad_cli.main import settings
 
     if not (model / "template_vocab.json").is_file():
@@ -44,7 +44,7 @@ def pending(
 ) -> None:
     """Statements the model's vocab does not know: decisions in force and, with --logs, those seen there."""
     from logad.alerts import iso_time
-    from logad.pending import read_decisions
+    from logad.template_decisions import read_decisions
 
     path = _decisions_path(model)
     decided = read_decisions(path)
@@ -75,7 +75,8 @@ def pending_in_logs(model: Path, paths: list[Path], log_format: str | None) -> l
     from logad.drift import DriftVocab
     from logad.format_files import load_format
     from logad.parse import ParseStats
-    from logad.pending import PendingTemplates, read_decisions
+    from logad.pending import PendingTemplates
+    from logad.template_decisions import read_decisions
     from logad.readers import iter_file_records
     from logad.records import LogRecord
     from logad.templates import TemplateVocab
@@ -107,7 +108,8 @@ def pending_in_logs(model: Path, paths: list[Path], log_format: str | None) -> l
 
 
 def _decide(model: Path, key: str, action: str, target: str | None, by: str | None, why: str) -> None:
-    from logad.pending import Decision, PendingIds, append_decision
+    from logad.pending import PendingIds
+    from logad.template_decisions import Decision, append_decision
     from logad.templates import UNK, TemplateVocab
 
     path = _decisions_path(model)

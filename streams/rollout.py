@@ -36,7 +36,7 @@ from logad.alerts import EventEncoder, vocab_tag
 from logad.artifacts import MANIFEST
 from logad.errors import ConfigError
 from logad.feedback import Feedback, FeedbackError, read_feedback
-from logad.pending import decisions_path, read_decisions
+from logad.template_decisions import decisions_path, read_decisions
 
 log = logging.getLogger("logad.scorer")
 

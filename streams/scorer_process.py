@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from logad.config import Settings
-from logad.pending import attach, decisions_path
+from logad.pending import attach
+from logad.template_decisions import decisions_path
 from streams.scorer import FORWARD_BATCH, Scorer
 
 log = logging.getLogger("logad.scorer")

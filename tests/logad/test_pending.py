@@ -12,9 +12,9 @@ import pytest
 from logad.config import DriftConfig
 from logad.drift import DriftVocab
 from logad.errors import ConfigError
-from logad.pending import (DECISIONS_FILE, Decision, PendingIds, PendingTemplates, append_decision, read_decisions,
-                           score_with_pending)
+from logad.pending import PendingIds, PendingTemplates, score_with_pending
 from logad.records import Window, WindowScore
+from logad.template_decisions import DECISIONS_FILE, Decision, append_decision, read_decisions
 from logad.templates import UNK, TemplateVocab
 
 ROOT = Path(__file__).resolve().parents[2]

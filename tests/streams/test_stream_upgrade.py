@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from logad.config import DriftConfig
-from logad.pending import read_decisions
+from logad.template_decisions import read_decisions
 from tests.reliability.harness import MODEL, RAW, Pipeline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
