@@ -11,7 +11,7 @@ with exponential backoff and jitter (logad.notify.retry_delay); a 4xx other than
 retried: the receiver will refuse the same payload again.
 
 Alertmanager also gets, outside the commit path, the re-sends of firing alerts and the
-resolutions after the quiet period (logad.notify.AlertmanagerState); a failed one is tried again
+resolutions after the quiet period (logad.alertmanager.AlertmanagerState); a failed one is tried again
 later, and the explicit endsAt of every firing alert bounds what a lost resolution can cost.
 HTTP is urllib in a thread pool: no client dependency, and redirects are refused rather than
 followed (urllib would turn a redirected POST into a GET and report success).
@@ -37,11 +37,12 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
+from logad.alertmanager import AlertmanagerState, Tracked
 from logad.config import Settings
 from logad.errors import ConfigError
 from logad.notify import (
-    Alert, AlertmanagerState, BadAlert, NotifyConfig, SeenIds, Tracked, alertmanager_endpoint, pagerduty_event,
-    parse_alert, retry_delay, retryable, webhook_payload, worst_case_batch_s,
+    Alert, BadAlert, NotifyConfig, SeenIds, alertmanager_endpoint, pagerduty_event, parse_alert, retry_delay,
+    retryable, webhook_payload, worst_case_batch_s,
 )
 
 log = logging.getLogger("logad.notify")
