@@ -3,11 +3,14 @@
     `logad worker` + `logad scorer` on fresh topics (sessions.idle_timeout_s = --idle, sweeps every
     0.1 s). The bench publishes the HDFS sample (block ids rewritten per copy) at --rate lines/s, one
     line per record, for --seconds, and every --every seconds slips in a short session that is
-    anomalous by construction: 3 lines of a message no template matches (unseen template -> the
-    unseen-rate rule fires). Its last line's send time (the producer's ack timestamp) is t_last; a
-    consumer in this process records when the session's alert arrives. Reported per alerted session:
-    arrival - t_last (includes the idle timeout: the session has to be silent that long to close) and
-    arrival - (t_last + idle timeout), "after the session closes". The percentiles are over the
+    anomalous by construction: 3 lines of a message no template matches, with an outcome word
+    ("failed"): a pending statement (logad.pending) that sessions' votes never promote, so every one
+    of these sessions alerts (without the outcome word the statement would be promoted after
+    drift.promote_after normal-looking sessions, and the later ones would not alert). Its last
+    line's send time (the producer's ack timestamp) is t_last; a consumer in this process records
+    when the session's alert arrives. Reported per alerted session: arrival - t_last (includes the
+    idle timeout: the session has to be silent that long to close) and arrival - (t_last + idle
+    timeout), "after the session closes". The percentiles are over the
     sessions injected after --warmup seconds and at least 1 s before the input stops (steady state);
     the figures over all sessions are printed too.
 
@@ -34,7 +37,7 @@ BAR_MS = 500.0
 
 def anomalous_session(k: int) -> tuple[str, list[bytes]]:
     sid = f"blk_-77{k:06d}"
-    lines = [f"081109 2136{i:02d} 99 WARN dfs.DataNode$Mystery: Quantum flux capacitor desynchronised on {sid} "
+    lines = [f"081109 2136{i:02d} 99 WARN dfs.DataNode$Mystery: Quantum flux capacitor failed on {sid} "
              f"phase {i}".encode() for i in range(3)]
     return sid, lines
 
@@ -149,6 +152,8 @@ def main() -> None:
           f"last_line_p50_ms={percentile(lat, 50):.0f} last_line_p99_ms={percentile(lat, 99):.0f} "
           f"all_sessions_last_line_p99_ms={percentile(lat_all, 99):.0f} idle_timeout_ms={args.idle * 1000:.0f} "
           f"rate_lines_per_s={args.rate:.0f} alerted={len(lat_all)} missing={missed}")
+    if missed:  # an anomalous session without its alert is a fault, not a slow figure: stop `make bench`
+        sys.exit(f"{missed} injected anomalous sessions got no alert")
 
 
 if __name__ == "__main__":
