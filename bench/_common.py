@@ -118,6 +118,8 @@ def settings_for(bootstrap: str, prefix: str, **env: str) -> tuple[dict[str, str
         **{f"LOGAD_TOPICS_{t.upper()}": f"{prefix}.{t}" for t in
            ("events", "windows", "scores", "alerts", "dead_letter")},
         "LOGAD_SCORER_MODEL_DIR": str(MODEL), "LOGAD_SCORER_DEVICE": "cpu",
+        # promotions of pending statements go to a file of this run, never into the shipped bundle
+        "LOGAD_DRIFT_DECISIONS_FILE": str(Path(tempfile.gettempdir()) / f"logad-bench-{prefix}.decisions.jsonl"),
         "LOGAD_LOGGING_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
         **env,
     })
