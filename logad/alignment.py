@@ -137,7 +137,7 @@ class TraceIndex:
     def __init__(self, traces: Sequence[Sequence[int]], instability: float, tail_cap: float) -> None:
         self.tail_cap = tail_cap
         self.traces: list[str] = []  # distinct, in the order first given (the exhaustive search's order)
-        self._known: set[tuple[int, ...]] = set()
+        self._known: dict[tuple[int, ...], int] = {}  # the distinct normal windows -> their trace index
         self._group_of: dict[tuple[int, ...], int] = {}  # sorted (id, count) pairs -> group
         self._members: list[list[int]] = []  # per group: its trace indexes, ascending
         self._group_counts: list[dict[int, int]] = []
@@ -157,7 +157,7 @@ class TraceIndex:
             key = tuple(int(i) for i in t)
             if key in self._known:
                 continue
-            self._known.add(key)
+            self._known[key] = len(self.traces)
             counts: dict[int, int] = {}
             for i in key:
                 counts[i] = counts.get(i, 0) + 1

@@ -4,7 +4,7 @@ cost depends on the window's length and the vocabulary, not on how many normal w
 A window one operation from a normal window u is u with one event deleted or one inserted; two
 operations, two of either. So, with n the window's length:
 
-    distance 1   u of length n - 1: one of the window's one-event deletions     -> the windows' hashes
+    distance 1   u of length n - 1: one of the window's one-event deletions     -> the windows themselves
                  u of length n + 1: has the window among its deletions          -> the deletion index
     distance 2   u of length n - 2: one of the window's two-event deletions     -> the windows' hashes
                  u of length n:     shares a one-event deletion with the window -> the deletion index
@@ -19,7 +19,7 @@ alignment and never a wrong answer. Windows are id tuples; ids are small non-neg
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from rapidfuzz.distance import Indel
@@ -123,12 +123,12 @@ class NearbyIndex:
         scale = pw[n - 1 - i]  # (n,)
         return p[:, i] * scale + (p[:, n:n + 1] - p[:, i + 1] * scale)
 
-    def nearest(self, key: tuple[int, ...], query: str, traces: Sequence[str], known: Container[tuple[int, ...]],
+    def nearest(self, key: tuple[int, ...], query: str, traces: Sequence[str], known: Mapping[tuple[int, ...], int],
                 two: bool = True) -> tuple[int, np.ndarray]:
         """(d, trace indexes of normal windows at Indel distance d) for the smallest d in {1, 2}
         (in {1} unless `two`) that has any; (0, empty) when there is none. At d = 2 all of them
         (ascending); at d = 1 one of the longest ones. `key` is no normal window; `query` its
-        encoding, `traces` the normal windows' (as aligned), `known` them as id tuples."""
+        encoding, `traces` the normal windows' (as aligned), `known` them as id tuples -> trace index."""
         n = len(key)
         h, prefix, mod, base = 0, [0], (1 << 64) - 1, int(_B)
         for i in key:  # the prefix hashes in Python ints: n steps, no per-step array overhead
@@ -141,10 +141,10 @@ class NearbyIndex:
             if Indel.distance(query, traces[j]) == 1:
                 return 1, np.array([j], dtype=np.int64)
         for i in range(n):
-            if (i == 0 or key[i] != key[i - 1]) and key[:i] + key[i + 1:] in known:
-                for j in self._own[n - 1].find_one(self._deleted(prefix, n, i)):
-                    if Indel.distance(query, traces[j]) == 1:
-                        return 1, np.array([j], dtype=np.int64)
+            if i == 0 or key[i] != key[i - 1]:
+                j = known.get(key[:i] + key[i + 1:])
+                if j is not None:
+                    return 1, np.array([j], dtype=np.int64)
         if not two:
             return 0, np.zeros(0, dtype=np.int64)
         pw = self._pow(n + 2)
@@ -155,8 +155,8 @@ class NearbyIndex:
         if n >= 2 and n - 2 in self._own:
             i, j = np.triu_indices(n, 1)  # (k,) positions i < j deleted
             mid = p[j] - p[i + 1] * pw[j - i - 1]  # hash of key[i+1:j]
-            two = p[i] * pw[n - 2 - i] + mid * pw[n - 1 - j] + (p[n] - p[j + 1] * pw[n - 1 - j])
-            parts.append(self._own[n - 2].find(two))
+            dels2 = p[i] * pw[n - 2 - i] + mid * pw[n - 1 - j] + (p[n] - p[j + 1] * pw[n - 1 - j])
+            parts.append(self._own[n - 2].find(dels2))
         if n + 2 in self._del:
             i = np.arange(n + 1)
             suffix = p[n] - p[i] * pw[n - i]  # (n + 1,) hash of key[i:]
@@ -164,11 +164,6 @@ class NearbyIndex:
             parts.append(self._del[n + 2].find(ins.ravel()))
         found = self._verified(np.concatenate(parts), query, traces, 2)
         return (2 if len(found) else 0), found
-
-    def _deleted(self, prefix: list[int], n: int, i: int) -> int:
-        """The hash of the window with event i deleted, from its prefix hashes (Python ints)."""
-        scale = int(self._pow(n)[n - 1 - i])
-        return (prefix[i] * scale + prefix[n] - prefix[i + 1] * scale) & ((1 << 64) - 1)
 
     @staticmethod
     def _verified(cand: np.ndarray, query: str, traces: Sequence[str], d: int) -> np.ndarray:
