@@ -53,6 +53,12 @@ def positions_of(value: Any) -> list | None:
     return value[-1]
 
 
+def with_positions(value: tuple, positions: list | None) -> tuple:
+    """The table value with its packed positions replaced (None: dropped)."""
+    base = value if len(value) % 2 else value[:-1]
+    return base + (positions,) if positions else base
+
+
 def state_of(value: Any) -> Any:
     """The sessionizer state in a table value (None: a tombstone)."""
     return value[0]
@@ -285,8 +291,7 @@ class SessionStore(MutableMapping[str, Any]):
         """Keep `packed` with the open session `key` (written with its state at flush)."""
         raw = self._pending.get(key)
         if raw is not None and raw[0] is not None:  # written in this unit: swap the positions in place
-            base = raw if len(raw) % 2 else raw[:-1]
-            self._pending[key] = base + (packed,) if packed else base
+            self._pending[key] = with_positions(raw, packed)
             return
         raw = self._raw(key)
         if raw is not None and state_of(raw) is not None and positions_of(raw) != packed:
