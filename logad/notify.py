@@ -62,6 +62,7 @@ class NotifyConfig:
     concurrency: int = 8  # requests in flight per target
     dedupe_ids: int = 100_000  # alert ids remembered to drop re-delivered duplicates
     metrics_port: int = 0  # Prometheus metrics of the notifier on web.host:this port; 0 = not served
+    stop_grace_s: float = 5.0  # on SIGTERM, a batch in delivery gets this long to finish and be committed
 
     def __post_init__(self) -> None:
         for name in ("alertmanager_url", "webhook_url", "pagerduty_url"):
@@ -70,7 +71,7 @@ class NotifyConfig:
             raise ConfigError("notify.pagerduty_routing_key is set but notify.pagerduty_url is empty")
         if self.link_url:
             _check_url("notify.link_url", self.link_url.replace("{", "").replace("}", ""))
-        for name in ("quiet_s", "resend_s", "timeout_s", "backoff_s", "backoff_max_s"):
+        for name in ("quiet_s", "resend_s", "timeout_s", "backoff_s", "backoff_max_s", "stop_grace_s"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"notify.{name} must be a positive number of seconds, got {v!r}")

@@ -285,10 +285,17 @@ async def serve_notify(settings: Settings, cfg: NotifyConfig | None = None, *, s
             if records:
                 work = asyncio.create_task(notifier.handle(records))
                 await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
-                if not work.done():  # stopping mid-batch: not committed, read again after a restart
-                    work.cancel()
-                    await asyncio.gather(work, return_exceptions=True)
-                    break
+                if not work.done():
+                    # Stopping mid-batch: some of it may already be delivered, so let it finish (and be
+                    # committed) rather than deliver it twice after a restart; past the grace it is
+                    # cancelled uncommitted and read again then (at-least-once either way).
+                    await asyncio.wait([work], timeout=cfg.stop_grace_s)
+                    if not work.done():
+                        log.warning("stopping: a batch of %d alerts still in delivery after %.1f s is left "
+                                    "uncommitted (delivered again after a restart)", len(records), cfg.stop_grace_s)
+                        work.cancel()
+                        await asyncio.gather(work, return_exceptions=True)
+                        break
                 work.result()  # a producer failure ends the run uncommitted
                 offsets = {TopicPartition(tp.topic, tp.partition): recs[-1].offset + 1
                            for tp, recs in batch.items() if recs}

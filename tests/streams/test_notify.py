@@ -334,3 +334,43 @@ def test_sigterm_stops_the_notifier_cleanly(kafka_config: KafkaConfig, kafka_top
             proc.communicate()
     assert proc.returncode == 0, out[-2000:]
     assert "notify stopped: delivered {'webhook': 1}" in out
+
+
+
+@pytest.mark.parametrize("grace_s, finished", [(10.0, True), (0.2, False)])
+def test_a_stop_mid_batch_lets_the_batch_finish_within_the_grace(
+        kafka_config: KafkaConfig, kafka_topics: Callable[..., str], grace_s: float, finished: bool) -> None:
+    """Stop while the receiver is still answering: within notify.stop_grace_s the batch finishes and is
+    committed (a restarted notifier has nothing to deliver); past it the batch is left uncommitted and
+    the next run delivers it again (at-least-once)."""
+    settings = settings_for(kafka_config, kafka_topics)
+    a = alert("blk_1")
+    asyncio.run(produce(settings, [("blk_1", orjson.dumps(a))]))
+    slow = Receiver(answer=lambda path: time.sleep(1.5) or 200)
+    cfg = cfg_for(webhook_url=slow.url("/hook"), stop_grace_s=grace_s, timeout_s=5.0)
+
+    async def stop_mid_batch() -> NotifyStats:
+        stats, stop = NotifyStats(), asyncio.Event()
+        task = asyncio.create_task(serve_notify(settings, cfg, stop=stop, stats=stats))
+        deadline = time.monotonic() + 60
+        while not slow.bodies("/hook"):  # the request arrived; its answer is 1.5 s away
+            assert time.monotonic() < deadline and not task.done(), "the alert never reached the receiver"
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return stats
+
+    try:
+        first = asyncio.run(stop_mid_batch())
+        # The restarted notifier (same group) runs until it commits something or for 6 s.
+        until = time.monotonic() + 6
+        second = asyncio.run(notify_until(settings, cfg, lambda s: s.committed >= 1 or time.monotonic() > until))
+    finally:
+        slow.close()
+    ids = [b["alert"]["id"] for b in slow.bodies("/hook")]
+    if finished:
+        assert (first.committed, first.delivered) == (1, {"webhook": 1})
+        assert (second.committed, dict(second.delivered), ids) == (0, {}, [a["id"]])
+    else:
+        assert (first.committed, dict(first.delivered)) == (0, {})
+        assert (second.committed, dict(second.delivered), ids) == (1, {"webhook": 1}, [a["id"], a["id"]])
