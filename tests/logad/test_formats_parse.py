@@ -132,11 +132,16 @@ def test_regexes_are_linear_on_hostile_900kb_lines(fmt) -> None:  # type: ignore
     worst = (0.0, "")
     for piece in HOSTILE:
         body = (piece * (900_000 // len(piece) + 1))[:900_000]
-        masker = Masker(fmt.masking, fmt.merge_lists)  # cold caches
-        t0 = time.perf_counter()
-        parse_line(header + body, fmt, max_line_bytes=1 << 20)
-        masker.mask(body)
-        worst = max(worst, (time.perf_counter() - t0, piece))
+        took = []
+        for _ in range(3):  # best of 3: a preempted run on a busy machine is not a slow regex
+            masker = Masker(fmt.masking, fmt.merge_lists)  # cold caches
+            t0 = time.perf_counter()
+            parse_line(header + body, fmt, max_line_bytes=1 << 20)
+            masker.mask(body)
+            took.append(time.perf_counter() - t0)
+            if took[-1] < 1.0:
+                break
+        worst = max(worst, (min(took), piece))
     assert worst[0] < 1.0, f"{worst[1]!r} took {worst[0]:.2f}s"
 
 

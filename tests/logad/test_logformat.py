@@ -54,6 +54,11 @@ def test_invalid_formats_are_refused(bad: str, message: str) -> None:
 def test_hostile_line_is_fast(system: str) -> None:
     rx = re.compile(loghub_regex(_log_format(system))[0])
     for line in ("a " * 32768, "[" * 65536, "- 1 " * 16384, ":" * 65536, "[a] " * 16384):
-        t = time.perf_counter()
-        rx.match(line)
-        assert time.perf_counter() - t < 0.5, (system, line[:20])
+        took = []
+        for _ in range(3):  # best of 3: a preempted run on a busy machine is not a slow regex
+            t = time.perf_counter()
+            rx.match(line)
+            took.append(time.perf_counter() - t)
+            if took[-1] < 0.5:
+                break
+        assert min(took) < 0.5, (system, line[:20], took)

@@ -170,22 +170,22 @@ def test_stream_worker_sigkill_mid_replay(kafka_bootstrap: str, tmp_path: Path, 
     try:
         p.start()
         replay = p.start_replay("--rate", "2000")
-        events = p.settings.topics.events
 
-        async def events_written() -> int:
-            from streams.evaluate_stream import group_lag
-
-            return (await group_lag(p.settings, p.id, events))[0]
+        def mid_stream() -> bool:
+            # some of the file ingested (raw offsets committed) or some events bundles out: how many
+            # bundles a line makes depends on the batch sizes, hence on the machine's speed
+            st = p.progress()
+            return bool(st) and (st["raw_done"] >= 2000 or st["events_end"] >= 300)
 
         deadline = time.monotonic() + 60
-        while asyncio.run(events_written()) < 300:  # the worker is mid-stream: some events are out
+        while not mid_stream():
             assert time.monotonic() < deadline and p.worker.alive(), p.logs()
             time.sleep(0.2)
         assert replay.poll() is None, "the replay finished before the kill: the test proved nothing"
         p.worker.kill()
         p.worker.start()
         p.wait_replay(replay, timeout=60)
-        p.wait_drained(timeout=120)
+        p.wait_drained_supervised()  # a restart whose table recovery stalls is restarted, as compose does
         from streams.prometheus import scrape
 
         dups = scrape(f"http://127.0.0.1:{p.settings.web.port}/metrics").get("logad_duplicate_events_total")

@@ -384,7 +384,8 @@ def test_scorer_dynamic_batches() -> None:
     from streams.scorer import Scorer
 
     async def go() -> list[list[int]]:
-        settings = Settings(scorer=ScorerConfig(max_batch=3, max_wait_ms=30, queue_size=10))
+        # max_wait well above the late put's 5 ms: a preempted test process still sees [8, 9]
+        settings = Settings(scorer=ScorerConfig(max_batch=3, max_wait_ms=300, queue_size=10))
         scorer = Scorer(FakeDetector(set()), FakeConsumer(), FakeProducer(), settings)
         scorer.queue.put_nowait([0, 1])
         scorer.queue.put_nowait([2, 3])
