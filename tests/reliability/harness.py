@@ -220,6 +220,11 @@ class Pipeline:
 
         return scrape(self.metrics_url(which), timeout_s=1.0)
 
+    def read_metrics(self, which: str = "worker", timeout: float = 15.0) -> dict[str, float]:
+        """metrics() of a process that is up: retried while a busy machine answers late (metrics()
+        reads an unanswered scrape as {}, which is right while waiting for a start)."""
+        return wait_for(lambda: self.metrics(which), timeout, f"{which} metrics", on_timeout=self.logs)
+
     def wait_up(self, which: str, timeout: float = 90.0) -> float:
         """Until the process serves its metrics (worker: Faust web up) and, for the scorer, says it
         is ready (model loaded, consumer started, signal handlers installed)."""

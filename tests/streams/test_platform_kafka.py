@@ -31,7 +31,7 @@ from logad.config import KafkaConfig
 from streams.kafka_clients import admin_kwargs, consumer_kwargs, ensure_topics, producer_kwargs
 from tests.kafka_fixture import delete_topics
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = [f"k{i}" for i in range(7)]
@@ -167,7 +167,7 @@ class Worker:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(40)
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise AssertionError(f"worker did not stop on SIGTERM: {self.tail()}")
@@ -198,7 +198,7 @@ def counter(kafka_config: KafkaConfig, kafka_topics: Callable[..., str], tmp_pat
         delete_topics(kafka_config, [c["changelog"], f"{c['app_id']}-__assignor-__leader"])
 
 
-def wait_consumed(cfg: KafkaConfig, c: dict[str, Any], timeout: float = 45.0) -> None:
+def wait_consumed(cfg: KafkaConfig, c: dict[str, Any], timeout: float = 75.0) -> None:
     """Until the worker's group has committed the source topic's end offsets."""
     w: Worker = c["worker"]
     state: dict[str, Any] = {}

@@ -142,13 +142,13 @@ def test_stream_holds_alerts_when_the_input_does_not_fit(pipeline: Pipeline, shi
                                    for i, line in enumerate(f)))
     p.wait_replay(p.start_replay("--max", "--lines-per-record", "3", file=mixed))
     p.wait_drained(timeout=90)
-    worker = p.metrics("worker")
+    worker = p.read_metrics("worker")
     key = next((k for k in worker if k.startswith("logad_input_mismatch{") and 'problem="unparsed"' in k), None)
     assert key is not None and worker[key] == 1.0, {k: v for k, v in worker.items() if "input" in k}
     rate = [v for k, v in worker.items() if k.startswith("logad_input_unparsed_rate{") and p.raw in k]
     assert rate and rate[0] > 0.5, rate
     wait_for(lambda: "wrong format or model?" in p.worker.text(), 10, "the worker's ERROR log")
-    scorer = p.metrics("scorer")
+    scorer = p.read_metrics("scorer")
     held = scorer.get('logad_alerts_held_total{reason="unparsed"}', 0)
     scores_after, alerts_after = scores_and_alerts(p)
     assert len(alerts_after) == len(alerts_before), "an alert went out while the input did not fit"

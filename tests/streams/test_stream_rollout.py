@@ -89,7 +89,7 @@ def test_bundle_swapped_while_windows_flow(kafka_bootstrap: str, tmp_path: Path)
     p = Pipeline(kafka_bootstrap, tmp_path, LOGAD_SCORER_MODEL_DIR=str(folder), **FAST_RELOAD)
     try:
         p.start()
-        old = p.metrics("scorer")
+        old = p.read_metrics("scorer")
         replay = p.start_replay("--rate", "1500")
         wait_for(lambda: p.metrics("scorer").get("logad_scorer_windows_total", 0) >= 100, 60,
                  "windows to flow", on_timeout=p.logs)
@@ -99,7 +99,7 @@ def test_bundle_swapped_while_windows_flow(kafka_bootstrap: str, tmp_path: Path)
         shutil.move(weights, folder / "weights.safetensors")
         p.wait_replay(replay)
         p.wait_drained()
-        metrics = p.metrics("scorer")
+        metrics = p.read_metrics("scorer")
         sent = p.windows_in_kafka()  # what the worker sent to be scored
         score_recs = p.read(p.settings.topics.scores)
         alerts = [orjson.loads(r.value) for r in alert_records(p)]

@@ -48,7 +48,7 @@ def test_transactional_raw_topic_drains_with_every_session_closed(kafka_bootstra
         p.start()
         asyncio.run(produce_in_transactions(kafka_bootstrap, p.raw, lines, per_txn=1000))
         p.wait_drained(timeout=90)
-        scored = p.metrics("scorer").get("logad_scorer_windows_total", 0.0)
+        scored = p.read_metrics("scorer").get("logad_scorer_windows_total", 0.0)
         got = {orjson.loads(r.value)["id"] for r in p.read(p.settings.topics.alerts)}
     finally:
         p.stop()
