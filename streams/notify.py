@@ -5,7 +5,8 @@
 
 At-least-once: a batch's offsets are committed once each of its alerts was delivered to every
 target or dead-lettered with the reason ("notify_failed: webhook: HTTP 500 after 5 tries"); a crash
-or SIGTERM before that re-reads the batch. Alert ids already handled by this process are dropped
+before that re-reads the batch, and so does a SIGTERM once the batch has had notify.stop_grace_s to
+finish. Alert ids already handled by this process are dropped
 (the detector may send the same id twice; PagerDuty dedupes on it too). Failed requests are retried
 with exponential backoff and jitter (logad.notify.retry_delay); a 4xx other than 408/425/429 is not
 retried: the receiver will refuse the same payload again.
