@@ -337,7 +337,6 @@ def test_sigterm_stops_the_notifier_cleanly(kafka_config: KafkaConfig, kafka_top
     assert "notify stopped: delivered {'webhook': 1}" in out
 
 
-
 @pytest.mark.parametrize("grace_s, finished", [(10.0, True), (0.2, False)])
 def test_a_stop_mid_batch_lets_the_batch_finish_within_the_grace(
         kafka_config: KafkaConfig, kafka_topics: Callable[..., str], grace_s: float, finished: bool) -> None:
